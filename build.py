@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Project tasks: setup, test, demo, bench.
+
+    python3 build.py demo    # set up .venv if needed, generate human motions + a preview GIF
+    python3 build.py test    # set up .venv if needed, run the test suite
+    python3 build.py setup [--torch-index URL]   # only the environment
+    python3 build.py bench   # the speed table (mas bench)
+
+The environment is ``.venv`` (Python 3.11) with the pinned versions of requirements.txt and
+this project installed in editable mode (the ``mas`` command). It is rebuilt only when
+requirements.txt or pyproject.toml change.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".mas-setup"
+
+
+def run(cmd, **kw) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    r = subprocess.run([str(c) for c in cmd], **kw)
+    if r.returncode:
+        sys.exit(r.returncode)
+
+
+def find_python311() -> str:
+    if sys.version_info[:2] == (3, 11):
+        return sys.executable
+    for name in ("python3.11", "py -3.11"):
+        exe = shutil.which(name)
+        if exe:
+            return exe
+    sys.exit("build.py: Python 3.11 is needed (Blender's bpy module requires exactly 3.11); "
+             "install it (e.g. 'apt install python3.11' or pyenv) and run again")
+
+
+def setup(torch_index: str | None = None) -> None:
+    digest = hashlib.sha256((ROOT / "requirements.txt").read_bytes() + (ROOT / "pyproject.toml").read_bytes()
+                            + (torch_index or "").encode()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == digest and PY.exists():
+        return
+    if not PY.exists():
+        run([find_python311(), "-m", "venv", VENV])
+    pip = [PY, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    if torch_index:
+        torch_req = next(line for line in (ROOT / "requirements.txt").read_text().splitlines() if line.startswith("torch"))
+        run(pip + ["--index-url", torch_index, torch_req])
+    run(pip + ["-r", ROOT / "requirements.txt"])
+    run(pip + ["--no-deps", "-e", ROOT])
+    STAMP.write_text(digest)
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    task, rest = argv[0], argv[1:]
+    torch_index = None
+    if "--torch-index" in rest:
+        i = rest.index("--torch-index")
+        torch_index = rest[i + 1]
+        del rest[i:i + 2]
+    setup(torch_index)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if task == "setup":
+        print(f"environment ready: {VENV} (run 'source {BIN / 'activate'}' to get the 'mas' command)")
+    elif task == "test":
+        r = subprocess.run([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env)
+        sys.exit(r.returncode)
+    elif task == "demo":
+        out = ROOT / "demo_output"
+        run([BIN / "mas", "generate", "--model", "human", "--num", "4", "--seconds", "4", "--seed", "0",
+             "--out", out, "--preview", *rest], env=env)
+        run([PY, "-m", "mas_engine.viz", out], env=env)
+        print(f"demo: motions (.npz), previews (.gif) and a film strip (strip.png) are in {out}")
+    elif task == "bench":
+        run([BIN / "mas", "bench", *rest], env=env)
+    else:
+        sys.exit(f"build.py: unknown task {task!r}; use setup, test, demo or bench")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

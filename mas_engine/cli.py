@@ -1,0 +1,163 @@
+"""The ``mas`` command line: prepare data, train, generate, benchmark, list models.
+
+Every user-facing problem is a MasError, printed as one line (``mas: error: ...``) with
+exit status 2; progress bars go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import MasError
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    v = float(s)
+    if not v > 0 or v != v:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
+    return v
+
+
+def cmd_generate(a) -> None:
+    from .generate import generate_to_files
+
+    generate_to_files(model=a.model, num=a.num, seconds=a.seconds, seed=a.seed, views=a.views, steps=a.steps,
+                      device=a.device, out=a.out, batch_size=a.batch_size, noise_3d=not a.no_3d_noise,
+                      elevation_deg=a.elevation, distance_m=a.distance, preview=a.preview)
+
+
+def cmd_prepare(a) -> None:
+    from .dataset import MonocularConfig
+    from .prepare import prepare_capture
+
+    cfg = MonocularConfig(root_motion=not a.in_place, seed=a.seed, max_frames=a.max_frames, min_frames=a.min_frames)
+    prepare_capture(a.folder, a.out, kind=a.kind, names_file=a.names, cfg=cfg, workers=a.workers)
+
+
+def cmd_train(a) -> None:
+    from .model import ModelConfig
+    from .train import TrainConfig, train
+
+    mc = ModelConfig(width=a.width, layers=a.layers, heads=a.heads, ff_width=a.ff_width, max_frames=a.max_frames,
+                     schedule=a.schedule)
+    tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
+                     mirror=not a.no_mirror)
+    summary = train(a.data, a.out, mc, tc, device=a.device, resume=not a.restart)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"done: {summary['steps']} steps in {summary['seconds']:.0f} s; checkpoint {Path(a.out) / 'model'}.json")
+
+
+def cmd_models(a) -> None:
+    from .checkpoint import load_checkpoint, shipped_models
+
+    shipped = shipped_models()
+    if not shipped:
+        print("no shipped models are installed")
+    for name in shipped:
+        m = load_checkpoint(name)
+        size = sum(p.stat().st_size for p in (shipped[name], shipped[name].with_suffix(".safetensors")))
+        print(f"{name}: layout {m.layout.name} ({m.layout.num_joints} joints), {m.fps:g} fps, up to "
+              f"{m.config.max_frames / m.fps:g} s, {m.model.num_parameters() / 1e6:.2f} M parameters, "
+              f"{size / 1e6:.1f} MB. {m.card.get('licence', '')}")
+
+
+def cmd_bench(a) -> None:
+    from .bench import run_bench
+
+    run_bench(model=a.model, device=a.device, seconds=a.seconds, views=a.views, steps=a.steps,
+              batch=a.batch, gpu_batch=a.gpu_batch, json_out=a.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mas", description="MAS: 3D motion from a 2D motion diffusion model "
+                                "by multi-view ancestral sampling.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate 3D motions (.npz, frames x joints x 3, metres, Z up)")
+    g.add_argument("--model", default="human", help="a shipped model name (see 'mas models') or a checkpoint path")
+    g.add_argument("--num", type=_positive_int, default=1, help="number of motions (seeds seed, seed+1, ...)")
+    g.add_argument("--seconds", type=_positive_float, default=4.0, help="length of each motion")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--views", type=_positive_int, default=5, help="MAS views (at least 2)")
+    g.add_argument("--steps", type=_positive_int, default=None, help="diffusion steps (default: all the model has)")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--out", default="motions", help="output folder")
+    g.add_argument("--batch-size", type=_positive_int, default=None, help="motions per model call")
+    g.add_argument("--elevation", type=float, default=None, help="view elevation in degrees (default: the model's)")
+    g.add_argument("--distance", type=_positive_float, default=None, help="view distance in metres (default: the model's)")
+    g.add_argument("--no-3d-noise", action="store_true", help="ablation: independent noise per view")
+    g.add_argument("--preview", action="store_true", help="also write a stick-figure GIF per motion")
+    g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("prepare", help="build a monocular 2D training set from 3D capture")
+    r.add_argument("folder", help="folder of capture files")
+    r.add_argument("--out", required=True, help="output .npz")
+    r.add_argument("--kind", default="bandai", help="capture kind (bandai)")
+    r.add_argument("--names", default=None, help="text file naming the clips to use, one a line")
+    r.add_argument("--in-place", action="store_true", help="remove the root trajectory (motions in place)")
+    r.add_argument("--min-frames", type=_positive_int, default=40)
+    r.add_argument("--max-frames", type=_positive_int, default=120)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--workers", type=_positive_int, default=None)
+    r.set_defaults(func=cmd_prepare)
+
+    t = sub.add_parser("train", help="train (or resume) a 2D motion diffusion model")
+    t.add_argument("data", help="2D data set (.npz from 'mas prepare')")
+    t.add_argument("--out", required=True, help="run folder (checkpoints, log; resumes if it has a state)")
+    t.add_argument("--steps", type=_positive_int, default=20000)
+    t.add_argument("--batch-size", type=_positive_int, default=64)
+    t.add_argument("--lr", type=_positive_float, default=2e-4)
+    t.add_argument("--save-every", type=_positive_int, default=1000)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--width", type=_positive_int, default=256)
+    t.add_argument("--layers", type=_positive_int, default=4)
+    t.add_argument("--heads", type=_positive_int, default=4)
+    t.add_argument("--ff-width", type=_positive_int, default=512)
+    t.add_argument("--max-frames", type=_positive_int, default=120)
+    t.add_argument("--schedule", default="cosine", choices=["cosine", "cosine_tau_2"])
+    t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
+    t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
+    t.add_argument("--device", default="auto")
+    t.set_defaults(func=cmd_train)
+
+    m = sub.add_parser("models", help="list the shipped models")
+    m.set_defaults(func=cmd_models)
+
+    b = sub.add_parser("bench", help="time generation and print a table")
+    b.add_argument("--model", default="human")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--seconds", type=_positive_float, default=4.0)
+    b.add_argument("--views", type=_positive_int, default=5)
+    b.add_argument("--steps", type=_positive_int, default=None)
+    b.add_argument("--batch", type=_positive_int, default=8, help="batch size for the CPU batch row")
+    b.add_argument("--gpu-batch", type=_positive_int, default=256)
+    b.add_argument("--json", default=None, help="also write the results as JSON here")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except MasError as e:
+        print(f"mas: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mas: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Generate motions and write them as files (what ``mas generate`` runs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checkpoint import load_checkpoint
+from .device import pick_device
+from .motion_io import save_motion
+from .sampler import MasSettings, sample_mas
+
+
+def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=None, device="auto",
+                      out="motions", batch_size=None, noise_3d=True, elevation_deg=None, distance_m=None,
+                      preview=False, log=print) -> list[Path]:
+    """Generate ``num`` motions (seeds seed .. seed+num-1) and write one .npz each into ``out``."""
+    from tqdm import tqdm
+
+    dev = pick_device(device)
+    loaded = load_checkpoint(model, device=dev)
+    frames = int(round(seconds * loaded.fps))
+    settings = MasSettings(views=views, steps=steps, noise_3d=noise_3d, batch_size=batch_size,
+                           elevation_deg=elevation_deg, distance_m=distance_m)
+    seeds = list(range(seed, seed + num))
+    with tqdm(total=1, desc=f"MAS {num} x {seconds:g} s on {dev.type}", unit="step") as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+        result = sample_mas(loaded, seeds, frames, settings, dev, progress=progress)
+    paths = []
+    for s, joints in zip(seeds, result.joints):
+        path = Path(out) / f"{loaded.name}_seed{s:05d}.npz"
+        save_motion(path, joints, loaded.fps, loaded.layout, model=loaded.name, seed=s, views=views,
+                    steps=steps or loaded.config.diffusion_steps, noise_3d=noise_3d)
+        paths.append(path)
+        if preview:
+            from .viz import write_animation
+            write_animation(path.with_suffix(".gif"), joints, loaded.layout, loaded.fps)
+    log(f"wrote {len(paths)} motion(s) of {frames} frames ({frames / loaded.fps:g} s at {loaded.fps:g} fps) to {out}/ "
+        f"in {result.stats['seconds']:.1f} s")
+    return paths

@@ -1,0 +1,97 @@
+"""The 2D motion denoiser: an MDM-style transformer encoder that predicts the clean motion x0.
+
+Input: a noisy 2D motion x_t (batch x frames x joints x 2, normalised) and the step t.
+Frames are grouped ``frames_per_token`` at a time into one token (a temporal patch):
+at 30 fps two frames per token halve the sequence, and so the cost, with no visible loss
+on smooth motion. The step is a token of its own, first in the sequence, as in MDM.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    num_joints: int = 16
+    max_frames: int = 120
+    frames_per_token: int = 2
+    width: int = 256
+    layers: int = 4
+    heads: int = 4
+    ff_width: int = 512
+    dropout: float = 0.1
+    diffusion_steps: int = 100
+    schedule: str = "cosine"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer sinusoidal embedding: (...,) -> (..., dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=positions.device) / half)
+    angles = positions.float()[..., None] * freqs
+    return torch.cat([torch.sin(angles), torch.cos(angles)], -1)
+
+
+class MotionDenoiser(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        D, P = cfg.width, cfg.frames_per_token
+        self.max_tokens = -(-cfg.max_frames // P)
+        self.input = nn.Linear(P * cfg.num_joints * 2, D)
+        self.time_mlp = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
+        layer = nn.TransformerEncoderLayer(D, cfg.heads, cfg.ff_width, cfg.dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(D)
+        self.output = nn.Linear(D, P * cfg.num_joints * 2)
+        self.register_buffer("positions", sinusoidal(torch.arange(self.max_tokens + 1), D), persistent=False)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict x0.
+
+        x_t:    batch x frames x joints x 2 (normalised 2D)
+        t:      batch (integer steps in 0 .. diffusion_steps - 1)
+        length: batch, valid frames of each motion (None: all frames valid)
+        Returns batch x frames x joints x 2.
+        """
+        B, L, J, _ = x_t.shape
+        P = self.cfg.frames_per_token
+        if L > self.cfg.max_frames:
+            raise ValueError(f"{L} frames is longer than the model's maximum of {self.cfg.max_frames}")
+        pad = (-L) % P
+        x = x_t.reshape(B, L, J * 2)
+        if pad:
+            x = torch.cat([x, x.new_zeros(B, pad, J * 2)], 1)
+        N = (L + pad) // P
+        tokens = self.input(x.reshape(B, N, P * J * 2))
+        step = self.time_mlp(sinusoidal(t, self.cfg.width))[:, None]
+        h = torch.cat([step, tokens], 1) + self.positions[: N + 1]
+        mask = None
+        if length is not None:
+            # a token is padding when all its frames are past the motion's end; step token always valid
+            tok_valid = torch.arange(N, device=x_t.device)[None] * P < length[:, None]
+            mask = torch.cat([tok_valid.new_ones(B, 1), tok_valid], 1).logical_not()
+            if not mask.any():
+                mask = None
+        h = self.encoder(h, src_key_padding_mask=mask)
+        out = self.output(self.norm(h[:, 1:])).reshape(B, N * P, J, 2)
+        return out[:, :L]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

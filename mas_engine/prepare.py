@@ -1,0 +1,84 @@
+"""``mas prepare``: a folder of 3D capture -> a monocular 2D training set, with a report."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from .bvh import read_bvh
+from .capture import bandai_to_human16
+from .dataset import MonocularConfig, build_monocular_set, save_monocular_set
+from .errors import MasError
+
+# capture kinds: file pattern and the function mapping one file to (joints, layout)
+CAPTURE_KINDS = {
+    "bandai": ("*.bvh", lambda path: bandai_to_human16(read_bvh(path))),
+}
+
+
+def _load_one(args):
+    kind, path = args
+    try:
+        motion = read_bvh(path) if kind == "bandai" else None
+        joints, layout = bandai_to_human16(motion)
+        return path.stem, joints, motion.fps, layout, None
+    except MasError as e:
+        return path.stem, None, None, None, str(e)
+
+
+def capture_files(folder, kind: str, names_file=None) -> list[Path]:
+    if kind not in CAPTURE_KINDS:
+        raise MasError(f"unknown capture kind {kind!r}; known: {', '.join(CAPTURE_KINDS)}")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MasError(f"capture folder {folder} does not exist")
+    files = sorted(folder.glob(CAPTURE_KINDS[kind][0]))
+    if names_file:
+        wanted = {Path(w.strip()).stem for w in open(names_file) if w.strip()}
+        files = [f for f in files if f.stem in wanted]
+    if not files:
+        raise MasError(f"no {CAPTURE_KINDS[kind][0]} files in {folder}")
+    return files
+
+
+def prepare_capture(folder, out, kind: str = "bandai", names_file=None, cfg: MonocularConfig | None = None,
+                    workers: int | None = None, log=print) -> dict:
+    """Read every capture file, build the monocular 2D set and write it atomically to ``out``."""
+    from tqdm import tqdm
+
+    cfg = cfg or MonocularConfig()
+    files = capture_files(folder, kind, names_file)
+    workers = workers or min(os.cpu_count() or 1, 8)
+    rejected = []
+
+    def clips():
+        with ProcessPoolExecutor(workers) as pool:
+            for name, joints, fps, layout, err in tqdm(pool.map(_load_one, [(kind, f) for f in files], chunksize=8),
+                                                       total=len(files), desc="reading capture", unit="clip"):
+                if err:
+                    rejected.append((name, err))
+                else:
+                    clips.layout = layout
+                    yield name, joints, fps
+
+    # the layout is known once the first clip is read; all clips of a kind share it
+    first = _load_one((kind, files[0]))
+    if first[4]:
+        raise MasError(first[4])
+    built = build_monocular_set(clips(), first[3], cfg)
+    rejected += built["rejected"]
+    save_monocular_set(out, built)
+    n_tr, n_va = len(built["train_length"]), len(built["val_length"])
+    frames = int(built["train_length"].sum() + built["val_length"].sum())
+    conf = np.concatenate([built["train_pose"][..., 2].ravel(), built["val_pose"][..., 2].ravel()])
+    hist, edges = np.histogram(conf[conf > 0], bins=10, range=(0, 1))
+    report = {"clips": len(files) - len(rejected), "rejected": rejected, "train_windows": n_tr, "val_windows": n_va,
+              "frames": frames, "scale_m": built["meta"]["scale"], "confidence_histogram": hist.tolist()}
+    log(f"wrote {out}: {n_tr} training and {n_va} validation windows from {report['clips']} clips, "
+        f"{frames} frames ({frames / cfg.fps / 3600:.2f} h), scale {report['scale_m']:.3f} m")
+    log("confidence histogram (0..1 in tenths): " + " ".join(str(h) for h in hist))
+    for name, why in rejected:
+        log(f"rejected {name}: {why}")
+    return report

@@ -1,0 +1,203 @@
+"""Sampling: plain 2D ancestral sampling and MAS, Multi-view Ancestral Sampling.
+
+Both are the same ancestral loop (``ancestral_loop``): at each step, predict x0, optionally
+make it consistent, then draw x_{t-1} from the DDPM posterior q(x_{t-1} | x_t, x0).
+MAS runs V views of each motion through the model as one batch and its consistency block
+triangulates one 3D motion from the V predictions and projects it back into every view.
+The noise is 3D noise: one Gaussian per motion (frames x joints x 3) rotated into each
+view and projected orthographically, so every view's noise is N(0, I) and they agree.
+
+All in normalised units (metres / the model's scale); cameras look at the origin.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .cameras import Cameras
+from .checkpoint import LoadedModel
+from .diffusion import Schedule, posterior_step
+from .errors import Cancelled, MasError
+from .triangulate import triangulate
+
+
+@dataclass
+class MasSettings:
+    """How to sample. None means the model's default (its card's cameras, all steps)."""
+
+    views: int = 5
+    steps: int | None = None
+    elevation_deg: float | None = None
+    distance_m: float | None = None
+    noise_3d: bool = True               # False: independent per-view noise (ablation)
+    gauss_newton_iters: int = 2
+    batch_size: int | None = None       # motions per model call; None: 8 on CPU, 256 on GPU
+
+
+@dataclass
+class SampleResult:
+    joints: np.ndarray                  # motions x frames x joints x 3, metres, Z up
+    views: np.ndarray | None            # motions x views x frames x joints x 2, normalised (MAS only)
+    seeds: list[int]
+    fps: float
+    stats: dict = field(default_factory=dict)
+
+
+def ancestral_loop(denoise, schedule: Schedule, x_t: torch.Tensor, noise_at, consistency=None,
+                   progress=None, cancel=None) -> torch.Tensor:
+    """x_T -> x_0 by ancestral sampling.
+
+    denoise(x_t, t) -> x0 prediction; noise_at(k) -> the posterior noise of chain step k;
+    consistency(x0) -> x0 made consistent (MAS), or None (plain sampling).
+    progress(done, total) is called after each step; cancel() True stops with Cancelled.
+    """
+    K = len(schedule)
+    for k in reversed(range(K)):
+        if cancel is not None and cancel():
+            raise Cancelled("sampling cancelled")
+        x0 = denoise(x_t, int(schedule.timesteps[k]))
+        if consistency is not None:
+            x0 = consistency(x0)
+        x_t = posterior_step(schedule, k, x_t, x0, noise_at(k) if k > 0 else None)
+        if progress is not None:
+            progress(K - k, K)
+    return x_t
+
+
+class MultiViewConsistency:
+    """The MAS consistency block: triangulate the views' x0 into 3D, project back.
+
+    x0: motions x views x frames x joints x 2. Keeps the latest 3D motion in ``X`` (motions x
+    frames x joints x 3), which also fills joints the views cannot determine.
+    """
+
+    def __init__(self, cams: Cameras, iters: int = 2):
+        self.cams, self.iters = cams, iters
+        self.X = None
+        self.seconds = 0.0
+
+    def __call__(self, x0: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        uv = x0.permute(0, 2, 3, 1, 4)                       # B, L, J, V, 2
+        self.X = triangulate(self.cams, uv, iters=self.iters, init=self.X)
+        out = self.cams.project(self.X).permute(0, 3, 1, 2, 4)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
+def _generators(seeds, device) -> list[torch.Generator]:
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
+def draw_noise(seeds, shape, device) -> torch.Tensor:
+    """One noise tensor per seed, stacked on dim 1: (shape[0], len(seeds), *shape[1:]).
+
+    Each motion's noise comes from its own generator, so a seed gives the same motion
+    whatever else is in the batch.
+    """
+    return torch.stack([torch.randn(shape, generator=g, device=device) for g in _generators(seeds, device)], 1)
+
+
+def _denoiser(loaded: LoadedModel, frames):
+    model = loaded.model
+
+    def denoise(x_t, t):
+        flat = x_t.reshape(-1, frames, loaded.config.num_joints, 2)
+        tt = torch.full((flat.shape[0],), t, dtype=torch.long, device=flat.device)
+        return model(flat, tt).reshape(x_t.shape)
+    return denoise
+
+
+def _check_frames(loaded: LoadedModel, frames: int) -> None:
+    if frames < 2:
+        raise MasError(f"a motion needs at least 2 frames, got {frames}")
+    if frames > loaded.config.max_frames:
+        raise MasError(f"{frames} frames is longer than model {loaded.name!r} can make "
+                       f"({loaded.config.max_frames} frames = {loaded.config.max_frames / loaded.fps:g} s)")
+
+
+def mas_cameras(loaded: LoadedModel, settings: MasSettings, device) -> Cameras:
+    """The V sampling views in normalised units: a ring at the model's elevation and distance."""
+    if settings.views < 2:
+        raise MasError(f"MAS needs at least 2 views, got {settings.views}")
+    elev = math.radians(settings.elevation_deg if settings.elevation_deg is not None else loaded.cameras["elevation_deg"])
+    dist = (settings.distance_m if settings.distance_m is not None else loaded.cameras["distance_m"]) / loaded.scale
+    return Cameras.ring(settings.views, elev, dist, device=device)
+
+
+@torch.inference_mode()
+def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, settings: MasSettings,
+                     device, progress=None, cancel=None):
+    """MAS for one batch of motions; returns (X motions x frames x joints x 3, views, stats), normalised."""
+    _check_frames(loaded, frames)
+    schedule = Schedule.create(loaded.config.schedule, loaded.config.diffusion_steps, settings.steps)
+    cams = mas_cameras(loaded, settings, device)
+    K, B, V, J = len(schedule), len(seeds), settings.views, loaded.config.num_joints
+    if settings.noise_3d:
+        noise3d = draw_noise(seeds, (K + 1, frames, J, 3), device)      # K+1, B, L, J, 3
+
+        def noise_at(k):
+            return cams.rotate_orthographic(noise3d[k]).permute(0, 3, 1, 2, 4)   # B, V, L, J, 2
+    else:
+        noise2d = draw_noise(seeds, (K + 1, V, frames, J, 2), device)
+
+        def noise_at(k):
+            return noise2d[k]
+    consistency = MultiViewConsistency(cams, settings.gauss_newton_iters)
+    t0 = time.perf_counter()
+    ancestral_loop(_denoiser(loaded, frames), schedule, noise_at(K), noise_at, consistency, progress, cancel)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    stats = {"seconds": time.perf_counter() - t0, "triangulation_seconds": consistency.seconds}
+    return consistency.X, cams.project(consistency.X).permute(0, 3, 1, 2, 4), stats
+
+
+@torch.inference_mode()
+def sample_2d_batch(loaded: LoadedModel, seeds: list[int], frames: int, steps: int | None, device,
+                    progress=None, cancel=None) -> torch.Tensor:
+    """Plain 2D ancestral sampling: motions x frames x joints x 2, normalised."""
+    _check_frames(loaded, frames)
+    schedule = Schedule.create(loaded.config.schedule, loaded.config.diffusion_steps, steps)
+    noise = draw_noise(seeds, (len(schedule) + 1, frames, loaded.config.num_joints, 2), device)
+    return ancestral_loop(_denoiser(loaded, frames), schedule, noise[len(schedule)],
+                          lambda k: noise[k], None, progress, cancel)
+
+
+def place_on_floor(X: np.ndarray, floor_offset: float) -> np.ndarray:
+    """Shift a motion (frames x joints x 3, metres, Z up) so its lowest keypoint stands at floor_offset.
+
+    The lowest keypoint per frame, at its 5th percentile over frames: robust to a stray frame.
+    """
+    low = np.percentile(X[..., 2].min(axis=1), 5)
+    return X + np.array([0.0, 0.0, floor_offset - low], dtype=X.dtype)
+
+
+def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: MasSettings | None = None,
+               device=None, progress=None, cancel=None) -> SampleResult:
+    """Generate one 3D motion per seed with MAS, in batches; joints in metres, Z up, on the floor.
+
+    progress(done, total) counts diffusion steps over all batches.
+    """
+    settings = settings or MasSettings()
+    device = torch.device(device) if device is not None else next(loaded.model.parameters()).device
+    bs = settings.batch_size or (256 if device.type == "cuda" else 8)
+    K = len(Schedule.create(loaded.config.schedule, loaded.config.diffusion_steps, settings.steps))
+    chunks = [seeds[i:i + bs] for i in range(0, len(seeds), bs)]
+    Xs, views = [], []
+    stats = {"seconds": 0.0, "triangulation_seconds": 0.0}
+    for c, chunk in enumerate(chunks):
+        prog = None if progress is None else (lambda d, n, c=c: progress(c * K + d, len(chunks) * K))
+        X, v, st = sample_mas_batch(loaded, chunk, frames, settings, device, prog, cancel)
+        Xs.append(X.float().cpu())
+        views.append(v.float().cpu())
+        for k in stats:
+            stats[k] += st[k]
+    X = torch.cat(Xs).numpy() * loaded.scale
+    if not np.isfinite(X).all():
+        raise MasError("sampling produced non-finite joints; the checkpoint may be damaged or untrained")
+    joints = np.stack([place_on_floor(x, loaded.layout.floor_offset) for x in X]).astype(np.float32)
+    return SampleResult(joints, torch.cat(views).numpy(), list(seeds), loaded.fps, stats)

@@ -1,0 +1,229 @@
+"""Training the 2D motion denoiser: masked L2 on x0, AdamW, EMA, resume, data-parallel.
+
+Run alone (``mas train``) or data-parallel with torchrun: ``torchrun --nproc_per_node N
+-m mas_engine.cli train ...`` (gloo on CPU, NCCL on GPU). Each rank draws its own batches;
+the effective batch is ``batch_size x N``. Rank 0 writes the checkpoints.
+
+Files in ``out``: ``model.safetensors`` + ``model.json`` (EMA weights: what sampling
+uses), ``train_state.safetensors`` + ``train_state.json`` (raw weights, EMA, optimiser,
+step: what resume uses) and ``log.jsonl`` (loss and validation loss over time).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .checkpoint import _atomic_write, read_card, save_checkpoint
+from .dataset import CONFIDENCE_THRESHOLD, MotionData2D
+from .device import pick_device
+from .diffusion import alpha_bar_schedule, q_sample
+from .errors import MasError
+from .model import ModelConfig, MotionDenoiser
+
+DATA_NOTE = ("Trained on 2D projections of the Bandai Namco Research Motiondataset (CC BY-NC 4.0): "
+             "non-commercial use only.")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    ema_decay: float = 0.999
+    save_every: int = 1000
+    seed: int = 0
+    mirror: bool = True
+    grad_clip: float = 1.0
+
+
+def masked_x0_loss(pred: torch.Tensor, x0: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over confident joints: pred, x0 B x L x J x 2; conf B x L x J (0 on padding)."""
+    mask = (conf >= CONFIDENCE_THRESHOLD).to(pred.dtype)
+    return (((pred - x0) ** 2).sum(-1) * mask).sum() / (2 * mask.sum().clamp(min=1.0))
+
+
+def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=None) -> torch.Tensor:
+    """One diffusion training loss: random t, noise x0 to x_t, predict x0."""
+    B = x0.shape[0]
+    T = alpha_bar.shape[0]
+    t = torch.randint(0, T, (B,), generator=generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    x_t = q_sample(x0, alpha_bar[t], noise)
+    return masked_x0_loss(model(x_t, t, length), x0, conf)
+
+
+@torch.no_grad()
+def validation_loss(model, alpha_bar, data: MotionData2D, device, batches: int = 8, batch_size: int = 64) -> float:
+    """Loss on the validation windows with fixed t and noise, so values compare across runs."""
+    if len(data) == 0:
+        return float("nan")
+    g = torch.Generator().manual_seed(1234)
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    for b in range(batches):
+        idx = torch.arange(b * batch_size, (b + 1) * batch_size) % len(data)
+        L = int(data.length[idx].max())
+        x0, conf = data.pose[idx, :L].to(device), data.conf[idx, :L].to(device)
+        total += float(training_loss(model, alpha_bar, x0, conf, data.length[idx].to(device), g))
+        n += 1
+    model.train(was_training)
+    return total / n
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.ndim > 0:
+                tensors[f"opt.{idx}.{k}"] = v
+            else:
+                scalars[f"{idx}.{k}"] = float(v)
+    return tensors, {"scalars": scalars, "param_groups": sd["param_groups"]}
+
+
+def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: dict, info: dict) -> None:
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, idx, k = key.split(".", 2)
+            state.setdefault(int(idx), {})[k] = v
+    for key, v in info["scalars"].items():
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = torch.tensor(v)
+    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+
+
+def save_train_state(out: Path, model, ema, opt, step: int, extra: dict) -> None:
+    from safetensors.torch import save_file
+
+    opt_tensors, opt_info = _flatten_optimizer(opt)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    tensors.update(opt_tensors)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    _atomic_write(out / "train_state.safetensors", lambda tmp: save_file(tensors, tmp))
+    info = dict(extra, step=step, optimizer=opt_info)
+    _atomic_write(out / "train_state.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1)))
+
+
+def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig | None = None,
+          device: str = "auto", resume: bool = True, data_note: str = DATA_NOTE, log=print) -> dict:
+    """Train (or resume) a denoiser on a monocular 2D set; returns a summary of the run."""
+    from safetensors.torch import load_file
+    from tqdm import tqdm
+
+    cfg = cfg or TrainConfig()
+    out = Path(out)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    dev = pick_device(device if world == 1 else ("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"))
+    if world > 1:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+
+    data = MotionData2D.load(data_path, "train")
+    val = MotionData2D.load(data_path, "val")
+    state_file = out / "train_state.json"
+    resuming = resume and state_file.exists()
+    if resuming:
+        info = json.loads(state_file.read_text())
+        model_cfg = ModelConfig.from_dict(info["model"])
+        done = int(info["step"])
+    else:
+        model_cfg = model_cfg or ModelConfig()
+        done = 0
+    model_cfg.num_joints = data.layout.num_joints
+    longest = int(data.length.max())
+    if longest > model_cfg.max_frames:
+        raise MasError(f"the data has windows of {longest} frames but the model's max_frames is "
+                       f"{model_cfg.max_frames}; raise max_frames")
+
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    model = MotionDenoiser(model_cfg).to(dev)
+    ema = MotionDenoiser(model_cfg).to(dev)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if resuming:
+        tensors = load_file(str(out / "train_state.safetensors"))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        _unflatten_optimizer(opt, {k: v.to(dev) for k, v in tensors.items()}, info["optimizer"])
+        log(f"resuming {out} at step {done}")
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    alpha_bar = alpha_bar_schedule(model_cfg.schedule, model_cfg.diffusion_steps).float().to(dev)
+
+    # batches and noise depend on (seed, rank, step of the (re)start)
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank * 7919 + done)
+    batches = data.batches(cfg.batch_size, gen, mirror=cfg.mirror)
+    card = {"layout": data.layout.to_dict(), "fps": data.fps,
+            "normalisation": {"scale": data.scale, "root_motion": data.meta["config"].get("root_motion", True),
+                              "kind": "global scale after centring on the mean root"},
+            "mas_cameras": {"elevation_deg": 11.25,
+                            "distance_m": 0.5 * (data.meta["config"]["cameras"]["distance_min"]
+                                                 + data.meta["config"]["cameras"]["distance_max"])},
+            "training": {"data": str(data_path), "windows": len(data), "train": asdict(cfg)},
+            "licence": data_note}
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        log(f"model: {model.num_parameters() / 1e6:.2f} M parameters; data: {len(data)} windows; "
+            f"device {dev}; {world} process(es)")
+    bar = tqdm(range(done, cfg.steps), initial=done, total=cfg.steps, desc="training", unit="step",
+               disable=rank != 0, mininterval=2.0)
+    t0, losses, last_loss = time.time(), [], float("nan")
+
+    def checkpoint(step):
+        vloss = validation_loss(ema, alpha_bar, val, dev)
+        entry = {"step": step, "loss": sum(losses) / max(len(losses), 1), "val_loss_ema": vloss,
+                 "seconds": time.time() - t0}
+        losses.clear()
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        run_card = dict(card, training=dict(card["training"], steps=step))
+        save_checkpoint(out / "model", ema, run_card)
+        save_train_state(out, model, ema, opt, step, {"model": model_cfg.to_dict(), "card": run_card})
+        bar.write(f"step {step}: loss {entry['loss']:.4f}, validation loss (EMA) {vloss:.4f}")
+
+    net.train()
+    for step in bar:
+        x0, conf, length = next(batches)
+        x0, conf, length = x0.to(dev), conf.to(dev), length.to(dev)
+        lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+        lr *= 0.5 * (1 + math.cos(math.pi * step / cfg.steps)) * 0.9 + 0.1  # cosine decay to 10%
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = training_loss(net, alpha_bar, x0, conf, length, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        last_loss = float(loss)
+        if not math.isfinite(last_loss):
+            raise MasError(f"training diverged at step {step} (loss {last_loss}); lower --lr")
+        losses.append(last_loss)
+        bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.1e}", refresh=False)
+        if rank == 0 and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
+            checkpoint(step + 1)
+    bar.close()
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return {"steps": cfg.steps, "last_loss": last_loss, "seconds": time.time() - t0, "out": str(out)}

@@ -1,0 +1,97 @@
+"""Keypoint layouts: the joint sets that 2D data, models and generated 3D motions use.
+
+A layout is plain data (names, parents, left/right pairs) shared by the engine, the
+retargeting and the Blender add-on. Parents make a tree rooted at joint 0, which is
+how motions are drawn and how bone lengths are measured; ``mirror`` maps every joint
+to its left/right twin (itself for joints on the mid-line), used for mirror
+augmentation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class KeypointLayout:
+    """A named set of keypoints with a parent tree.
+
+    name:    identifier stored in data sets and checkpoints (``"human16"``).
+    joints:  joint names, in array order.
+    parents: parent index of every joint, -1 for the root (joint 0).
+    pairs:   (left, right) index pairs swapped by mirroring.
+    floor_offset: height in metres of the lowest keypoint above the floor when the
+             subject stands (ankles for humans); used to put generated motions on Z = 0.
+    """
+
+    name: str
+    joints: tuple[str, ...]
+    parents: tuple[int, ...]
+    pairs: tuple[tuple[int, int], ...] = ()
+    floor_offset: float = 0.0
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        n = len(self.joints)
+        if len(self.parents) != n:
+            raise ValueError(f"layout {self.name}: {n} joints but {len(self.parents)} parents")
+        if n == 0 or self.parents[0] != -1:
+            raise ValueError(f"layout {self.name}: joint 0 must be the root (parent -1)")
+        for j, p in enumerate(self.parents[1:], start=1):
+            if not 0 <= p < j:
+                raise ValueError(f"layout {self.name}: parent of {self.joints[j]} must come before it")
+        for a, b in self.pairs:
+            if not (0 <= a < n and 0 <= b < n):
+                raise ValueError(f"layout {self.name}: mirror pair ({a}, {b}) out of range")
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joints)
+
+    @property
+    def bones(self) -> list[tuple[int, int]]:
+        """(parent, child) index pairs, one per non-root joint."""
+        return [(p, j) for j, p in enumerate(self.parents) if p >= 0]
+
+    @property
+    def mirror(self) -> list[int]:
+        """Index permutation that swaps left and right joints."""
+        perm = list(range(self.num_joints))
+        for a, b in self.pairs:
+            perm[a], perm[b] = b, a
+        return perm
+
+    def index(self, name: str) -> int:
+        return self.joints.index(name)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "joints": list(self.joints), "parents": list(self.parents),
+                "pairs": [list(p) for p in self.pairs], "floor_offset": self.floor_offset}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "KeypointLayout":
+        return cls(name=d["name"], joints=tuple(d["joints"]), parents=tuple(int(p) for p in d["parents"]),
+                   pairs=tuple(tuple(int(i) for i in p) for p in d.get("pairs", ())),
+                   floor_offset=float(d.get("floor_offset", 0.0)))
+
+
+# The 16 joints of the paper's NBA data, in the reference code's order.
+HUMAN16 = KeypointLayout(
+    name="human16",
+    joints=("pelvis", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
+            "neck", "nose", "head", "left_shoulder", "left_elbow", "left_wrist",
+            "right_shoulder", "right_elbow", "right_wrist"),
+    parents=(-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 7, 10, 11, 7, 13, 14),
+    pairs=((1, 4), (2, 5), (3, 6), (10, 13), (11, 14), (12, 15)),
+    floor_offset=0.10,
+    description="Human, 16 keypoints as in the MAS paper's NBA data (pelvis is the mid-hip).",
+)
+
+LAYOUTS = {HUMAN16.name: HUMAN16}
+
+
+def get_layout(name: str) -> KeypointLayout:
+    """The built-in layout called ``name``; a clear error lists the known ones."""
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise KeyError(f"unknown keypoint layout {name!r}; known layouts: {', '.join(sorted(LAYOUTS))}") from None
