@@ -6,7 +6,7 @@ from pathlib import Path
 from .checkpoint import load_checkpoint
 from .device import pick_device
 from .motion_io import save_motion
-from .sampler import MasSettings, sample_mas
+from .sampler import MasSettings, check_request, sample_mas
 
 
 def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=None, device="auto",
@@ -20,6 +20,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     frames = int(round(seconds * loaded.fps))
     settings = MasSettings(views=views, steps=steps, noise_3d=noise_3d, batch_size=batch_size,
                            elevation_deg=elevation_deg, distance_m=distance_m)
+    check_request(loaded, frames, settings)
     seeds = list(range(seed, seed + num))
     with tqdm(total=1, desc=f"MAS {num} x {seconds:g} s on {dev.type}", unit="step") as bar:
         def progress(done, total):

@@ -12,18 +12,23 @@ from .capture import bandai_to_human16
 from .dataset import MonocularConfig, build_monocular_set, save_monocular_set
 from .errors import MasError
 
-# capture kinds: file pattern and the function mapping one file to (joints, layout)
+def _read_bandai(path: Path):
+    motion = read_bvh(path)
+    joints, layout = bandai_to_human16(motion)
+    return joints, motion.fps, layout
+
+
+# capture kinds: file pattern, and a reader of one file -> (joints frames x J x 3 m Z up, fps, layout)
 CAPTURE_KINDS = {
-    "bandai": ("*.bvh", lambda path: bandai_to_human16(read_bvh(path))),
+    "bandai": ("*.bvh", _read_bandai),
 }
 
 
 def _load_one(args):
     kind, path = args
     try:
-        motion = read_bvh(path) if kind == "bandai" else None
-        joints, layout = bandai_to_human16(motion)
-        return path.stem, joints, motion.fps, layout, None
+        joints, fps, layout = CAPTURE_KINDS[kind][1](path)
+        return path.stem, joints, fps, layout, None
     except MasError as e:
         return path.stem, None, None, None, str(e)
 
@@ -60,7 +65,6 @@ def prepare_capture(folder, out, kind: str = "bandai", names_file=None, cfg: Mon
                 if err:
                     rejected.append((name, err))
                 else:
-                    clips.layout = layout
                     yield name, joints, fps
 
     # the layout is known once the first clip is read; all clips of a kind share it

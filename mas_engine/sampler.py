@@ -112,6 +112,17 @@ def _denoiser(loaded: LoadedModel, frames):
     return denoise
 
 
+def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None = None) -> None:
+    """Raise MasError for a request the model cannot serve, before any work starts."""
+    _check_frames(loaded, frames)
+    if settings is not None:
+        if settings.views < 2:
+            raise MasError(f"MAS needs at least 2 views, got {settings.views}")
+        if settings.steps is not None and not 1 <= settings.steps <= loaded.config.diffusion_steps:
+            raise MasError(f"steps must be between 1 and {loaded.config.diffusion_steps} for model "
+                           f"{loaded.name!r}, got {settings.steps}")
+
+
 def _check_frames(loaded: LoadedModel, frames: int) -> None:
     if frames < 2:
         raise MasError(f"a motion needs at least 2 frames, got {frames}")
@@ -183,6 +194,7 @@ def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: Mas
     progress(done, total) counts diffusion steps over all batches.
     """
     settings = settings or MasSettings()
+    check_request(loaded, frames, settings)
     device = torch.device(device) if device is not None else next(loaded.model.parameters()).device
     bs = settings.batch_size or (256 if device.type == "cuda" else 8)
     K = len(Schedule.create(loaded.config.schedule, loaded.config.diffusion_steps, settings.steps))

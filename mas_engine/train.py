@@ -215,7 +215,7 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1 - decay)
-        last_loss = float(loss)
+        last_loss = float(loss.detach())
         if not math.isfinite(last_loss):
             raise MasError(f"training diverged at step {step} (loss {last_loss}); lower --lr")
         losses.append(last_loss)

@@ -25,8 +25,9 @@ def _axes(fig, pos, joints):
 def _draw(ax, pose, layout, trail=None):
     lines = []
     for p, j in layout.bones:
-        left = "left" in layout.joints[j]
-        lines += ax.plot(*pose[[p, j]].T, color="tab:blue" if left else "tab:red", lw=2)
+        name = layout.joints[j]
+        color = "tab:blue" if "left" in name else "tab:red" if "right" in name else "dimgray"
+        lines += ax.plot(*pose[[p, j]].T, color=color, lw=2)
     if trail is not None:
         lines += ax.plot(*trail.T, color="gray", lw=0.8)
     return lines

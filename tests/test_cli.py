@@ -1,0 +1,73 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mas_engine.checkpoint import shipped_models
+from mas_engine.cli import main
+from mas_engine.motion_io import load_motion
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_generate_writes_one_motion_file_per_seed(tmp_path, tiny_checkpoint, capsys):
+    rc = main(["generate", "--model", str(tiny_checkpoint), "--num", "3", "--seconds", "1", "--seed", "10",
+               "--steps", "5", "--views", "3", "--out", str(tmp_path), "--device", "cpu"])
+    assert rc == 0
+    files = sorted(tmp_path.glob("*.npz"))
+    assert [f.name for f in files] == ["tiny_seed00010.npz", "tiny_seed00011.npz", "tiny_seed00012.npz"]
+    m = load_motion(files[1])
+    assert m["joints"].shape == (30, 16, 3) and m["joints"].dtype == np.float32
+    assert np.isfinite(m["joints"]).all()
+    assert m["fps"] == 30.0 and m["seed"] == 11 and m["model"] == "tiny" and m["views"] == 3
+    assert list(m["joint_names"][:2]) == ["pelvis", "right_hip"] and m["parents"][0] == -1
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_generate_with_preview_writes_a_gif(tmp_path, tiny_checkpoint):
+    assert main(["generate", "--model", str(tiny_checkpoint), "--seconds", "0.5", "--steps", "3",
+                 "--out", str(tmp_path), "--preview"]) == 0
+    gif = tmp_path / "tiny_seed00000.gif"
+    assert gif.exists() and gif.read_bytes()[:3] == b"GIF"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "nosuchmodel"], "unknown model 'nosuchmodel'"),
+    (["--model", "/nonexistent/ckpt"], "checkpoint not found"),
+    (["--seconds", "1000"], "longer than model"),
+    (["--views", "1", "--seconds", "1"], "at least 2 views"),
+    (["--steps", "500", "--seconds", "1"], "steps must be between 1 and 20"),
+    (["--device", "tpu"], "unknown device"),
+])
+def test_generate_errors_are_one_clear_line(tmp_path, tiny_checkpoint, capsys, args, message):
+    full = ["generate", "--model", str(tiny_checkpoint), "--out", str(tmp_path)] + args
+    assert main(full) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.npz"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_asking_for_a_missing_gpu_says_so(tmp_path, tiny_checkpoint, capsys):
+    assert main(["generate", "--model", str(tiny_checkpoint), "--device", "cuda", "--out", str(tmp_path)]) == 2
+    assert "sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_console_script_entry_point_runs(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mas_engine.cli", "--help"], capture_output=True, text=True,
+                       cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0 and "generate" in r.stdout
+
+
+def test_the_shipped_human_model_is_present_small_and_generates(tmp_path):
+    shipped = shipped_models()
+    assert "human" in shipped, "the human model must ship in mas_engine/models/"
+    weights = shipped["human"].with_suffix(".safetensors")
+    assert weights.stat().st_size <= 10 * 1024 * 1024
+    assert main(["generate", "--model", "human", "--seconds", "1", "--steps", "10", "--out", str(tmp_path)]) == 0
+    m = load_motion(tmp_path / "human_seed00000.npz")
+    assert m["joints"].shape == (30, 16, 3) and np.isfinite(m["joints"]).all()
+    assert "non-commercial" in open(shipped["human"]).read()

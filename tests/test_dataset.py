@@ -1,0 +1,110 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mas_engine.dataset import (CameraDistribution, DetectorNoise, MonocularConfig, MotionData2D,
+                                build_monocular_set, project_window, save_monocular_set)
+from mas_engine.errors import MasError
+from rigs.keypoints import HUMAN16
+from conftest import walking_figure
+
+
+def clean_cfg(**kw):
+    return MonocularConfig(noise=DetectorNoise(visible_std=0.0, occlusion_prob=0.0), **kw)
+
+
+def test_every_window_is_one_perspective_view_and_keeps_the_trajectory():
+    clips = [(f"walk{i}", walking_figure(150, heading=i), 30.0) for i in range(6)]
+    built = build_monocular_set(clips, HUMAN16, clean_cfg(min_frames=40, max_frames=60, val_fraction=0.0))
+    pose, length = built["train_pose"], built["train_length"]
+    assert pose.shape[1:] == (60, 16, 3) and len(pose) == len(length) > 6
+    assert built["val_pose"].shape[0] == 0
+    assert ((length >= 40) & (length <= 60)).all()
+    assert (pose[0, length[0]:] == 0).all()                # padding is zero
+    # confidences of clean data are near 1
+    valid = np.arange(60)[None] < length[:, None]
+    assert pose[..., 2][valid].min() > 0.5
+    # the root moves in 2D (a static camera sees the walk travel) unless the camera looks along it
+    travel = np.array([np.linalg.norm(p[l - 1, 0, :2] - p[0, 0, :2]) for p, l in zip(pose, length)])
+    assert np.median(travel) > 0.3
+    # the global scale is the RMS of the confident coordinates
+    uv = pose[..., :2][valid]
+    assert built["meta"]["scale"] == pytest.approx(float(np.sqrt((uv.astype(np.float64) ** 2).mean())), rel=1e-5)
+
+
+def test_project_window_is_the_camera_projection_and_in_place_removes_the_root():
+    X = walking_figure(60)
+    uv = project_window(X, azimuth=0.0, elevation=0.0, distance=6.0)
+    # camera on +X looking at the mean root: the image x axis is world +Y, y is up (Z)
+    centred = X - X[:, :1].mean(0, keepdims=True)
+    depth = 6.0 - centred[..., 0]
+    np.testing.assert_allclose(uv[..., 0], 6.0 * centred[..., 1] / depth, atol=1e-9)
+    np.testing.assert_allclose(uv[..., 1], 6.0 * centred[..., 2] / depth, atol=1e-9)
+    still = project_window(X, 1.0, 0.2, 6.0, root_motion=False)
+    np.testing.assert_allclose(still[:, 0], 0.0, atol=1e-12)
+
+
+def test_bad_clips_are_reported_not_fatal():
+    good = walking_figure(90)
+    nan = good.copy()
+    nan[10, 3, 1] = np.nan
+    clips = [("good", good, 30.0), ("nan", nan, 30.0), ("empty", np.zeros((0, 16, 3)), 30.0),
+             ("short", good[:10], 30.0), ("wrong", np.zeros((50, 17, 3)), 30.0)]
+    built = build_monocular_set(clips, HUMAN16, clean_cfg(val_fraction=0.0))
+    reasons = dict(built["rejected"])
+    assert set(reasons) == {"nan", "empty", "short", "wrong"}
+    assert "NaN" in reasons["nan"] and "no frames" in reasons["empty"]
+    assert "shorter than" in reasons["short"] and "17" in reasons["wrong"]
+    with pytest.raises(MasError, match="no usable training windows"):
+        build_monocular_set(clips[1:], HUMAN16, clean_cfg())
+
+
+def test_resampling_to_the_data_rate():
+    built = build_monocular_set([("w", walking_figure(240, fps=60.0), 60.0)], HUMAN16,
+                                clean_cfg(val_fraction=0.0, min_frames=110, max_frames=120))
+    assert built["train_length"].max() <= 120 and built["train_length"].min() >= 110
+
+
+def test_saved_set_loads_normalised_and_rejects_nan(tmp_path):
+    built = build_monocular_set([(f"c{i}", walking_figure(120, heading=i), 30.0) for i in range(4)], HUMAN16,
+                                MonocularConfig(val_fraction=0.0))
+    path = tmp_path / "set.npz"
+    save_monocular_set(path, built)
+    data = MotionData2D.load(path)
+    assert len(data) == len(built["train_length"])
+    scale = built["meta"]["scale"]
+    torch.testing.assert_close(data.pose[0, :5], torch.from_numpy(built["train_pose"][0, :5, :, :2] / scale))
+    # a corrupted set is refused with a clear message
+    bad = dict(np.load(path))
+    bad["train_pose"][0, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "bad.npz", **bad)
+    with pytest.raises(MasError, match="NaN"):
+        MotionData2D.load(tmp_path / "bad.npz")
+    bad = dict(np.load(path))
+    bad["train_length"][0] = 0
+    np.savez(tmp_path / "zero.npz", **bad)
+    with pytest.raises(MasError, match="zero length"):
+        MotionData2D.load(tmp_path / "zero.npz")
+    with pytest.raises(MasError, match="not found"):
+        MotionData2D.load(tmp_path / "nope.npz")
+
+
+def test_mirrored_batches_swap_left_and_right():
+    pose = np.random.default_rng(0).normal(size=(1, 10, 16, 3)).astype(np.float32)
+    pose[..., 2] = 1.0
+    meta = {"layout": HUMAN16.to_dict(), "scale": 1.0, "fps": 30.0}
+    data = MotionData2D(pose, np.array([10]), meta)
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for x, conf, length in data.batches(1, g, mirror=True):
+        if torch.equal(x[0], data.pose[0]):
+            seen.add("plain")
+        else:
+            mirrored = data.pose[0][:, HUMAN16.mirror] * torch.tensor([-1.0, 1.0])
+            torch.testing.assert_close(x[0], mirrored)
+            seen.add("mirror")
+        if len(seen) == 2:
+            break

@@ -1,0 +1,118 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mas_engine.checkpoint import load_checkpoint, save_checkpoint
+from mas_engine.dataset import MonocularConfig, build_monocular_set, save_monocular_set
+from mas_engine.errors import MasError
+from mas_engine.model import ModelConfig, MotionDenoiser
+from mas_engine.train import TrainConfig, train
+from rigs.keypoints import HUMAN16, KeypointLayout
+from conftest import tiny_card, walking_figure
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ModelConfig(max_frames=48, width=48, layers=2, heads=2, ff_width=96, diffusion_steps=50)
+
+
+@pytest.fixture(scope="module")
+def walk_set(tmp_path_factory):
+    clips = [(f"walk{i}", walking_figure(120, heading=0.7 * i, speed=0.8 + 0.1 * i), 30.0) for i in range(12)]
+    built = build_monocular_set(clips, HUMAN16, MonocularConfig(min_frames=32, max_frames=48, val_fraction=0.2))
+    path = tmp_path_factory.mktemp("data") / "walks.npz"
+    save_monocular_set(path, built)
+    return path
+
+
+def read_log(run):
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_tiny_model_learns_a_synthetic_2d_set_and_resumes(walk_set, tmp_path):
+    run = tmp_path / "run"
+    cfg = TrainConfig(steps=300, batch_size=16, lr=1e-3, warmup_steps=20, save_every=150, ema_decay=0.99)
+    torch.set_num_threads(2)
+    summary = train(walk_set, run, TINY, cfg, device="cpu", log=lambda *a: None)
+    log = read_log(run)
+    assert [e["step"] for e in log] == [150, 300]
+    # the first steps' loss vs the last: the model has learned the walks
+    first = log[0]["loss"]
+    assert log[-1]["loss"] < 0.5 * first and log[-1]["val_loss_ema"] < 0.5 * first
+    assert summary["steps"] == 300
+    model = load_checkpoint(run / "model")
+    assert model.layout.name == "human16" and model.config.width == 48
+    # resume: a longer run continues from step 300, not from scratch
+    train(walk_set, run, TINY, TrainConfig(**{**cfg.__dict__, "steps": 330, "save_every": 30}),
+          device="cpu", log=lambda *a: None)
+    assert [e["step"] for e in read_log(run)] == [150, 300, 330]
+    state = json.loads((run / "train_state.json").read_text())
+    assert state["step"] == 330
+
+
+def test_data_parallel_training_with_torchrun_on_cpu(walk_set, tmp_path):
+    run = tmp_path / "ddp"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "mas_engine.cli", "train", str(walk_set), "--out", str(run), "--steps", "6", "--save-every", "3",
+           "--batch-size", "4", "--width", "32", "--layers", "1", "--heads", "2", "--ff-width", "32",
+           "--max-frames", "48", "--device", "cpu"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 process(es)" in r.stdout + r.stderr
+    assert [e["step"] for e in read_log(run)] == [3, 6]   # written once, by rank 0
+    load_checkpoint(run / "model")
+
+
+def test_checkpoint_round_trip_and_clear_errors(tmp_path, tiny_checkpoint):
+    m = load_checkpoint(tiny_checkpoint)
+    x = torch.randn(2, 20, 16, 2)
+    t = torch.tensor([3, 7])
+    # float16 storage is cast back to float32 and gives (nearly) the same outputs
+    save_checkpoint(tmp_path / "half", m.model, tiny_card(), dtype=torch.float16)
+    half = load_checkpoint(tmp_path / "half.json")
+    assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * Path(str(tiny_checkpoint) + ".safetensors").stat().st_size
+    torch.testing.assert_close(half.model(x, t), m.model(x, t), atol=2e-2, rtol=0)
+
+    with pytest.raises(MasError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing")
+    with pytest.raises(MasError, match="unknown model 'nosuchmodel'"):
+        load_checkpoint("nosuchmodel")
+    horse = KeypointLayout("horse17", tuple(f"j{i}" for i in range(17)), (-1,) + tuple(range(16)))
+    with pytest.raises(MasError, match="is for keypoint layout human16"):
+        load_checkpoint(tiny_checkpoint, layout=horse)
+    # weights that do not fit the card
+    card = json.loads(Path(str(tiny_checkpoint) + ".json").read_text())
+    card["model"]["width"] = 64
+    (tmp_path / "bad.json").write_text(json.dumps(card))
+    (tmp_path / "bad.safetensors").write_bytes(Path(str(tiny_checkpoint) + ".safetensors").read_bytes())
+    with pytest.raises(MasError, match="do not fit"):
+        load_checkpoint(tmp_path / "bad")
+    # a card that is not a MAS card, and a weights file that is not safetensors
+    (tmp_path / "odd.json").write_text("{}")
+    (tmp_path / "odd.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(MasError, match="not a MAS checkpoint card"):
+        load_checkpoint(tmp_path / "odd")
+    (tmp_path / "odd.json").write_text(Path(str(tiny_checkpoint) + ".json").read_text())
+    with pytest.raises(MasError, match="cannot read weights"):
+        load_checkpoint(tmp_path / "odd")
+
+
+def test_training_refuses_data_longer_than_the_model(walk_set, tmp_path):
+    with pytest.raises(MasError, match="max_frames"):
+        train(walk_set, tmp_path / "r", ModelConfig(max_frames=16, width=16, layers=1, heads=2, ff_width=16),
+              TrainConfig(steps=1), device="cpu", log=lambda *a: None)
+
+
+def test_padding_does_not_change_the_valid_frames():
+    torch.manual_seed(0)
+    model = MotionDenoiser(TINY).eval()
+    x = torch.randn(1, 30, 16, 2)
+    t = torch.tensor([5])
+    alone = model(x, t)
+    padded = model(torch.cat([x, torch.randn(1, 10, 16, 2)], 1), t, torch.tensor([30]))
+    torch.testing.assert_close(padded[:, :30], alone, atol=1e-5, rtol=0)
