@@ -1,0 +1,153 @@
+"""Armatures: bone trees with a rest pose, and where each keypoint sits on them.
+
+An ``Armature`` is plain data shared by the retargeting (which solves its rotations), the
+BVH writer and the Blender add-on (which builds it). Conventions:
+- rest pose in world coordinates: metres, Z up, the character facing -Y (Blender's front
+  view), its left side towards +X; every bone's rest frame is the world frame, so a pose
+  is a local rotation per bone relative to rest (as BVH stores it);
+- ``heads``: bones x 3, the rest position of every bone's joint (BVH: its offset chain);
+  ``tails``: bones x 3, where each bone points at rest (its child or an end site);
+- ``markers``: keypoint name -> (bone name, rest position): the keypoint is a point rigidly
+  attached to that bone (usually its head, e.g. the knee; or not, e.g. the nose on the head);
+- ``hinges``: bone name -> rest axis of a hinge joint (knees, elbows), oriented as
+  (parent bone direction) x (child direction when bent the natural way): the fit uses it to
+  orient the limb's plane (the twist keypoints cannot see) and as a prior;
+- ``flat``: bones kept level with the floor when no keypoint orients them (feet).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Armature:
+    name: str
+    bones: tuple[str, ...]
+    parents: tuple[int, ...]
+    heads: np.ndarray
+    tails: np.ndarray
+    layout: str
+    markers: dict[str, tuple[str, np.ndarray]]
+    hinges: dict[str, np.ndarray] = field(default_factory=dict)
+    flat: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        n = len(self.bones)
+        if len(self.parents) != n or self.heads.shape != (n, 3) or self.tails.shape != (n, 3):
+            raise ValueError(f"armature {self.name}: bones, parents, heads and tails disagree in size")
+        if self.parents[0] != -1 or any(not 0 <= p < i for i, p in enumerate(self.parents[1:], 1)):
+            raise ValueError(f"armature {self.name}: bone 0 must be the root and parents come first")
+        for kp, (bone, _) in self.markers.items():
+            if bone not in self.bones:
+                raise ValueError(f"armature {self.name}: marker {kp} is on unknown bone {bone}")
+        lengths = np.linalg.norm(self.offsets[1:], axis=-1)
+        if (lengths < 1e-6).any():
+            bad = [self.bones[i + 1] for i in np.nonzero(lengths < 1e-6)[0]]
+            raise ValueError(f"armature {self.name}: zero-length offset for bone(s) {', '.join(bad)}")
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Rest offset of every bone's head from its parent's head (the root's: its head)."""
+        off = self.heads.copy()
+        for b, p in enumerate(self.parents):
+            if p >= 0:
+                off[b] = self.heads[b] - self.heads[p]
+        return off
+
+    def index(self, bone: str) -> int:
+        return self.bones.index(bone)
+
+    def children(self, b: int) -> list[int]:
+        return [c for c, p in enumerate(self.parents) if p == b]
+
+
+def _measure(joints: np.ndarray, layout, a: str, b: str) -> float:
+    """Median distance between two keypoints over the frames of a motion (frames x J x 3)."""
+    return float(np.median(np.linalg.norm(joints[:, layout.index(a)] - joints[:, layout.index(b)], axis=-1)))
+
+
+HUMAN_PROPORTIONS = {  # metres, an average adult; keys name human16 segments
+    "hip_width": 0.09, "thigh": 0.42, "shin": 0.42, "torso": 0.50, "neck_nose": 0.17, "nose_head": 0.15, "neck_head": 0.29,
+    "neck_shoulder": 0.18, "upper_arm": 0.28, "forearm": 0.26, "ankle_height": 0.10,
+}
+
+
+def human_proportions(joints: np.ndarray, layout) -> dict:
+    """Segment lengths of a human16 motion (medians, left and right averaged)."""
+    def both(a, b):
+        return 0.5 * (_measure(joints, layout, f"left_{a}", f"left_{b}") + _measure(joints, layout, f"right_{a}", f"right_{b}"))
+    return {
+        "hip_width": 0.5 * (_measure(joints, layout, "pelvis", "left_hip") + _measure(joints, layout, "pelvis", "right_hip")),
+        "thigh": both("hip", "knee"), "shin": both("knee", "ankle"), "torso": _measure(joints, layout, "pelvis", "neck"),
+        "neck_nose": _measure(joints, layout, "neck", "nose"), "nose_head": _measure(joints, layout, "nose", "head"),
+        "neck_head": _measure(joints, layout, "neck", "head"),
+        "neck_shoulder": 0.5 * (_measure(joints, layout, "neck", "left_shoulder") + _measure(joints, layout, "neck", "right_shoulder")),
+        "upper_arm": both("shoulder", "elbow"), "forearm": both("elbow", "wrist"), "ankle_height": layout.floor_offset,
+    }
+
+
+def human_armature(p: dict | None = None) -> Armature:
+    """The built-in human armature (Mixamo-style bone names), built from segment lengths.
+
+    Bones without a keypoint: Spine and Chest (on the pelvis-neck line at 25% and 60%),
+    the clavicles LeftShoulder/RightShoulder (from the chest towards the shoulders), Head
+    (its joint 6 cm above the neck; nose and head top are markers on it), and the toes
+    (12 cm in front of the ankle, kept level with the floor by the fit).
+    """
+    p = dict(HUMAN_PROPORTIONS, **(p or {}))
+    H = p["thigh"] + p["shin"] + p["ankle_height"]
+    neck = np.array([0.0, 0.0, H + p["torso"]])
+    sh_dir = np.array([1.0, 0.0, -0.25]) / np.linalg.norm([1.0, 0.0, -0.25])
+    # the head triangle (neck, nose, head top) from its three sides: top straight above the neck
+    dn, dt, d_nt = p["neck_nose"], p["neck_head"], p["nose_head"]
+    nose_z = (dn ** 2 - d_nt ** 2 + dt ** 2) / (2 * dt)
+    nose = neck + np.array([0.0, -np.sqrt(max(dn ** 2 - nose_z ** 2, 1e-4)), nose_z])
+    head_top = neck + np.array([0.0, 0.0, dt])
+    bones, parents, heads, tails = [], [], [], []
+
+    def add(name, parent, head, tail):
+        bones.append(name)
+        parents.append(bones.index(parent) if parent else -1)
+        heads.append(np.asarray(head, float))
+        tails.append(np.asarray(tail, float))
+
+    chest = np.array([0.0, 0.0, H + 0.6 * p["torso"]])
+    add("Hips", None, [0, 0, H], [0, 0, H + 0.25 * p["torso"]])
+    add("Spine", "Hips", [0, 0, H + 0.25 * p["torso"]], chest)
+    add("Chest", "Spine", chest, neck)
+    add("Neck", "Chest", neck, neck + [0, 0, 0.06])
+    add("Head", "Neck", neck + [0, 0, 0.06], head_top)
+    for side, s in (("Left", 1.0), ("Right", -1.0)):
+        shoulder = neck + p["neck_shoulder"] * sh_dir * [s, 1, 1]
+        elbow = shoulder + [s * p["upper_arm"], 0, 0]
+        wrist = elbow + [s * p["forearm"], 0, 0]
+        clav = chest + [s * 0.03, 0, 0.7 * (neck[2] - chest[2])]
+        add(f"{side}Shoulder", "Chest", clav, shoulder)
+        add(f"{side}Arm", f"{side}Shoulder", shoulder, elbow)
+        add(f"{side}ForeArm", f"{side}Arm", elbow, wrist)
+        add(f"{side}Hand", f"{side}ForeArm", wrist, wrist + [s * 0.08, 0, 0])
+    for side, s in (("Left", 1.0), ("Right", -1.0)):
+        hip = np.array([s * p["hip_width"], 0, H])
+        knee = hip - [0, 0, p["thigh"]]
+        ankle = knee - [0, 0, p["shin"]]
+        toe = ankle + [0, -0.12, 0.03 - p["ankle_height"]]
+        add(f"{side}UpLeg", "Hips", hip, knee)
+        add(f"{side}Leg", f"{side}UpLeg", knee, ankle)
+        add(f"{side}Foot", f"{side}Leg", ankle, toe)
+        add(f"{side}ToeBase", f"{side}Foot", toe, toe + [0, -0.06, 0])
+    heads, tails = np.stack(heads), np.stack(tails)
+    idx = bones.index
+    markers = {"pelvis": ("Hips", heads[idx("Hips")]), "neck": ("Neck", heads[idx("Neck")]),
+               "nose": ("Head", nose), "head": ("Head", head_top)}
+    for side in ("left", "right"):
+        S = side.capitalize()
+        for kp, bone in (("hip", "UpLeg"), ("knee", "Leg"), ("ankle", "Foot"), ("shoulder", "Arm"),
+                         ("elbow", "ForeArm"), ("wrist", "Hand")):
+            markers[f"{side}_{kp}"] = (S + bone, heads[idx(S + bone)])
+    # hinge axes point along (parent bone direction) x (bent child direction), as the fit's plane rule uses them
+    hinges = {"LeftLeg": np.array([1.0, 0, 0]), "RightLeg": np.array([1.0, 0, 0]),
+              "LeftForeArm": np.array([0, 0, -1.0]), "RightForeArm": np.array([0, 0, 1.0])}
+    return Armature("human", tuple(bones), tuple(parents), heads, tails, "human16", markers, hinges,
+                    flat=("LeftFoot", "RightFoot"))
