@@ -33,7 +33,21 @@ def cmd_generate(a) -> None:
 
     generate_to_files(model=a.model, num=a.num, seconds=a.seconds, seed=a.seed, views=a.views, steps=a.steps,
                       device=a.device, out=a.out, batch_size=a.batch_size, noise_3d=not a.no_3d_noise,
-                      elevation_deg=a.elevation, distance_m=a.distance, preview=a.preview)
+                      elevation_deg=a.elevation, distance_m=a.distance, preview=a.preview, formats=a.format,
+                      rig=a.rig)
+
+
+def cmd_retarget(a) -> None:
+    from retarget.api import retarget, write_track
+    from .motion_io import load_motion
+
+    track, report = retarget(load_motion(a.motion), rig=a.rig, in_place=a.in_place, foot_lock=not a.no_foot_lock)
+    write_track(a.out, track)
+    line = f"wrote {a.out}: {len(track.armature.bones)} bones, {len(track.root)} frames; keypoint error " \
+           f"{1000 * report['marker_error_m']:.1f} mm"
+    if "skating_before" in report:
+        line += f"; foot skating {100 * report['skating_before']:.1f}% -> {100 * report['skating_after']:.1f}%"
+    print(line)
 
 
 def cmd_prepare(a) -> None:
@@ -97,7 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--distance", type=_positive_float, default=None, help="view distance in metres (default: the model's)")
     g.add_argument("--no-3d-noise", action="store_true", help="ablation: independent noise per view")
     g.add_argument("--preview", action="store_true", help="also write a stick-figure GIF per motion")
+    g.add_argument("--format", default="npz", choices=["npz", "bvh", "both"],
+                   help="joint positions (.npz), a rotation track on --rig (.bvh), or both")
+    g.add_argument("--rig", default="human", help="rig for --format bvh: human or a BVH file of your armature")
     g.set_defaults(func=cmd_generate)
+
+    rt = sub.add_parser("retarget", help="joint positions (.npz) -> rotations of a rig (.bvh or .npz)")
+    rt.add_argument("motion", help="a motion file from 'mas generate'")
+    rt.add_argument("--rig", default="human", help="human, or a BVH file of your armature (Mixamo-style bone names)")
+    rt.add_argument("--out", required=True, help="OUT.bvh or OUT.npz (rotation track)")
+    rt.add_argument("--in-place", action="store_true", help="remove the horizontal root trajectory")
+    rt.add_argument("--no-foot-lock", action="store_true", help="do not pin the feet during ground contact")
+    rt.set_defaults(func=cmd_retarget)
 
     r = sub.add_parser("prepare", help="build a monocular 2D training set from 3D capture")
     r.add_argument("folder", help="folder of capture files")

@@ -11,8 +11,11 @@ from .sampler import MasSettings, check_request, sample_mas
 
 def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=None, device="auto",
                       out="motions", batch_size=None, noise_3d=True, elevation_deg=None, distance_m=None,
-                      preview=False, log=print) -> list[Path]:
-    """Generate ``num`` motions (seeds seed .. seed+num-1) and write one .npz each into ``out``."""
+                      preview=False, formats="npz", rig="human", log=print) -> list[Path]:
+    """Generate ``num`` motions (seeds seed .. seed+num-1) into ``out``.
+
+    formats: "npz" (joint positions), "bvh" (a rotation track on ``rig``) or "both".
+    """
     from tqdm import tqdm
 
     dev = pick_device(device)
@@ -31,9 +34,16 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     paths = []
     for s, joints in zip(seeds, result.joints):
         path = Path(out) / f"{loaded.name}_seed{s:05d}.npz"
-        save_motion(path, joints, loaded.fps, loaded.layout, model=loaded.name, seed=s, views=views,
-                    steps=steps or loaded.config.diffusion_steps, noise_3d=noise_3d)
-        paths.append(path)
+        meta = dict(model=loaded.name, seed=s, views=views, steps=steps or loaded.config.diffusion_steps,
+                    noise_3d=noise_3d)
+        if formats in ("npz", "both"):
+            save_motion(path, joints, loaded.fps, loaded.layout, **meta)
+            paths.append(path)
+        if formats in ("bvh", "both"):
+            from retarget.api import retarget, write_track
+            motion = dict(meta, joints=joints, fps=loaded.fps, joint_names=loaded.layout.joints, layout=loaded.layout.name)
+            track, _ = retarget(motion, rig=rig)
+            paths.append(write_track(path.with_suffix(".bvh"), track))
         if preview:
             from .viz import write_animation
             write_animation(path.with_suffix(".gif"), joints, loaded.layout, loaded.fps)

@@ -116,6 +116,30 @@ def _orienting(arm: Armature, at_head: dict[int, int], own: dict[int, list[int]]
     return out, plane
 
 
+def level_rotation(parent_world: torch.Tensor) -> torch.Tensor:
+    """World rotations (F, 3, 3) about Z only, heading where the parent's rest forward (-Y) points:
+    how a foot is placed when no keypoint orients it."""
+    f = parent_world @ torch.tensor([0.0, -1.0, 0.0], dtype=parent_world.dtype)
+    yaw = torch.atan2(-f[:, 0], -f[:, 1])
+    c, s = torch.cos(yaw), torch.sin(yaw)
+    R = torch.zeros(parent_world.shape, dtype=parent_world.dtype)
+    R[:, 0, 0], R[:, 0, 1], R[:, 1, 0], R[:, 1, 1], R[:, 2, 2] = c, -s, s, c, 1
+    return R
+
+
+def keep_level(arm: Armature, local: torch.Tensor, root: torch.Tensor) -> torch.Tensor:
+    """Re-level the ``flat`` bones (after the refinement moved their parents)."""
+    if not arm.flat:
+        return local
+    local = local.clone()
+    world, _ = forward_kinematics(local, root, torch.from_numpy(arm.offsets), arm.parents)
+    for name in arm.flat:
+        b = arm.index(name)
+        p = arm.parents[b]
+        local[:, b] = world[:, p].transpose(-1, -2) @ level_rotation(world[:, p])
+    return local
+
+
 def initial_guess(arm: Armature, markers: Markers, targets: torch.Tensor):
     """Analytic local rotations (F, B, 3, 3) and root (F, 3) from marker targets (F, M, 3)."""
     F, B = targets.shape[0], len(arm.bones)
@@ -133,19 +157,12 @@ def initial_guess(arm: Armature, markers: Markers, targets: torch.Tensor):
     eye = torch.eye(3, dtype=DTYPE)
     world = [None] * B
     heads = [None] * B
-    forward = torch.tensor([0.0, -1.0, 0.0], dtype=DTYPE)
     for b, p in enumerate(arm.parents):
         heads[b] = targets[:, at_head[0]] if p < 0 else heads[p] + world[p] @ offsets[b]
         parent_R = eye.expand(F, 3, 3) if p < 0 else world[p]
         carried, plane = _orienting(arm, at_head, own, b)
         if arm.bones[b] in arm.flat:
-            # level with the floor, heading where the parent's forward points
-            f = parent_R @ forward
-            yaw = torch.atan2(-f[:, 0], -f[:, 1])
-            c, s = torch.cos(yaw), torch.sin(yaw)
-            R = torch.zeros(F, 3, 3, dtype=DTYPE)
-            R[:, 0, 0], R[:, 0, 1], R[:, 1, 0], R[:, 1, 1], R[:, 2, 2] = c, -s, s, c, 1
-            world[b] = R
+            world[b] = level_rotation(parent_R)
         elif carried:
             idx = [m for m, _ in carried]
             src = (marker_rest[idx] - rest[b]).expand(F, -1, -1)           # F x n x 3
@@ -193,12 +210,19 @@ def check_motion(joints: np.ndarray, layout: KeypointLayout, arm: Armature) -> N
 
 
 def fit_armature(joints: np.ndarray, layout: KeypointLayout, arm: Armature, fps: float, iters: int = 30,
-                 smooth: float = 0.5, hinge: float = 0.1, anchor: float = 0.01) -> RotationTrack:
-    """Rotations of ``arm`` whose keypoint markers follow ``joints`` (frames x J x 3, metres, Z up)."""
+                 smooth: float = 3.0, hinge: float = 0.1, anchor: float = 0.01,
+                 weights: np.ndarray | None = None) -> RotationTrack:
+    """Rotations of ``arm`` whose keypoint markers follow ``joints`` (frames x J x 3, metres, Z up).
+
+    weights: frames x J, how much each keypoint counts (default 1; e.g. more for planted feet).
+    smooth: weight of the bones' accelerations (jitter) against the keypoint error.
+    """
     check_motion(joints, layout, arm)
     names = [n for n in layout.joints if n in arm.markers]
     markers = Markers(arm, names)
-    kp = torch.from_numpy(np.asarray(joints, dtype=np.float64)[:, [layout.index(n) for n in names]])
+    cols = [layout.index(n) for n in names]
+    kp = torch.from_numpy(np.asarray(joints, dtype=np.float64)[:, cols])
+    w = torch.ones(kp.shape[:2], dtype=DTYPE) if weights is None else torch.from_numpy(np.asarray(weights, float)[:, cols])
     local0, root0 = initial_guess(arm, markers, kp)
     if iters <= 0:
         return RotationTrack(arm, local0.numpy(), root0.numpy(), fps)
@@ -214,10 +238,9 @@ def fit_armature(joints: np.ndarray, layout: KeypointLayout, arm: Armature, fps:
     def loss_fn():
         local = matrix_from_6d(d6)
         world, heads = forward_kinematics(local, root, offsets, arm.parents)
-        loss = ((markers.positions(world, heads) - kp) ** 2).sum() * scale
-        if F > 2:
-            loss = loss + smooth * ((d6[2:] - 2 * d6[1:-1] + d6[:-2]) ** 2).sum() * scale * 1e-2
-            loss = loss + smooth * ((root[2:] - 2 * root[1:-1] + root[:-2]) ** 2).sum() * scale
+        loss = (((markers.positions(world, heads) - kp) ** 2).sum(-1) * w).sum() * scale
+        if F > 2:  # jitter: the bones' accelerations (metres per frame^2)
+            loss = loss + smooth * ((heads[2:] - 2 * heads[1:-1] + heads[:-2]) ** 2).sum() / (F * len(arm.bones))
         if hinge_axes is not None:
             a = hinge_axes.to(local.dtype)
             loss = loss + hinge * ((local[:, hinge_bones] @ a[..., None])[..., 0] - a).pow(2).sum() * scale * 1e-2
@@ -233,7 +256,8 @@ def fit_armature(joints: np.ndarray, layout: KeypointLayout, arm: Armature, fps:
         return loss
     opt.step(closure)
     with torch.no_grad():
-        return RotationTrack(arm, matrix_from_6d(d6).numpy(), root.detach().numpy(), fps)
+        local = keep_level(arm, matrix_from_6d(d6), root)
+        return RotationTrack(arm, local.numpy(), root.detach().numpy(), fps)
 
 
 def marker_error(track: RotationTrack, joints: np.ndarray, layout: KeypointLayout) -> float:

@@ -1,0 +1,71 @@
+"""Foot contacts: detection, pinning, and the foot-skating and jitter measures.
+
+A foot is in contact when it is near the floor (within ``height_margin`` of its lowest
+height over the motion) and slow (horizontal speed under ``speed`` m/s). Pinning holds its
+horizontal position at the contact's mean for the whole contact, blending in and out over
+a few frames, so the fit that follows plants the foot (the legs absorb the difference).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SKATE_SPEED = 0.1   # m/s: a foot near the floor moving faster than this is sliding
+
+
+def _speed(track: np.ndarray, fps: float) -> np.ndarray:
+    """Horizontal speed (m/s) of frames x ... x 3 positions; the first frame copies the second."""
+    v = np.linalg.norm(np.diff(track[..., :2], axis=0), axis=-1) * fps
+    return np.concatenate([v[:1], v], 0) if len(v) else np.zeros(track.shape[:-1])
+
+
+def detect_contacts(joints: np.ndarray, feet: list[int], fps: float, height_margin: float = 0.05,
+                    speed: float = 0.3) -> np.ndarray:
+    """frames x len(feet) booleans."""
+    f = joints[:, feet]
+    low = np.percentile(f[..., 2], 5, axis=0)
+    return (f[..., 2] < low + height_margin) & (_speed(f, fps) < speed)
+
+
+def _spans(mask: np.ndarray):
+    """(start, end) of each run of True, end exclusive."""
+    edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
+    return list(zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]))
+
+
+def pin_contacts(joints: np.ndarray, feet: list[int], contacts: np.ndarray, blend: int = 3) -> np.ndarray:
+    """A copy of joints (frames x J x 3) with each foot held still (horizontally) during contact."""
+    out = joints.copy()
+    F = len(joints)
+    for k, j in enumerate(feet):
+        for s, e in _spans(contacts[:, k]):
+            if e - s < 2:
+                continue
+            target = joints[s:e, j, :2].mean(0)
+            w = np.zeros(F)
+            w[s:e] = 1.0
+            for i in range(1, blend + 1):  # ease in and out
+                if s - i >= 0:
+                    w[s - i] = max(w[s - i], 1 - i / (blend + 1))
+                if e - 1 + i < F:
+                    w[e - 1 + i] = max(w[e - 1 + i], 1 - i / (blend + 1))
+            out[:, j, :2] = (1 - w[:, None]) * out[:, j, :2] + w[:, None] * target
+    return out
+
+
+def foot_skating(feet_track: np.ndarray, fps: float, height_margin: float = 0.05) -> float:
+    """Share of frames in which a foot near the floor slides faster than SKATE_SPEED.
+
+    feet_track: frames x feet x 3 (metres, Z up).
+    """
+    low = np.percentile(feet_track[..., 2], 5, axis=0)
+    near = feet_track[..., 2] < low + height_margin
+    sliding = near & (_speed(feet_track, fps) > SKATE_SPEED)
+    return float(sliding.mean())
+
+
+def jitter(track: np.ndarray, fps: float) -> float:
+    """Mean joint acceleration magnitude (m/s^2) of frames x joints x 3 positions."""
+    if len(track) < 3:
+        return 0.0
+    acc = (track[2:] - 2 * track[1:-1] + track[:-2]) * fps * fps
+    return float(np.linalg.norm(acc, axis=-1).mean())

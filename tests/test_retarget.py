@@ -1,0 +1,198 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mas_engine.bvh import read_bvh
+from mas_engine.capture import Y_UP_TO_Z_UP, bandai_to_human16
+from mas_engine.errors import MasError
+from retarget.api import retarget, save_track, write_track
+from retarget.bvh_writer import Z_UP_TO_Y_UP, write_bvh
+from retarget.contact import detect_contacts, foot_skating, jitter, pin_contacts
+from retarget.fit import RotationTrack, fit_armature, forward_kinematics, marker_error
+from retarget.rotations import (axis_angle_matrix, kabsch, matrix_from_6d, matrix_from_quaternion, matrix_to_6d,
+                                quaternion_from_matrix, swing)
+from rigs.armature import human_armature, human_proportions
+from rigs.keypoints import HUMAN16
+from conftest import SAMPLES, walking_figure
+
+
+def random_rotations(n, max_angle, gen):
+    axis = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    angle = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * max_angle
+    return axis_angle_matrix(axis, angle)
+
+
+def test_rotation_helpers_round_trip():
+    gen = torch.Generator().manual_seed(0)
+    R = random_rotations(100, math.pi, gen)
+    torch.testing.assert_close(matrix_from_6d(matrix_to_6d(R)), R)
+    torch.testing.assert_close(matrix_from_quaternion(quaternion_from_matrix(R)), R)
+    src = torch.randn(100, 5, 3, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(kabsch(src, (R[:, None] @ src[..., None])[..., 0]), R)
+    a, b = torch.randn(100, 3, dtype=torch.float64), torch.randn(100, 3, dtype=torch.float64)
+    Rs = swing(a, b)
+    torch.testing.assert_close((Rs @ a[..., None])[..., 0], torch.nn.functional.normalize(b, dim=-1) * a.norm(dim=-1, keepdim=True))
+    torch.testing.assert_close(swing(a, -a) @ a[..., None], -a[..., None])
+
+
+def posed_rig(frames=60, seed=0):
+    """A human rig moved by known, smooth local rotations: knees and elbows bend about their hinges."""
+    arm = human_armature()
+    gen = torch.Generator().manual_seed(seed)
+    B = len(arm.bones)
+    t = torch.linspace(0, 1, frames, dtype=torch.float64)
+    axes = torch.randn(B, 3, generator=gen, dtype=torch.float64)
+    amp = torch.rand(B, generator=gen, dtype=torch.float64) * 0.6
+    local = axis_angle_matrix(axes.expand(frames, B, 3), amp * torch.sin(2 * math.pi * t[:, None] + torch.arange(B)))
+    for name in ("LeftLeg", "RightLeg", "LeftForeArm", "RightForeArm"):
+        b = arm.index(name)
+        a = torch.from_numpy(arm.hinges[name])
+        local[:, b] = axis_angle_matrix(a.expand(frames, 3), 0.3 + 0.8 * (1 + torch.sin(6 * t)))  # bent 0.3..1.9 rad
+    for name in ("LeftHand", "RightHand", "LeftToeBase", "RightToeBase", "LeftFoot", "RightFoot", "Chest", "Neck",
+                 "LeftShoulder", "RightShoulder"):
+        local[:, arm.index(name)] = torch.eye(3, dtype=torch.float64)  # what keypoints cannot see
+    root = torch.stack([t, 0.5 * t, 0.95 + 0.02 * torch.sin(8 * t)], -1)
+    track = RotationTrack(arm, local.numpy(), root.numpy(), 30.0)
+    return track, track.markers(HUMAN16.joints)
+
+
+def test_fit_recovers_known_rotations():
+    truth, joints = posed_rig()
+    fitted = fit_armature(joints, HUMAN16, truth.armature, 30.0, smooth=0.0)
+    assert marker_error(fitted, joints, HUMAN16) < 2e-3   # the hinge and anchor priors cost about 1 mm
+    # every bone head lands where it was (twists included: the limbs' planes are recovered) ...
+    arm = truth.armature
+    toes = [arm.index("LeftToeBase"), arm.index("RightToeBase")]
+    others = [b for b in range(len(arm.bones)) if b not in toes]
+    assert np.abs(fitted.heads()[:, others] - truth.heads()[:, others]).max() < 0.01
+    # ... but the toes, which no keypoint sees: the fit keeps the feet level with the floor
+    feet = [arm.index("LeftFoot"), arm.index("RightFoot")]
+    drop = arm.heads[toes, 2] - arm.heads[feet, 2]
+    np.testing.assert_allclose(fitted.heads()[:, toes, 2] - fitted.heads()[:, feet, 2], np.broadcast_to(drop, (60, 2)), atol=1e-6)
+    # world rotations of the limbs, whose keypoints determine them fully, are recovered
+    world_t, _ = forward_kinematics(torch.from_numpy(truth.rotations), torch.from_numpy(truth.root),
+                                    torch.from_numpy(truth.armature.offsets), truth.armature.parents)
+    world_f, _ = forward_kinematics(torch.from_numpy(fitted.rotations), torch.from_numpy(fitted.root),
+                                    torch.from_numpy(fitted.armature.offsets), fitted.armature.parents)
+    # (not the pelvis: its tilt trades against the spine's bend with almost no effect on keypoints)
+    for name in ("LeftUpLeg", "RightLeg", "LeftArm", "RightForeArm", "Head"):
+        b = truth.armature.index(name)
+        rel = world_t[:, b].transpose(-1, -2) @ world_f[:, b]
+        angle = torch.arccos(((rel.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1))
+        assert angle.max() < math.radians(3), (name, math.degrees(angle.max()))
+
+
+@pytest.mark.skipif(not (SAMPLES / "bandai").is_dir(), reason="shared data samples not present")
+def test_fit_on_real_capture_is_within_15mm():
+    joints, layout = bandai_to_human16(read_bvh(SAMPLES / "bandai" / "dataset-1_kick_normal_001.bvh"))
+    joints = joints[:180]
+    track = fit_armature(joints, layout, human_armature(human_proportions(joints, layout)), 30.0)
+    assert marker_error(track, joints, layout) < 0.015
+
+
+def test_bvh_written_reads_back_to_the_same_positions(tmp_path):
+    truth, _ = posed_rig(frames=12, seed=3)
+    for units, scale in (("m", 1.0), ("cm", 100.0)):
+        path = write_bvh(tmp_path / f"t_{units}.bvh", truth, units=units)
+        bvh = read_bvh(path)
+        idx = [bvh.skeleton.names.index(b) for b in truth.armature.bones]
+        back = bvh.positions(1.0 / scale)[:, idx] @ Y_UP_TO_Z_UP.T
+        assert np.abs(back - truth.heads()).max() < 1e-4   # 0.1 mm
+        assert bvh.fps == pytest.approx(30.0)
+
+
+def motion_dict(joints, fps=30.0):
+    return {"joints": joints.astype(np.float32), "fps": fps, "joint_names": np.array(HUMAN16.joints),
+            "parents": np.array(HUMAN16.parents), "layout": "human16"}
+
+
+def stepping_figure(frames=150, fps=30.0):
+    """A walk with real stance phases: each foot rests 0.6 s, then swings 0.4 s (1 m/s on average)."""
+    joints = walking_figure(frames, fps, speed=1.0, heading=0.0)
+    t = np.arange(frames) / fps
+    for k, name in enumerate(("left", "right")):
+        phase = (t + 0.5 * k) % 1.0
+        step = np.floor(t + 0.5 * k)
+        swing = np.clip((phase - 0.6) / 0.4, 0, 1)
+        x = step + 0.5 * (1 - np.cos(np.pi * swing)) - 0.5 * k
+        lift = 0.08 * np.sin(np.pi * swing)
+        for j, drop in ((HUMAN16.index(f"{name}_ankle"), 0.0), (HUMAN16.index(f"{name}_knee"), 0.42)):
+            joints[:, j, 0] = x + 0.5 * (joints[:, 0, 0] - x) * (drop > 0)
+            joints[:, j, 2] = 0.1 + drop + lift
+    return joints
+
+
+def test_contacts_are_found_and_pinning_removes_the_slide():
+    joints = stepping_figure()
+    feet = [HUMAN16.index("left_ankle"), HUMAN16.index("right_ankle")]
+    slide = joints.copy()
+    slide[:, feet, 0] += 0.01 * np.sin(np.arange(150) / 2.0)[:, None]   # planted feet that slide a little
+    contacts = detect_contacts(slide, feet, 30.0)
+    assert 0.4 < contacts.mean() < 0.8                                    # stance is 60% of the cycle
+    pinned = pin_contacts(slide, feet, contacts)
+    assert foot_skating(pinned[:, feet], 30.0) < 0.5 * foot_skating(slide[:, feet], 30.0)
+
+
+@pytest.mark.skipif(not (SAMPLES / "bandai").is_dir(), reason="shared data samples not present")
+def test_retarget_of_a_real_walk_does_not_add_skating_or_jitter():
+    joints, _ = bandai_to_human16(read_bvh(SAMPLES / "bandai" / "dataset-1_walk_normal_001.bvh"))
+    track, report = retarget(motion_dict(joints[:180]))
+    assert report["marker_error_m"] < 0.015
+    assert report["skating_after"] < report["skating_before"]
+    assert report["jitter_after"] <= report["jitter_before"]
+    still, _ = retarget(motion_dict(joints[:180]), in_place=True)
+    assert np.abs(still.root[:, :2]).max() < 0.05 < np.abs(track.root[:, :2]).max()
+
+
+def test_jitter_of_a_uniform_motion_is_zero():
+    line = np.linspace(0, 1, 20)[:, None, None] * np.ones((1, 2, 3))
+    assert jitter(line, 30.0) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_retarget_refuses_bad_motions(tmp_path):
+    joints = walking_figure(30)
+    bad = joints.copy()
+    bad[4, 2, 0] = np.nan
+    with pytest.raises(MasError, match="NaN"):
+        retarget(motion_dict(bad))
+    with pytest.raises(MasError, match="no frames"):
+        fit_armature(joints[:0], HUMAN16, human_armature(), 30.0)
+    with pytest.raises(MasError, match="unknown rig"):
+        retarget(motion_dict(joints), rig="dragon")
+    wrong = motion_dict(joints)
+    wrong["layout"] = "horse17"
+    with pytest.raises(MasError, match="unknown keypoint layout"):
+        retarget(wrong)
+    with pytest.raises(ValueError, match="zero-length"):
+        arm = human_armature()
+        heads = arm.heads.copy()
+        heads[2] = heads[1]
+        type(arm)(arm.name, arm.bones, arm.parents, heads, arm.tails, arm.layout, arm.markers)
+    track, _ = retarget(motion_dict(joints))
+    with pytest.raises(MasError, match="use a .bvh or .npz"):
+        write_track(tmp_path / "x.fbx", track)
+    assert not list(tmp_path.iterdir())
+
+
+def test_retarget_onto_a_users_armature_from_bvh(tmp_path):
+    # the user's rig: the built-in one rescaled and written as BVH with Mixamo names (prefixed)
+    truth, joints = posed_rig(seed=5)
+    arm = truth.armature
+    small = type(arm)(arm.name, tuple("mixamorig:" + b for b in arm.bones), arm.parents, arm.heads * 0.01 * 80,
+                      arm.tails * 0.8, arm.layout, {})
+    rest = RotationTrack(small, np.broadcast_to(np.eye(3), (1, len(arm.bones), 3, 3)).copy(), arm.heads[:1] * 0.8, 30.0)
+    write_bvh(tmp_path / "user.bvh", rest, units="cm")
+    track, report = retarget(motion_dict(joints), rig=str(tmp_path / "user.bvh"), foot_lock=False)
+    assert track.armature.bones[0] == "Hips"
+    assert report["marker_error_m"] < 0.01
+
+
+def test_rotation_track_file(tmp_path):
+    truth, _ = posed_rig(frames=5)
+    path = save_track(tmp_path / "t.npz", truth)
+    with np.load(path, allow_pickle=False) as f:
+        assert f["quaternions"].shape == (5, len(truth.armature.bones), 4)
+        np.testing.assert_allclose(np.linalg.norm(f["quaternions"], axis=-1), 1, atol=1e-5)
+        assert list(f["bone_names"][:2]) == ["Hips", "Spine"] and f["parents"][0] == -1
