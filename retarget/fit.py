@@ -23,7 +23,7 @@ from mas_engine.errors import MasError
 from rigs.armature import Armature
 from rigs.keypoints import KeypointLayout
 
-from .rotations import kabsch, matrix_from_6d, matrix_to_6d, quaternion_from_matrix
+from .rotations import kabsch, matrix_from_6d, matrix_to_6d, quaternion_from_matrix, swing
 
 DTYPE = torch.float64
 
@@ -180,10 +180,13 @@ def initial_guess(arm: Armature, markers: Markers, targets: torch.Tensor):
                 src = torch.cat([src, axis * L], 1)
                 dst = torch.cat([dst, torch.nn.functional.normalize(n, dim=-1)[:, None] * L], 1)
                 w = torch.cat([w, bend[:, None].clamp(max=1.0)], 1)
-            if p >= 0:  # weak pull to the parent's frame: picks the twist the keypoints leave open
-                src = torch.cat([src, (eye[:2] * 0.1).expand(F, 2, 3)], 1)
-                dst = torch.cat([dst, (parent_R @ (eye[:2] * 0.1).T).transpose(1, 2)], 1)
-                w = torch.cat([w, torch.full((F, 2), 0.05, dtype=DTYPE)], 1)
+            if p >= 0:
+                # weak pull to the parent's frame swung onto the first direction (the least twist):
+                # picks the twist the keypoints leave open
+                ref = swing((parent_R @ src[:, 0, :, None])[..., 0], dst[:, 0]) @ parent_R
+                src = torch.cat([src, (eye * 0.1).expand(F, 3, 3)], 1)
+                dst = torch.cat([dst, (ref @ (eye * 0.1).T).transpose(1, 2)], 1)
+                w = torch.cat([w, torch.full((F, 3), 0.05, dtype=DTYPE)], 1)
             world[b] = kabsch(src, dst, w)
         else:
             world[b] = parent_R
