@@ -41,7 +41,8 @@ def cmd_retarget(a) -> None:
     from retarget.api import retarget, write_track
     from .motion_io import load_motion
 
-    track, report = retarget(load_motion(a.motion), rig=a.rig, in_place=a.in_place, foot_lock=not a.no_foot_lock)
+    track, report = retarget(load_motion(a.motion), rig=a.rig, in_place=a.in_place, foot_lock=not a.no_foot_lock,
+                             smpl_model=a.smpl_model)
     write_track(a.out, track)
     line = f"wrote {a.out}: {len(track.armature.bones)} bones, {len(track.root)} frames; keypoint error " \
            f"{1000 * report['marker_error_m']:.1f} mm"
@@ -118,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rt = sub.add_parser("retarget", help="joint positions (.npz) -> rotations of a rig (.bvh or .npz)")
     rt.add_argument("motion", help="a motion file from 'mas generate'")
-    rt.add_argument("--rig", default="human", help="human, or a BVH file of your armature (Mixamo-style bone names)")
+    rt.add_argument("--rig", default="human",
+                    help="human, horse, smpl (needs --smpl-model), or a BVH file of your armature (Mixamo-style bone names)")
+    rt.add_argument("--smpl-model", default=None, help="SMPL .npz model file for --rig smpl (or set MAS_SMPL_MODEL)")
     rt.add_argument("--out", required=True, help="OUT.bvh or OUT.npz (rotation track)")
     rt.add_argument("--in-place", action="store_true", help="remove the horizontal root trajectory")
     rt.add_argument("--no-foot-lock", action="store_true", help="do not pin the feet during ground contact")

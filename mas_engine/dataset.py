@@ -107,15 +107,17 @@ def resample(joints: np.ndarray, fps_in: float, fps_out: float) -> np.ndarray:
 
 
 def project_window(joints: np.ndarray, azimuth: float, elevation: float, distance: float,
-                   root_motion: bool = True) -> np.ndarray:
+                   root_motion: bool = True, root: int = 0) -> np.ndarray:
     """One static camera's perspective view of a 3D window (frames x joints x 3, metres, Z up).
 
     Returns frames x joints x 2 in metres in the target plane (focal = distance). The camera
-    aims at the window's mean root; with ``root_motion=False`` the root is removed per frame.
+    aims at the window's mean root (joint ``root``); with ``root_motion=False`` the root is
+    removed per frame.
     """
     from .cameras import Cameras
 
-    X = joints - (joints[:, :1] if not root_motion else joints[:, :1].mean(0, keepdims=True))
+    r = joints[:, root:root + 1]
+    X = joints - (r if not root_motion else r.mean(0, keepdims=True))
     # keep every joint well in front of the camera, as a real video would
     distance = max(distance, float(np.linalg.norm(X, axis=-1).max()) + 1.0)
     cam = Cameras.orbit([azimuth], [elevation], [distance], dtype=torch.float64)
@@ -181,7 +183,7 @@ def build_monocular_set(clips, layout: KeypointLayout, cfg: MonocularConfig, pro
             el = math.radians(float(np.clip(rng.normal(cams.elevation_mean, cams.elevation_std),
                                             cams.elevation_min, cams.elevation_max)))
             dist = rng.uniform(cams.distance_min, cams.distance_max)
-            uv = project_window(joints[start:start + length], az, el, dist, cfg.root_motion)
+            uv = project_window(joints[start:start + length], az, el, dist, cfg.root_motion, layout.root)
             pose = np.zeros((cfg.max_frames, layout.num_joints, 3), np.float32)
             pose[:length] = corrupt(uv, cfg.noise, rng)
             data[split][0].append(pose)

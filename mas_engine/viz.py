@@ -47,7 +47,7 @@ def write_animation(path, joints: np.ndarray, layout: KeypointLayout, fps: float
     def update(f):
         for ln in list(ax.lines):
             ln.remove()
-        return _draw(ax, joints[f], layout, joints[: f + 1, 0])
+        return _draw(ax, joints[f], layout, joints[: f + 1, layout.root])
 
     anim = FuncAnimation(fig, update, frames=frames, blit=False)
     path = Path(path)
@@ -72,7 +72,7 @@ def write_filmstrip(path, motions: list[np.ndarray], layout: KeypointLayout, fra
     for r, joints in enumerate(motions):
         for c, f in enumerate(np.linspace(0, joints.shape[0] - 1, frames).astype(int)):
             ax = _axes(fig, (len(motions), frames, r * frames + c + 1), joints)
-            _draw(ax, joints[f], layout, joints[: f + 1, 0])
+            _draw(ax, joints[f], layout, joints[: f + 1, layout.root])
             ax.set_title(f"frame {f}", fontsize=8)
     fig.tight_layout()
     path = Path(path)

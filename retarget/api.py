@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from mas_engine.errors import MasError
-from rigs.armature import Armature, human_armature, human_proportions
+from rigs.armature import Armature, horse_armature, horse_proportions, human_armature, human_proportions
 from rigs.keypoints import KeypointLayout, get_layout
 
 from .contact import detect_contacts, foot_skating, jitter, pin_contacts
 from .fit import RotationTrack, fit_armature, marker_error
 
-FEET = {"human16": ("left_ankle", "right_ankle")}
+FEET = {"human16": ("left_ankle", "right_ankle"),
+        "horse17": ("left_front_hoof", "right_front_hoof", "left_back_hoof", "right_back_hoof")}
 
 # human keypoint -> bone, for armatures with Mixamo-style names ("mixamorig:" prefixes are ignored)
 MIXAMO_MAP = {"pelvis": "Hips", "left_hip": "LeftUpLeg", "left_knee": "LeftLeg", "left_ankle": "LeftFoot",
@@ -35,7 +36,11 @@ def builtin_rig(name: str, joints: np.ndarray, layout: KeypointLayout) -> Armatu
         if layout.name != "human16":
             raise MasError(f"rig 'human' is driven by human16 keypoints; this motion uses {layout.name}")
         return human_armature(human_proportions(joints, layout))
-    raise MasError(f"unknown rig {name!r}; built-in rigs: human (or give a BVH file of your armature)")
+    if name == "horse":
+        if layout.name != "horse17":
+            raise MasError(f"rig 'horse' is driven by horse17 keypoints; this motion uses {layout.name}")
+        return horse_armature(horse_proportions(joints, layout))
+    raise MasError(f"unknown rig {name!r}; built-in rigs: human, horse, smpl (or give a BVH file of your armature)")
 
 
 def armature_from_bvh(path, joints: np.ndarray, layout: KeypointLayout) -> Armature:
@@ -89,9 +94,12 @@ def armature_from_bvh(path, joints: np.ndarray, layout: KeypointLayout) -> Armat
 
 
 def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock: bool = True,
-             iters: int = 30) -> tuple[RotationTrack, dict]:
+             iters: int = 30, smpl_model=None) -> tuple[RotationTrack, dict]:
     """Fit a rig to a motion (as load_motion returns it). Returns the track and quality numbers:
-    marker error (m), foot skating and jitter before and after."""
+    marker error (m), foot skating and jitter before and after.
+
+    rig: "human", "horse", "smpl" (needs ``smpl_model`` or MAS_SMPL_MODEL) or a BVH file.
+    """
     try:
         layout = get_layout(str(motion.get("layout", "")))
     except KeyError as e:
@@ -103,8 +111,8 @@ def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock
     if not fps > 0:
         raise MasError(f"the motion's frame rate {fps} is not positive")
     if in_place:
-        joints = joints - np.concatenate([joints[:, :1, :2], np.zeros_like(joints[:, :1, :1])], -1)
-    arm = armature_from_bvh(rig, joints, layout) if str(rig).lower().endswith(".bvh") else builtin_rig(rig, joints, layout)
+        r = layout.root
+        joints = joints - np.concatenate([joints[:, r:r + 1, :2], np.zeros_like(joints[:, r:r + 1, :1])], -1)
     feet = [layout.index(n) for n in FEET.get(layout.name, ())]
     targets, weights = joints, None
     if foot_lock and feet:
@@ -112,7 +120,13 @@ def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock
         targets = pin_contacts(joints, feet, contacts)
         weights = np.ones(joints.shape[:2])
         weights[:, feet] += 9.0 * contacts          # planted feet stay planted despite the smoothing
-    track = fit_armature(targets, layout, arm, fps, iters=iters, weights=weights)
+    if rig == "smpl":
+        from .smpl import fit_smpl
+        track, _ = fit_smpl(targets, layout, fps, smpl_model, weights=weights)
+    else:
+        arm = armature_from_bvh(rig, joints, layout) if str(rig).lower().endswith(".bvh") else builtin_rig(rig, joints, layout)
+        track = fit_armature(targets, layout, arm, fps, iters=iters, weights=weights)
+    arm = track.armature
     names = [n for n in layout.joints if n in arm.markers]
     fitted = track.markers(names)
     cols = [layout.index(n) for n in names]

@@ -151,3 +151,92 @@ def human_armature(p: dict | None = None) -> Armature:
               "LeftForeArm": np.array([0, 0, -1.0]), "RightForeArm": np.array([0, 0, 1.0])}
     return Armature("human", tuple(bones), tuple(parents), heads, tails, "human16", markers, hinges,
                     flat=("LeftFoot", "RightFoot"))
+
+
+HORSE_PROPORTIONS = {  # metres, a horse
+    "hip_width": 0.45, "shoulder_width": 0.4, "tail_hip": 0.3, "neck_shoulder": 0.45, "tail_neck": 1.6,
+    "back_thigh": 0.55, "back_shin": 0.75, "front_upper": 0.6, "front_lower": 0.75, "neck_nose": 0.9,
+    "eye_width": 0.22, "nose_eye": 0.3, "hoof_height": 0.03,
+}
+
+
+def horse_proportions(joints: np.ndarray, layout) -> dict:
+    """Segment lengths of a horse17 motion (medians, left and right averaged)."""
+    def both(a, b):
+        return 0.5 * (_measure(joints, layout, f"left_{a}", f"left_{b}") + _measure(joints, layout, f"right_{a}", f"right_{b}"))
+    return {
+        "hip_width": _measure(joints, layout, "left_back_hip", "right_back_hip"),
+        "shoulder_width": _measure(joints, layout, "left_front_shoulder", "right_front_shoulder"),
+        "tail_hip": 0.5 * (_measure(joints, layout, "tail", "left_back_hip") + _measure(joints, layout, "tail", "right_back_hip")),
+        "neck_shoulder": 0.5 * (_measure(joints, layout, "neck", "left_front_shoulder") + _measure(joints, layout, "neck", "right_front_shoulder")),
+        "tail_neck": _measure(joints, layout, "tail", "neck"),
+        "back_thigh": both("back_hip", "back_knee"), "back_shin": both("back_knee", "back_hoof"),
+        "front_upper": both("front_shoulder", "front_knee"), "front_lower": both("front_knee", "front_hoof"),
+        "neck_nose": _measure(joints, layout, "neck", "nose"), "eye_width": _measure(joints, layout, "left_eye", "right_eye"),
+        "nose_eye": 0.5 * (_measure(joints, layout, "nose", "left_eye") + _measure(joints, layout, "nose", "right_eye")),
+        "hoof_height": layout.floor_offset,
+    }
+
+
+def horse_armature(p: dict | None = None) -> Armature:
+    """The built-in horse armature, built from segment lengths (facing -Y, Z up).
+
+    Root ``Pelvis`` at the tail root; ``Spine`` and ``Chest`` (no keypoints) carry the
+    shoulders and ``Neck`` (at the neck keypoint); ``Head`` (no keypoint at its joint, a
+    third of the way to the nose) carries the eyes and the nose. Each leg: upper bone (hip or
+    shoulder), lower bone (knee), and a hoof bone kept level with the floor.
+    """
+    p = dict(HORSE_PROPORTIONS, **(p or {}))
+    hw, sw = p["hip_width"] / 2, p["shoulder_width"] / 2
+    back_h = p["hoof_height"] + p["back_shin"] + p["back_thigh"]
+    front_h = p["hoof_height"] + p["front_lower"] + p["front_upper"]
+    up = np.sqrt(max(p["tail_hip"] ** 2 - hw ** 2, 1e-4) / 2)
+    tail = np.array([0.0, up, back_h + up])          # behind and above the hips
+    e = np.sqrt(max(p["neck_shoulder"] ** 2 - sw ** 2, 1e-4) / 2)
+    dz = (front_h + e) - tail[2]
+    neck = np.array([0.0, tail[1] - np.sqrt(max(p["tail_neck"] ** 2 - dz ** 2, 1e-4)), front_h + e])
+    shoulder_y = neck[1] + e
+    nose = neck + p["neck_nose"] * np.array([0.0, -0.8, 0.6])
+    bones, parents, heads, tails = [], [], [], []
+
+    def add(name, parent, head, tail_):
+        bones.append(name)
+        parents.append(bones.index(parent) if parent else -1)
+        heads.append(np.asarray(head, float))
+        tails.append(np.asarray(tail_, float))
+
+    chest = np.array([0.0, shoulder_y + 0.1, front_h])
+    spine = 0.5 * (tail + chest)
+    head_joint = neck + (nose - neck) / 3
+    add("Pelvis", None, tail, spine)
+    add("Spine", "Pelvis", spine, chest)
+    add("Chest", "Spine", chest, neck)
+    add("Neck", "Chest", neck, head_joint)
+    add("Head", "Neck", head_joint, nose)
+    for end, y, top, upper, lower, parent in (("Front", shoulder_y, front_h, p["front_upper"], p["front_lower"], "Chest"),
+                                              ("Back", tail[1] - up, back_h, p["back_thigh"], p["back_shin"], "Pelvis")):
+        for side, s in (("Left", 1.0), ("Right", -1.0)):
+            x = s * (sw if end == "Front" else hw)
+            hip = np.array([x, y, top])
+            knee = hip - [0, 0, upper]
+            hoof = knee - [0, 0, lower]
+            add(f"{side}{end}Upper", parent, hip, knee)
+            add(f"{side}{end}Lower", f"{side}{end}Upper", knee, hoof)
+            add(f"{side}{end}Hoof", f"{side}{end}Lower", hoof, hoof + [0, -0.12, 0])
+    heads, tails = np.stack(heads), np.stack(tails)
+    idx = bones.index
+    eye_mid = neck + 2 * (nose - neck) / 3 + [0, 0, 0.05]
+    side_off = np.array([p["eye_width"] / 2, 0.0, 0.0])
+    markers = {"tail": ("Pelvis", tail), "neck": ("Neck", neck), "nose": ("Head", nose),
+               "left_eye": ("Head", eye_mid + side_off), "right_eye": ("Head", eye_mid - side_off)}
+    for side in ("left", "right"):
+        S = side.capitalize()
+        for kp, bone in (("front_shoulder", "FrontUpper"), ("front_knee", "FrontLower"), ("front_hoof", "FrontHoof"),
+                         ("back_hip", "BackUpper"), ("back_knee", "BackLower"), ("back_hoof", "BackHoof")):
+            markers[f"{side}_{kp}"] = (S + bone, heads[idx(S + bone)])
+    hinges = {}
+    for side in ("Left", "Right"):
+        hinges[f"{side}FrontLower"] = np.array([1.0, 0, 0])    # the front knee folds the hoof backwards
+        hinges[f"{side}BackLower"] = np.array([-1.0, 0, 0])    # the hock folds it forwards
+    return Armature("horse", tuple(bones), tuple(parents), heads, tails, "horse17", markers, hinges,
+                    flat=("LeftFrontHoof", "RightFrontHoof", "LeftBackHoof", "RightBackHoof"))

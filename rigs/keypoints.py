@@ -17,7 +17,7 @@ class KeypointLayout:
 
     name:    identifier stored in data sets and checkpoints (``"human16"``).
     joints:  joint names, in array order.
-    parents: parent index of every joint, -1 for the root (joint 0).
+    parents: parent index of every joint, -1 for the root (any one joint; a tree).
     pairs:   (left, right) index pairs swapped by mirroring.
     floor_offset: height in metres of the lowest keypoint above the floor when the
              subject stands (ankles for humans); used to put generated motions on Z = 0.
@@ -34,14 +34,25 @@ class KeypointLayout:
         n = len(self.joints)
         if len(self.parents) != n:
             raise ValueError(f"layout {self.name}: {n} joints but {len(self.parents)} parents")
-        if n == 0 or self.parents[0] != -1:
-            raise ValueError(f"layout {self.name}: joint 0 must be the root (parent -1)")
-        for j, p in enumerate(self.parents[1:], start=1):
-            if not 0 <= p < j:
-                raise ValueError(f"layout {self.name}: parent of {self.joints[j]} must come before it")
+        if n == 0 or list(self.parents).count(-1) != 1:
+            raise ValueError(f"layout {self.name}: exactly one joint must be the root (parent -1)")
+        for j, p in enumerate(self.parents):
+            if not -1 <= p < n or p == j:
+                raise ValueError(f"layout {self.name}: bad parent {p} for {self.joints[j]}")
+        for j in range(n):  # every joint reaches the root: a tree, no cycles
+            k, steps = j, 0
+            while self.parents[k] >= 0 and steps <= n:
+                k, steps = self.parents[k], steps + 1
+            if steps > n:
+                raise ValueError(f"layout {self.name}: the parents of {self.joints[j]} form a cycle")
         for a, b in self.pairs:
             if not (0 <= a < n and 0 <= b < n):
                 raise ValueError(f"layout {self.name}: mirror pair ({a}, {b}) out of range")
+
+    @property
+    def root(self) -> int:
+        """Index of the root joint: where a motion's trajectory is measured."""
+        return list(self.parents).index(-1)
 
     @property
     def num_joints(self) -> int:
@@ -86,7 +97,19 @@ HUMAN16 = KeypointLayout(
     description="Human, 16 keypoints as in the MAS paper's NBA data (pelvis is the mid-hip).",
 )
 
-LAYOUTS = {HUMAN16.name: HUMAN16}
+# The 17 keypoints of the paper's horse data (APT-36K style), in the reference's order.
+HORSE17 = KeypointLayout(
+    name="horse17",
+    joints=("left_eye", "right_eye", "nose", "neck", "tail", "left_front_shoulder", "left_front_knee",
+            "left_front_hoof", "right_front_shoulder", "right_front_knee", "right_front_hoof", "left_back_hip",
+            "left_back_knee", "left_back_hoof", "right_back_hip", "right_back_knee", "right_back_hoof"),
+    parents=(2, 2, 3, -1, 3, 3, 5, 6, 3, 8, 9, 4, 11, 12, 4, 14, 15),
+    pairs=((0, 1), (5, 8), (6, 9), (7, 10), (11, 14), (12, 15), (13, 16)),
+    floor_offset=0.03,
+    description="Quadruped, 17 keypoints as in the MAS paper's horse data (root: the neck).",
+)
+
+LAYOUTS = {HUMAN16.name: HUMAN16, HORSE17.name: HORSE17}
 
 
 def get_layout(name: str) -> KeypointLayout:
