@@ -93,6 +93,12 @@ def cmd_bench(a) -> None:
               batch=a.batch, gpu_batch=a.gpu_batch, json_out=a.json)
 
 
+def cmd_bench_retarget(a) -> None:
+    from retarget.bench import run_bench
+
+    run_bench(a.motions, rig=a.rig, frames=a.frames, smpl_model=a.smpl_model)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mas", description="MAS: 3D motion from a 2D motion diffusion model "
                                 "by multi-view ancestral sampling.")
@@ -171,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gpu-batch", type=_positive_int, default=256)
     b.add_argument("--json", default=None, help="also write the results as JSON here")
     b.set_defaults(func=cmd_bench)
+
+    br = sub.add_parser("bench-retarget", help="time and measure retargeting on motions, as a table")
+    br.add_argument("motions", nargs="+", help="motion .npz files and/or Bandai Namco capture .bvh clips")
+    br.add_argument("--rig", default="human")
+    br.add_argument("--frames", type=_positive_int, default=180, help="frames of each motion to use")
+    br.add_argument("--smpl-model", default=None)
+    br.set_defaults(func=cmd_bench_retarget)
     return p
 
 

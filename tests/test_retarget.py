@@ -214,3 +214,22 @@ def test_rotation_track_file(tmp_path):
         assert f["quaternions"].shape == (5, len(truth.armature.bones), 4)
         np.testing.assert_allclose(np.linalg.norm(f["quaternions"], axis=-1), 1, atol=1e-5)
         assert list(f["bone_names"][:2]) == ["Hips", "Spine"] and f["parents"][0] == -1
+
+
+def test_rig_meshes_cover_every_bone_and_close():
+    from rigs.mesh import ball, bone_tubes
+
+    for arm in (human_armature(), horse_armature()):
+        mesh = bone_tubes(arm)
+        assert mesh.vertices.shape[1] == 3 and mesh.faces.shape[1] == 4
+        assert mesh.faces.max() < len(mesh.vertices) and len(mesh.bone) == len(mesh.vertices)
+        long_bones = {b for b in range(len(arm.bones)) if np.linalg.norm(arm.tails[b] - arm.heads[b]) >= 0.01}
+        assert set(mesh.bone.tolist()) == long_bones
+        # every vertex lies near the bone it follows
+        h, t = arm.heads[mesh.bone], arm.tails[mesh.bone]
+        d = t - h
+        s = np.clip(((mesh.vertices - h) * d).sum(-1) / (d * d).sum(-1), 0, 1)
+        assert np.linalg.norm(mesh.vertices - (h + s[:, None] * d), axis=-1).max() < 0.2
+    v, f = ball(0.12)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=-1), 0.12)
+    assert f.max() < len(v)
