@@ -34,7 +34,7 @@ class MasSettings:
     elevation_deg: float | None = None
     distance_m: float | None = None
     noise_3d: bool = True               # False: independent per-view noise (ablation)
-    gauss_newton_iters: int = 2
+    gauss_newton_iters: int = 1         # one step converges (from the linear solution)
     batch_size: int | None = None       # motions per model call; None: 8 on CPU, 256 on GPU
 
 
@@ -75,7 +75,7 @@ class MultiViewConsistency:
     frames x joints x 3), which also fills joints the views cannot determine.
     """
 
-    def __init__(self, cams: Cameras, iters: int = 2):
+    def __init__(self, cams: Cameras, iters: int = 1):
         self.cams, self.iters = cams, iters
         self.X = None
         self.seconds = 0.0
