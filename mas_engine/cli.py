@@ -90,7 +90,7 @@ def cmd_bench(a) -> None:
     from .bench import run_bench
 
     run_bench(model=a.model, device=a.device, seconds=a.seconds, views=a.views, steps=a.steps,
-              batch=a.batch, gpu_batch=a.gpu_batch, json_out=a.json)
+              batch=a.batch, gpu_batch=a.gpu_batch, json_out=a.json, reference=not a.no_reference)
 
 
 def cmd_bench_retarget(a) -> None:
@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate 3D motions (.npz, frames x joints x 3, metres, Z up)")
     g.add_argument("--model", default="human", help="a shipped model name (see 'mas models') or a checkpoint path")
-    g.add_argument("--num", type=_positive_int, default=1, help="number of motions (seeds seed, seed+1, ...)")
+    g.add_argument("-n", "--num", type=_positive_int, default=1,
+                   help="number of motions (seeds seed, seed+1, ...); write -n under torchrun, whose own options take --num")
     g.add_argument("--seconds", type=_positive_float, default=4.0, help="length of each motion")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--views", type=_positive_int, default=5, help="MAS views (at least 2)")
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=_positive_int, default=8, help="batch size for the CPU batch row")
     b.add_argument("--gpu-batch", type=_positive_int, default=256)
     b.add_argument("--json", default=None, help="also write the results as JSON here")
+    b.add_argument("--no-reference", action="store_true", help="skip the reference-style (Adam) triangulation row")
     b.set_defaults(func=cmd_bench)
 
     br = sub.add_parser("bench-retarget", help="time and measure retargeting on motions, as a table")

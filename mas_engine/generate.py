@@ -1,7 +1,10 @@
 """Generate motions and write them as files (what ``mas generate`` runs)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import torch
 
 from .checkpoint import load_checkpoint
 from .device import pick_device
@@ -19,13 +22,20 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     from tqdm import tqdm
 
     dev = pick_device(device)
+    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     loaded = load_checkpoint(model, device=dev)
     frames = int(round(seconds * loaded.fps))
     settings = MasSettings(views=views, steps=steps, noise_3d=noise_3d, batch_size=batch_size,
                            elevation_deg=elevation_deg, distance_m=distance_m)
     check_request(loaded, frames, settings)
     seeds = list(range(seed, seed + num))
-    with tqdm(total=1, desc=f"MAS {num} x {seconds:g} s on {dev.type}", unit="step") as bar:
+    # under torchrun every process takes every WORLD_SIZE-th seed: one folder, no seed twice or missing
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    seeds = seeds[rank::world]
+    if not seeds:
+        return []
+    with tqdm(total=1, desc=f"MAS {len(seeds)} x {seconds:g} s on {dev}", unit="step", disable=rank > 0) as bar:
         def progress(done, total):
             bar.total = total
             bar.n = done
@@ -47,6 +57,6 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
         if preview:
             from .viz import write_animation
             write_animation(path.with_suffix(".gif"), joints, loaded.layout, loaded.fps)
-    log(f"wrote {len(paths)} motion(s) of {frames} frames ({frames / loaded.fps:g} s at {loaded.fps:g} fps) to {out}/ "
+    log(f"{'' if world == 1 else f'rank {rank}: '}wrote {len(paths)} motion(s) of {frames} frames ({frames / loaded.fps:g} s at {loaded.fps:g} fps) to {out}/ "
         f"in {result.stats['seconds']:.1f} s")
     return paths

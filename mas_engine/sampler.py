@@ -34,6 +34,7 @@ class MasSettings:
     elevation_deg: float | None = None
     distance_m: float | None = None
     noise_3d: bool = True               # False: independent per-view noise (ablation)
+    triangulation: str = "fast"         # "reference": the reference code's Adam loop (benchmarks only)
     gauss_newton_iters: int = 1         # one step converges (from the linear solution)
     batch_size: int | None = None       # motions per model call; None: 8 on CPU, 256 on GPU
 
@@ -158,7 +159,11 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
 
         def noise_at(k):
             return noise2d[k]
-    consistency = MultiViewConsistency(cams, settings.gauss_newton_iters)
+    if settings.triangulation == "reference":
+        from .reference import ReferenceConsistency
+        consistency = ReferenceConsistency(cams)
+    else:
+        consistency = MultiViewConsistency(cams, settings.gauss_newton_iters)
     t0 = time.perf_counter()
     ancestral_loop(_denoiser(loaded, frames), schedule, noise_at(K), noise_at, consistency, progress, cancel)
     if device.type == "cuda":
