@@ -167,3 +167,16 @@ def load_checkpoint(name_or_path, device="cpu", layout: KeypointLayout | None = 
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.to(device).eval().requires_grad_(False)
     return LoadedModel(name, model, card)
+
+
+def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None) -> Path:
+    """Copy a checkpoint (EMA weights from 'mas train') into ``dest`` as NAME, in float16 (half the size).
+
+    Returns the card's path. ``note`` is added to the card (how it was trained, where the data came from).
+    """
+    loaded = load_checkpoint(src)
+    card = {k: v for k, v in loaded.card.items() if k not in ("format", "version", "model", "weights_dtype")}
+    if note:
+        card["note"] = note
+    save_checkpoint(Path(dest) / name, loaded.model, card, dtype=torch.float16)
+    return (Path(dest) / name).with_suffix(".json")

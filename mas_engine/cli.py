@@ -86,6 +86,14 @@ def cmd_models(a) -> None:
               f"{size / 1e6:.1f} MB. {m.card.get('licence', '')}")
 
 
+def cmd_export(a) -> None:
+    from .checkpoint import MODELS_DIR, export_model
+
+    card = export_model(a.checkpoint, a.name, a.dest or MODELS_DIR, a.note)
+    size = card.with_suffix(".safetensors").stat().st_size
+    print(f"wrote {card} and its weights ({size / 1e6:.1f} MB, float16)")
+
+
 def cmd_bench(a) -> None:
     from .bench import run_bench
 
@@ -164,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
     t.add_argument("--device", default="auto")
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("export", help="turn a training checkpoint into a shipped model (float16)")
+    e.add_argument("checkpoint", help="e.g. runs/human/model.json")
+    e.add_argument("--name", required=True, help="the model's name (e.g. human)")
+    e.add_argument("--dest", default=None, help="folder (default: the package's models folder)")
+    e.add_argument("--note", default=None, help="a line for the model card")
+    e.set_defaults(func=cmd_export)
 
     m = sub.add_parser("models", help="list the shipped models")
     m.set_defaults(func=cmd_models)

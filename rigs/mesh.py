@@ -28,7 +28,7 @@ def _frame(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return u, np.cross(d, u)
 
 
-def bone_tubes(arm: Armature, thickness: float = 0.12, sides: int = 8, min_radius: float = 0.015) -> SkinnedMesh:
+def bone_tubes(arm: Armature, thickness: float = 0.2, sides: int = 8, min_radius: float = 0.035) -> SkinnedMesh:
     """A closed tube around every bone, from head to tail, radius ``thickness`` x its length
     (tapering to 70% at the tail). Bones shorter than 1 cm get none."""
     verts, faces, owner = [], [], []
