@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from mas_engine.metrics import bone_length_variation, diversity, frechet_distance, precision_recall
+from retarget.contact import foot_skating, jitter
+from rigs.keypoints import HUMAN16
+from conftest import walking_figure
+
+
+def test_frechet_distance_known_cases():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2000, 8))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    # a set against itself shifted by a constant: the squared length of the shift
+    shift = np.arange(8) * 0.1
+    assert frechet_distance(a, a + shift) == pytest.approx((shift ** 2).sum(), rel=1e-6)
+    # scaled by 2 (same mean): trace(S) + trace(4S) - 2 trace(2S) = trace(S)
+    assert frechet_distance(a, 2 * a) == pytest.approx(np.trace(np.cov(a, rowvar=False)), rel=1e-3)
+
+
+def test_precision_and_recall_of_a_subset():
+    rng = np.random.default_rng(1)
+    # real data in two far clusters; generated samples from one of them only
+    real = np.concatenate([rng.normal(size=(300, 4)), rng.normal(size=(300, 4)) + 50.0])
+    one_mode = rng.normal(size=(300, 4))
+    p, r = precision_recall(real, one_mode)
+    assert p > 0.9                    # what it makes is realistic (k-NN balls miss a few) ...
+    assert 0.4 < r < 0.55             # ... but it covers only half of the data (mode collapse)
+    far = real + 1000.0
+    assert precision_recall(real, far) == (0.0, 0.0)
+
+
+def test_diversity_scales_with_the_data():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(500, 16))
+    assert diversity(2 * x) == pytest.approx(2 * diversity(x))
+
+
+def test_bone_length_variation_of_rigid_and_stretching_motions():
+    X = walking_figure(60)
+    rigid = X.copy()
+    rigid[..., :2] += np.linspace(0, 1, 60)[:, None, None]           # translate: rigid
+    assert bone_length_variation(rigid, HUMAN16) == pytest.approx(bone_length_variation(X, HUMAN16), abs=1e-9)
+    still = np.repeat(X[:1], 60, 0)
+    assert bone_length_variation(still, HUMAN16) == pytest.approx(0.0, abs=1e-9)
+    stretch = still * np.linspace(1, 1.2, 60)[:, None, None]          # grows 20%
+    assert bone_length_variation(stretch, HUMAN16) > 0.05
+
+
+def test_foot_skating_and_jitter_known_cases():
+    planted = np.zeros((30, 1, 3))
+    assert foot_skating(planted, 30.0) == 0.0 and jitter(planted, 30.0) == 0.0
+    sliding = planted.copy()
+    sliding[:, 0, 0] = np.arange(30) * 0.01                           # 0.3 m/s on the floor
+    assert foot_skating(sliding, 30.0) == 1.0
