@@ -94,6 +94,13 @@ def cmd_export(a) -> None:
     print(f"wrote {card} and its weights ({size / 1e6:.1f} MB, float16)")
 
 
+def cmd_evaluate_3d(a) -> None:
+    from .evaluate import evaluate_3d
+
+    evaluate_3d(model=a.model, capture=a.capture, names_file=a.names, num=a.num, seconds=a.seconds,
+                rows=a.rows.split(","), seed=a.seed, device=a.device, json_out=a.json)
+
+
 def cmd_bench(a) -> None:
     from .bench import run_bench
 
@@ -179,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dest", default=None, help="folder (default: the package's models folder)")
     e.add_argument("--note", default=None, help="a line for the model card")
     e.set_defaults(func=cmd_export)
+
+    ev = sub.add_parser("evaluate-3d", help="generated 3D motions against held-out real 3D capture (a table)")
+    ev.add_argument("capture", help="folder of Bandai Namco BVH clips (the held-out clips of the split are used)")
+    ev.add_argument("--names", default=None, help="text file naming the clips to consider")
+    ev.add_argument("--model", default="human")
+    ev.add_argument("--num", type=_positive_int, default=64, help="motions per row")
+    ev.add_argument("--seconds", type=_positive_float, default=4.0)
+    ev.add_argument("--rows", default="mas5,mas2,no3dnoise")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--json", default=None)
+    ev.set_defaults(func=cmd_evaluate_3d)
 
     m = sub.add_parser("models", help="list the shipped models")
     m.set_defaults(func=cmd_models)
