@@ -40,25 +40,31 @@ def features_3d(motion: np.ndarray, layout: KeypointLayout, fps: float) -> np.nd
     return np.concatenate([ext.mean(0), ext.std(0), vel.mean(0), vel.std(0)])
 
 
-def real_windows(folder, names_file, frames: int, fps: float, count: int, seed: int = 0, validation: bool = True):
-    """``count`` random windows of held-out (or training) capture clips, human16, metres, Z up."""
-    from .prepare import capture_files, _read_bandai
+def real_windows(folder, names_file, frames: int, fps: float, count: int, seed: int = 0):
+    """Two sets of ``count`` random windows (human16, metres, Z up) from two disjoint halves of
+    the held-out capture clips (the validation clips of the split), several windows per clip."""
+    from .prepare import _read_bandai, capture_files
 
-    files = [f for f in capture_files(folder, "bandai", names_file) if is_validation_clip(f.stem, 0.05) == validation]
+    files = [f for f in capture_files(folder, "bandai", names_file) if is_validation_clip(f.stem, 0.05)]
     rng = np.random.default_rng(seed)
-    out = []
-    for f in rng.permutation(files):
+    clips = []
+    for f in files:
         joints, clip_fps, layout = _read_bandai(f)
         joints = resample(joints, clip_fps, fps)
-        if len(joints) < frames:
-            continue
-        s = int(rng.integers(0, len(joints) - frames + 1))
-        out.append(joints[s:s + frames])
-        if len(out) == count:
-            break
-    if len(out) < count:
-        raise MasError(f"only {len(out)} clips of at least {frames} frames in {folder}")
-    return np.stack(out), layout
+        if len(joints) >= frames:
+            clips.append(joints)
+    if len(clips) < 2:
+        raise MasError(f"fewer than 2 held-out clips of at least {frames} frames in {folder}")
+    order = rng.permutation(len(clips))
+    sets = []
+    for half in (order[0::2], order[1::2]):
+        out = []
+        for k in range(count):
+            c = clips[half[k % len(half)]]
+            s = int(rng.integers(0, len(c) - frames + 1))
+            out.append(c[s:s + frames])
+        sets.append(np.stack(out))
+    return sets[0], sets[1], layout, len(clips)
 
 
 def summarise(motions: np.ndarray, layout: KeypointLayout, fps: float) -> dict:
@@ -82,8 +88,7 @@ def evaluate_3d(model="human", capture=None, names_file=None, num=64, seconds=4.
     dev = pick_device(device)
     loaded = load_checkpoint(model, device=dev)
     frames = int(round(seconds * loaded.fps))
-    held_out, layout = real_windows(capture, names_file, frames, loaded.fps, 2 * num, seed)
-    real_a, real_b = held_out[:num], held_out[num:]
+    real_a, real_b, layout, n_clips = real_windows(capture, names_file, frames, loaded.fps, num, seed)
     feat = lambda ms: np.stack([features_3d(m, layout, loaded.fps) for m in ms])  # noqa: E731
     fa, fb = feat(real_a), feat(real_b)
     results = {"real (held-out A vs B)": dict(summarise(real_b, layout, loaded.fps), fd=frechet_distance(fa, fb))}
@@ -92,8 +97,8 @@ def evaluate_3d(model="human", capture=None, names_file=None, num=64, seconds=4.
         res = sample_mas(loaded, list(range(seed, seed + num)), frames, MasSettings(**ROWS[name]), dev)
         results[name] = dict(summarise(res.joints, layout, loaded.fps), fd=frechet_distance(fa, feat(res.joints)),
                              seconds=time.perf_counter() - t0)
-    log(f"3D evaluation of {loaded.name!r}: {num} motions of {seconds:g} s per row, against {num} held-out capture "
-        f"windows (validation clips of the split)")
+    log(f"3D evaluation of {loaded.name!r}: {num} motions of {seconds:g} s per row, against {num} windows of "
+        f"held-out capture (A; B: {num} more from other clips; {n_clips} validation clips of the split)")
     log("| row | 3D Frechet distance | bone-length variation | jitter (m/s^2) | foot skating |")
     log("|---|---:|---:|---:|---:|")
     for name, r in results.items():

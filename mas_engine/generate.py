@@ -38,8 +38,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     with tqdm(total=1, desc=f"MAS {len(seeds)} x {seconds:g} s on {dev}", unit="step", disable=rank > 0) as bar:
         def progress(done, total):
             bar.total = total
-            bar.n = done
-            bar.refresh()
+            bar.update(done - bar.n)    # update() honours tqdm's refresh interval
         result = sample_mas(loaded, seeds, frames, settings, dev, progress=progress)
     paths = []
     for s, joints in zip(seeds, result.joints):

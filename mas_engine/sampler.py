@@ -22,7 +22,7 @@ from .cameras import Cameras
 from .checkpoint import LoadedModel
 from .diffusion import Schedule, posterior_step
 from .errors import Cancelled, MasError
-from .triangulate import triangulate
+from .triangulate import gauss_newton_step, triangulate_linear
 
 
 @dataclass
@@ -35,7 +35,7 @@ class MasSettings:
     distance_m: float | None = None
     noise_3d: bool = True               # False: independent per-view noise (ablation)
     triangulation: str = "fast"         # "reference": the reference code's Adam loop (benchmarks only)
-    gauss_newton_iters: int = 1         # one step converges (from the linear solution)
+    gauss_newton_iters: int = 0         # extra Gauss-Newton steps after the depth-weighted solve
     batch_size: int | None = None       # motions per model call; None: 8 on CPU, 256 on GPU
 
 
@@ -73,19 +73,33 @@ class MultiViewConsistency:
     """The MAS consistency block: triangulate the views' x0 into 3D, project back.
 
     x0: motions x views x frames x joints x 2. Keeps the latest 3D motion in ``X`` (motions x
-    frames x joints x 3), which also fills joints the views cannot determine.
+    frames x joints x 3), which warm-starts the next step and fills joints the views cannot
+    determine. The closed-form solve weights each view by 1 / depth^2 at the previous step's
+    solution: the linear residual is the reprojection residual times the depth, so the solve
+    then minimises the reprojection error itself (what a Gauss-Newton step would reach), at the
+    cost of one linear solve. ``iters`` adds Gauss-Newton steps on top (off by default: at the
+    sampling cameras' distance they change the reprojection error by less than 0.01%).
     """
 
-    def __init__(self, cams: Cameras, iters: int = 1):
+    def __init__(self, cams: Cameras, iters: int = 0):
         self.cams, self.iters = cams, iters
         self.X = None
+        self.depth_weights = None
         self.seconds = 0.0
 
     def __call__(self, x0: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
         uv = x0.permute(0, 2, 3, 1, 4)                       # B, L, J, V, 2
-        self.X = triangulate(self.cams, uv, iters=self.iters, init=self.X)
-        out = self.cams.project(self.X).permute(0, 3, 1, 2, 4)
+        X, ok = triangulate_linear(self.cams, uv, self.depth_weights)
+        if self.X is not None:
+            X = torch.where(ok[..., None], X, self.X)
+        for _ in range(self.iters):
+            X = gauss_newton_step(self.cams, X, uv)
+        self.X = X
+        p = self.cams.to_camera(X)                           # B, L, J, V, 3
+        z = p[..., 2:3]
+        self.depth_weights = z[..., 0].clamp(min=1e-3) ** -2  # for the next step's solve
+        out = (self.cams.focal[:, None] * p[..., :2] / z).permute(0, 3, 1, 2, 4)
         self.seconds += time.perf_counter() - t0
         return out
 

@@ -114,28 +114,43 @@ def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock
         r = layout.root
         joints = joints - np.concatenate([joints[:, r:r + 1, :2], np.zeros_like(joints[:, r:r + 1, :1])], -1)
     feet = [layout.index(n) for n in FEET.get(layout.name, ())]
-    targets, weights = joints, None
-    if foot_lock and feet:
-        contacts = detect_contacts(joints, feet, fps)
-        targets = pin_contacts(joints, feet, contacts)
-        weights = np.ones(joints.shape[:2])
-        weights[:, feet] += 9.0 * contacts          # planted feet stay planted despite the smoothing
     if rig == "smpl":
         from .smpl import fit_smpl
-        track, _ = fit_smpl(targets, layout, fps, smpl_model, weights=weights)
+
+        def fit(targets, weights):
+            return fit_smpl(targets, layout, fps, smpl_model, weights=weights)[0]
     else:
         arm = armature_from_bvh(rig, joints, layout) if str(rig).lower().endswith(".bvh") else builtin_rig(rig, joints, layout)
-        track = fit_armature(targets, layout, arm, fps, iters=iters, weights=weights)
-    arm = track.armature
-    names = [n for n in layout.joints if n in arm.markers]
+
+        def fit(targets, weights):
+            return fit_armature(targets, layout, arm, fps, iters=iters, weights=weights)
+
+    def pinned(contacts):
+        weights = np.ones(joints.shape[:2])
+        weights[:, feet] += 9.0 * contacts          # planted feet stay planted despite the smoothing
+        return pin_contacts(joints, feet, contacts), weights
+
+    def skating(track):
+        return foot_skating(track.markers([layout.joints[f] for f in feet]), fps)
+
+    if foot_lock and feet:
+        track = fit(*pinned(detect_contacts(joints, feet, fps)))
+        # jittery input hides contacts: find them again on the smooth fitted feet, pin, refit, keep the better
+        fitted_feet = np.zeros_like(joints)
+        fitted_feet[:, feet] = track.markers([layout.joints[f] for f in feet])
+        second = fit(*pinned(detect_contacts(fitted_feet, feet, fps)))
+        if skating(second) < skating(track):
+            track = second
+    else:
+        track = fit(joints, None)
+    names = [n for n in layout.joints if n in track.armature.markers]
     fitted = track.markers(names)
     cols = [layout.index(n) for n in names]
     report = {"marker_error_m": marker_error(track, joints, layout),
               "jitter_before": jitter(joints[:, cols], fps), "jitter_after": jitter(fitted, fps)}
     if feet:
-        fcols = [names.index(layout.joints[f]) for f in feet]
         report["skating_before"] = foot_skating(joints[:, feet], fps)
-        report["skating_after"] = foot_skating(fitted[:, fcols], fps)
+        report["skating_after"] = skating(track)
     return track, report
 
 

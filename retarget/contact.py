@@ -19,11 +19,16 @@ def _speed(track: np.ndarray, fps: float) -> np.ndarray:
 
 
 def detect_contacts(joints: np.ndarray, feet: list[int], fps: float, height_margin: float = 0.05,
-                    speed: float = 0.3) -> np.ndarray:
-    """frames x len(feet) booleans."""
+                    speed: float = 0.3, slow_share: float = 0.4) -> np.ndarray:
+    """frames x len(feet) booleans.
+
+    A foot is slow under ``speed`` m/s, or under its own ``slow_share`` quantile of speed: a
+    generated walk whose feet never quite stop still has a stance phase, where they are slowest.
+    """
     f = joints[:, feet]
     low = np.percentile(f[..., 2], 5, axis=0)
-    return (f[..., 2] < low + height_margin) & (_speed(f, fps) < speed)
+    v = _speed(f, fps)
+    return (f[..., 2] < low + height_margin) & (v < np.maximum(speed, np.quantile(v, slow_share, axis=0)))
 
 
 def _spans(mask: np.ndarray):
