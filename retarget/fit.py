@@ -198,8 +198,9 @@ def initial_guess(arm: Armature, markers: Markers, targets: torch.Tensor):
     return local, targets[:, at_head[0]].clone()
 
 
-def check_motion(joints: np.ndarray, layout: KeypointLayout, arm: Armature) -> None:
-    if arm.layout != layout.name:
+def check_motion(joints: np.ndarray, layout: KeypointLayout, arm: Armature | None = None) -> None:
+    """Raise MasError (nothing is written) for a motion a rig cannot follow."""
+    if arm is not None and arm.layout != layout.name:
         raise MasError(f"the motion uses keypoint layout {layout.name} but rig {arm.name} is driven by "
                        f"{arm.layout}; pick a rig made for {layout.name}")
     if joints.ndim != 3 or joints.shape[1:] != (layout.num_joints, 3):

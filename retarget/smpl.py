@@ -146,8 +146,7 @@ def fit_smpl(joints: np.ndarray, layout: KeypointLayout, fps: float, model_path=
     if layout.name != "human16":
         raise MasError(f"SMPL fitting maps human16 keypoints; this motion uses {layout.name}")
     model = load_smpl(model_path).double()
-    check_motion(joints, layout, Armature("smpl", ("pelvis", "x"), (-1, 0), np.zeros((2, 3)) + [[0, 0, 0], [0, 0, 1]],
-                                          np.zeros((2, 3)), "human16", {}))
+    check_motion(joints, layout)
     betas = fit_betas(model, joints, layout)
     arm = smpl_armature(model, betas)
     track = fit_armature(joints, layout, arm, fps, **dict({"iters": 100}, **fit_options))

@@ -63,6 +63,22 @@ class Armature:
         return [c for c, p in enumerate(self.parents) if p == b]
 
 
+class _Bones:
+    """Collects bones in order (parents first) for the rig builders."""
+
+    def __init__(self):
+        self.names, self.parents, self.heads, self.tails = [], [], [], []
+
+    def add(self, name, parent, head, tail):
+        self.names.append(name)
+        self.parents.append(self.names.index(parent) if parent else -1)
+        self.heads.append(np.asarray(head, float))
+        self.tails.append(np.asarray(tail, float))
+
+    def arrays(self):
+        return tuple(self.names), tuple(self.parents), np.stack(self.heads), np.stack(self.tails)
+
+
 def _measure(joints: np.ndarray, layout, a: str, b: str) -> float:
     """Median distance between two keypoints over the frames of a motion (frames x J x 3)."""
     return float(np.median(np.linalg.norm(joints[:, layout.index(a)] - joints[:, layout.index(b)], axis=-1)))
@@ -105,14 +121,8 @@ def human_armature(p: dict | None = None) -> Armature:
     nose_z = (dn ** 2 - d_nt ** 2 + dt ** 2) / (2 * dt)
     nose = neck + np.array([0.0, -np.sqrt(max(dn ** 2 - nose_z ** 2, 1e-4)), nose_z])
     head_top = neck + np.array([0.0, 0.0, dt])
-    bones, parents, heads, tails = [], [], [], []
-
-    def add(name, parent, head, tail):
-        bones.append(name)
-        parents.append(bones.index(parent) if parent else -1)
-        heads.append(np.asarray(head, float))
-        tails.append(np.asarray(tail, float))
-
+    b = _Bones()
+    add = b.add
     chest = np.array([0.0, 0.0, H + 0.6 * p["torso"]])
     add("Hips", None, [0, 0, H], [0, 0, H + 0.25 * p["torso"]])
     add("Spine", "Hips", [0, 0, H + 0.25 * p["torso"]], chest)
@@ -137,7 +147,7 @@ def human_armature(p: dict | None = None) -> Armature:
         add(f"{side}Leg", f"{side}UpLeg", knee, ankle)
         add(f"{side}Foot", f"{side}Leg", ankle, toe)
         add(f"{side}ToeBase", f"{side}Foot", toe, toe + [0, -0.06, 0])
-    heads, tails = np.stack(heads), np.stack(tails)
+    bones, parents, heads, tails = b.arrays()
     idx = bones.index
     markers = {"pelvis": ("Hips", heads[idx("Hips")]), "neck": ("Neck", heads[idx("Neck")]),
                "nose": ("Head", nose), "head": ("Head", head_top)}
@@ -149,7 +159,7 @@ def human_armature(p: dict | None = None) -> Armature:
     # hinge axes point along (parent bone direction) x (bent child direction), as the fit's plane rule uses them
     hinges = {"LeftLeg": np.array([1.0, 0, 0]), "RightLeg": np.array([1.0, 0, 0]),
               "LeftForeArm": np.array([0, 0, -1.0]), "RightForeArm": np.array([0, 0, 1.0])}
-    return Armature("human", tuple(bones), tuple(parents), heads, tails, "human16", markers, hinges,
+    return Armature("human", bones, parents, heads, tails, "human16", markers, hinges,
                     flat=("LeftFoot", "RightFoot"))
 
 
@@ -197,14 +207,8 @@ def horse_armature(p: dict | None = None) -> Armature:
     neck = np.array([0.0, tail[1] - np.sqrt(max(p["tail_neck"] ** 2 - dz ** 2, 1e-4)), front_h + e])
     shoulder_y = neck[1] + e
     nose = neck + p["neck_nose"] * np.array([0.0, -0.8, 0.6])
-    bones, parents, heads, tails = [], [], [], []
-
-    def add(name, parent, head, tail_):
-        bones.append(name)
-        parents.append(bones.index(parent) if parent else -1)
-        heads.append(np.asarray(head, float))
-        tails.append(np.asarray(tail_, float))
-
+    b = _Bones()
+    add = b.add
     chest = np.array([0.0, shoulder_y + 0.1, front_h])
     spine = 0.5 * (tail + chest)
     head_joint = neck + (nose - neck) / 3
@@ -223,7 +227,7 @@ def horse_armature(p: dict | None = None) -> Armature:
             add(f"{side}{end}Upper", parent, hip, knee)
             add(f"{side}{end}Lower", f"{side}{end}Upper", knee, hoof)
             add(f"{side}{end}Hoof", f"{side}{end}Lower", hoof, hoof + [0, -0.12, 0])
-    heads, tails = np.stack(heads), np.stack(tails)
+    bones, parents, heads, tails = b.arrays()
     idx = bones.index
     eye_mid = neck + 2 * (nose - neck) / 3 + [0, 0, 0.05]
     side_off = np.array([p["eye_width"] / 2, 0.0, 0.0])
@@ -238,5 +242,5 @@ def horse_armature(p: dict | None = None) -> Armature:
     for side in ("Left", "Right"):
         hinges[f"{side}FrontLower"] = np.array([1.0, 0, 0])    # the front knee folds the hoof backwards
         hinges[f"{side}BackLower"] = np.array([-1.0, 0, 0])    # the hock folds it forwards
-    return Armature("horse", tuple(bones), tuple(parents), heads, tails, "horse17", markers, hinges,
+    return Armature("horse", bones, parents, heads, tails, "horse17", markers, hinges,
                     flat=("LeftFrontHoof", "RightFrontHoof", "LeftBackHoof", "RightBackHoof"))
