@@ -55,14 +55,12 @@ class CameraDistribution:
 class DetectorNoise:
     """Pose-estimator-like corruption of the exact projection.
 
-    Visible joints get Gaussian noise of ``visible_std`` metres and confidences near 1 (kept
-    small: a diffusion model learns independent per-frame noise as jitter, 4 mm gave generated
-    motions 4x the real jitter);
+    Visible joints get Gaussian noise of ``visible_std`` metres and confidences near 1;
     with probability ``occlusion_prob`` per joint and window, a span of 5 to 30 frames is
     'occluded': confidence below the threshold and large noise (it is masked, not learned).
     """
 
-    visible_std: float = 0.001
+    visible_std: float = 0.004
     occlusion_prob: float = 0.1
     occluded_std: float = 0.08
 

@@ -93,3 +93,16 @@ def test_bad_requests_are_clear(tiny_checkpoint):
         sample_mas(loaded, [0], 20, MasSettings(views=1))
     with pytest.raises(MasError, match="steps must be between"):
         sample_mas(loaded, [0], 20, MasSettings(steps=1000))
+
+
+def test_remove_alternation_stops_only_the_half_frame_rate_pattern():
+    from mas_engine.sampler import remove_alternation
+
+    t = np.arange(120) / 30.0
+    slow = np.stack([np.sin(2 * np.pi * f * t) for f in (0.5, 2.0, 5.0)], 1)[:, :, None]   # frames x 3 x 1
+    alternating = 0.05 * (-1.0) ** np.arange(120)
+    out = remove_alternation(slow + alternating[:, None, None])
+    inner = slice(10, -10)
+    assert np.abs(out[inner] - slow[inner]).max() < 0.01          # the pattern is gone, the motion stays
+    assert np.abs(remove_alternation(slow)[inner] - slow[inner]).max() < 0.01
+    assert remove_alternation(slow[:3]).shape == (3, 3, 1)
