@@ -23,7 +23,7 @@ from rigs.keypoints import KeypointLayout
 
 from .dataset import is_validation_clip, resample
 from .errors import MasError
-from .metrics import bone_length_variation, frechet_distance
+from .metrics import bone_length_variation, foot_skating, frechet_distance, jitter
 
 EXTENT_PAIRS = [("left_wrist", "right_wrist"), ("left_ankle", "right_ankle"), ("left_wrist", "pelvis"),
                 ("right_wrist", "pelvis"), ("left_ankle", "pelvis"), ("right_ankle", "pelvis"), ("head", "pelvis"),
@@ -68,8 +68,6 @@ def real_windows(folder, names_file, frames: int, fps: float, count: int, seed: 
 
 
 def summarise(motions: np.ndarray, layout: KeypointLayout, fps: float) -> dict:
-    from retarget.contact import foot_skating, jitter
-
     feet = [layout.index("left_ankle"), layout.index("right_ankle")]
     return {"bone_cv": float(np.mean([bone_length_variation(m, layout) for m in motions])),
             "jitter": float(np.mean([jitter(m, fps) for m in motions])),

@@ -49,3 +49,31 @@ def bone_length_variation(motion: np.ndarray, layout: KeypointLayout) -> float:
         length = np.linalg.norm(motion[:, c] - motion[:, p], axis=-1)
         cvs.append(length.std() / max(length.mean(), 1e-9))
     return float(np.mean(cvs))
+
+
+SKATE_SPEED = 0.1   # m/s: a foot near the floor moving faster than this is sliding
+
+
+def horizontal_speed(track: np.ndarray, fps: float) -> np.ndarray:
+    """Horizontal speed (m/s) of frames x ... x 3 positions; the first frame copies the second."""
+    v = np.linalg.norm(np.diff(track[..., :2], axis=0), axis=-1) * fps
+    return np.concatenate([v[:1], v], 0) if len(v) else np.zeros(track.shape[:-1])
+
+
+def foot_skating(feet_track: np.ndarray, fps: float, height_margin: float = 0.05) -> float:
+    """Share of frames in which a foot near the floor slides faster than SKATE_SPEED.
+
+    feet_track: frames x feet x 3 (metres, Z up).
+    """
+    low = np.percentile(feet_track[..., 2], 5, axis=0)
+    near = feet_track[..., 2] < low + height_margin
+    sliding = near & (horizontal_speed(feet_track, fps) > SKATE_SPEED)
+    return float(sliding.mean())
+
+
+def jitter(track: np.ndarray, fps: float) -> float:
+    """Mean joint acceleration magnitude (m/s^2) of frames x joints x 3 positions."""
+    if len(track) < 3:
+        return 0.0
+    acc = (track[2:] - 2 * track[1:-1] + track[:-2]) * fps * fps
+    return float(np.linalg.norm(acc, axis=-1).mean())

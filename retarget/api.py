@@ -17,7 +17,9 @@ from mas_engine.errors import MasError
 from rigs.armature import Armature, horse_armature, horse_proportions, human_armature, human_proportions
 from rigs.keypoints import KeypointLayout, get_layout
 
-from .contact import detect_contacts, foot_skating, jitter, pin_contacts
+from mas_engine.metrics import foot_skating, jitter
+
+from .contact import detect_contacts, pin_contacts
 from .fit import RotationTrack, fit_armature, marker_error
 
 FEET = {"human16": ("left_ankle", "right_ankle"),

@@ -1,4 +1,4 @@
-"""Foot contacts: detection, pinning, and the foot-skating and jitter measures.
+"""Foot contacts: detection and pinning (the measures are in ``mas_engine.metrics``).
 
 A foot is in contact when it is near the floor (within ``height_margin`` of its lowest
 height over the motion) and slow (horizontal speed under ``speed`` m/s). Pinning holds its
@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SKATE_SPEED = 0.1   # m/s: a foot near the floor moving faster than this is sliding
-
-
-def _speed(track: np.ndarray, fps: float) -> np.ndarray:
-    """Horizontal speed (m/s) of frames x ... x 3 positions; the first frame copies the second."""
-    v = np.linalg.norm(np.diff(track[..., :2], axis=0), axis=-1) * fps
-    return np.concatenate([v[:1], v], 0) if len(v) else np.zeros(track.shape[:-1])
+from mas_engine.metrics import horizontal_speed
 
 
 def detect_contacts(joints: np.ndarray, feet: list[int], fps: float, height_margin: float = 0.05,
@@ -27,7 +21,7 @@ def detect_contacts(joints: np.ndarray, feet: list[int], fps: float, height_marg
     """
     f = joints[:, feet]
     low = np.percentile(f[..., 2], 5, axis=0)
-    v = _speed(f, fps)
+    v = horizontal_speed(f, fps)
     return (f[..., 2] < low + height_margin) & (v < np.maximum(speed, np.quantile(v, slow_share, axis=0)))
 
 
@@ -55,22 +49,3 @@ def pin_contacts(joints: np.ndarray, feet: list[int], contacts: np.ndarray, blen
                     w[e - 1 + i] = max(w[e - 1 + i], 1 - i / (blend + 1))
             out[:, j, :2] = (1 - w[:, None]) * out[:, j, :2] + w[:, None] * target
     return out
-
-
-def foot_skating(feet_track: np.ndarray, fps: float, height_margin: float = 0.05) -> float:
-    """Share of frames in which a foot near the floor slides faster than SKATE_SPEED.
-
-    feet_track: frames x feet x 3 (metres, Z up).
-    """
-    low = np.percentile(feet_track[..., 2], 5, axis=0)
-    near = feet_track[..., 2] < low + height_margin
-    sliding = near & (_speed(feet_track, fps) > SKATE_SPEED)
-    return float(sliding.mean())
-
-
-def jitter(track: np.ndarray, fps: float) -> float:
-    """Mean joint acceleration magnitude (m/s^2) of frames x joints x 3 positions."""
-    if len(track) < 3:
-        return 0.0
-    acc = (track[2:] - 2 * track[1:-1] + track[:-2]) * fps * fps
-    return float(np.linalg.norm(acc, axis=-1).mean())

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from mas_engine.metrics import bone_length_variation, diversity, frechet_distance, precision_recall
-from retarget.contact import foot_skating, jitter
+from mas_engine.metrics import (bone_length_variation, diversity, foot_skating, frechet_distance, jitter,
+                                precision_recall)
 from rigs.keypoints import HUMAN16
 from conftest import SAMPLES, walking_figure
 
