@@ -127,22 +127,36 @@ def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock
         def fit(targets, weights):
             return fit_armature(targets, layout, arm, fps, iters=iters, weights=weights)
 
-    def pinned(contacts):
+    def pinned(contacts, weight=10.0):
         weights = np.ones(joints.shape[:2])
-        weights[:, feet] += 9.0 * contacts          # planted feet stay planted despite the smoothing
+        weights[:, feet] += (weight - 1.0) * contacts   # planted feet stay planted despite the smoothing
         return pin_contacts(joints, feet, contacts), weights
 
     def skating(track):
         return foot_skating(track.markers([layout.joints[f] for f in feet]), fps)
 
     if foot_lock and feet:
-        track = fit(*pinned(detect_contacts(joints, feet, fps)))
-        # jittery input hides contacts: find them again on the smooth fitted feet, pin, refit, keep the better
+        skate0, jitter0 = foot_skating(joints[:, feet], fps), jitter(joints, fps)
+
+        def violation(track):
+            """How much worse than the input (relative), in foot skating and in jitter; 0: no worse."""
+            return (max(0.0, skating(track) - skate0) / max(skate0, 1e-3)
+                    + max(0.0, jitter(track.markers(list(layout.joints)), fps) - jitter0) / max(jitter0, 1e-3))
+
+        contacts = detect_contacts(joints, feet, fps)
+        candidates = [(fit(*pinned(contacts)), contacts)]
+        # jittery input hides contacts: find them again on the smooth fitted feet
         fitted_feet = np.zeros_like(joints)
-        fitted_feet[:, feet] = track.markers([layout.joints[f] for f in feet])
-        second = fit(*pinned(detect_contacts(fitted_feet, feet, fps)))
-        if skating(second) < skating(track):
-            track = second
+        fitted_feet[:, feet] = candidates[0][0].markers([layout.joints[f] for f in feet])
+        again = detect_contacts(fitted_feet, feet, fps)
+        candidates.append((fit(*pinned(again)), again))
+        # a walk whose feet never stop: pin harder, until a fit is no worse than the input in both measures
+        for weight in (100.0, 1000.0):
+            if min(violation(t) for t, _ in candidates) == 0.0:
+                break
+            best_contacts = min(candidates, key=lambda c: skating(c[0]))[1]
+            candidates.append((fit(*pinned(best_contacts, weight)), best_contacts))
+        track = min((t for t, _ in candidates), key=lambda t: (violation(t), skating(t)))
     else:
         track = fit(joints, None)
     names = [n for n in layout.joints if n in track.armature.markers]
