@@ -150,12 +150,12 @@ def local_transforms(skel: BvhSkeleton, values: np.ndarray):
     return rot, trans
 
 
-def forward_kinematics(skel: BvhSkeleton, values: np.ndarray) -> np.ndarray:
-    """World positions (frames x joints x 3, file units) of every joint, end sites included."""
+def world_transforms(skel: BvhSkeleton, values: np.ndarray):
+    """World rotations (frames x joints x 3 x 3) and positions (frames x joints x 3, file units)
+    of every joint, end sites included."""
     rot, trans = local_transforms(skel, values)
-    F, J = values.shape[0], len(skel.names)
-    world_rot = np.empty((F, J, 3, 3))
-    world_pos = np.empty((F, J, 3))
+    world_rot = np.empty_like(rot)
+    world_pos = np.empty_like(trans)
     for j, p in enumerate(skel.parents):
         if p < 0:
             world_rot[:, j] = rot[:, j]
@@ -163,13 +163,9 @@ def forward_kinematics(skel: BvhSkeleton, values: np.ndarray) -> np.ndarray:
         else:
             world_rot[:, j] = world_rot[:, p] @ rot[:, j]
             world_pos[:, j] = world_pos[:, p] + np.einsum("fij,fj->fi", world_rot[:, p], trans[:, j])
-    return world_pos
+    return world_rot, world_pos
 
 
-def world_rotations(skel: BvhSkeleton, values: np.ndarray) -> np.ndarray:
-    """World rotation matrices (frames x joints x 3 x 3) of every joint."""
-    rot, _ = local_transforms(skel, values)
-    world_rot = np.empty_like(rot)
-    for j, p in enumerate(skel.parents):
-        world_rot[:, j] = rot[:, j] if p < 0 else world_rot[:, p] @ rot[:, j]
-    return world_rot
+def forward_kinematics(skel: BvhSkeleton, values: np.ndarray) -> np.ndarray:
+    """World positions (frames x joints x 3, file units) of every joint, end sites included."""
+    return world_transforms(skel, values)[1]

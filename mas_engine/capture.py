@@ -16,7 +16,7 @@ import numpy as np
 
 from rigs.keypoints import HUMAN16, KeypointLayout
 
-from .bvh import BvhMotion, world_rotations
+from .bvh import BvhMotion, world_transforms
 from .errors import MasError
 
 # Y-up to Z-up: (x, y, z) -> (x, -z, y), a proper rotation.
@@ -38,13 +38,14 @@ def bandai_to_human16(motion: BvhMotion) -> tuple[np.ndarray, KeypointLayout]:
     missing = [n for n in list(_BANDAI_DIRECT.values()) + ["Head"] if n not in skel.names]
     if missing:
         raise MasError(f"this BVH does not have the Bandai Namco skeleton (missing joints: {', '.join(missing)})")
-    pos = motion.positions(scale=0.01)  # cm -> m, still Y up
+    world_rot, pos = world_transforms(skel, motion.values)
+    pos = pos * 0.01                    # cm -> m, still Y up
     idx = skel.names.index
     out = np.empty((pos.shape[0], HUMAN16.num_joints, 3))
     for name, bvh_name in _BANDAI_DIRECT.items():
         out[:, HUMAN16.index(name)] = pos[:, idx(bvh_name)]
     out[:, HUMAN16.index("pelvis")] = 0.5 * (pos[:, idx("UpperLeg_L")] + pos[:, idx("UpperLeg_R")])
-    head_rot = world_rotations(skel, motion.values)[:, idx("Head")]
+    head_rot = world_rot[:, idx("Head")]
     head = pos[:, idx("Head")]
     out[:, HUMAN16.index("nose")] = head + head_rot @ _NOSE_LOCAL
     out[:, HUMAN16.index("head")] = head + head_rot @ _HEAD_TOP_LOCAL

@@ -6,7 +6,6 @@ exit status 2; progress bars go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

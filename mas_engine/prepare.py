@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from .bvh import read_bvh
+from rigs.keypoints import HUMAN16
+
 from .capture import bandai_to_human16
 from .dataset import MonocularConfig, build_monocular_set, save_monocular_set
 from .errors import MasError
@@ -18,9 +20,9 @@ def _read_bandai(path: Path):
     return joints, motion.fps, layout
 
 
-# capture kinds: file pattern, and a reader of one file -> (joints frames x J x 3 m Z up, fps, layout)
+# capture kinds: file pattern, reader of one file -> (joints frames x J x 3 m Z up, fps, layout), layout
 CAPTURE_KINDS = {
-    "bandai": ("*.bvh", _read_bandai),
+    "bandai": ("*.bvh", _read_bandai, HUMAN16),
 }
 
 
@@ -60,18 +62,14 @@ def prepare_capture(folder, out, kind: str = "bandai", names_file=None, cfg: Mon
 
     def clips():
         with ProcessPoolExecutor(workers) as pool:
-            for name, joints, fps, layout, err in tqdm(pool.map(_load_one, [(kind, f) for f in files], chunksize=8),
+            for name, joints, fps, _, err in tqdm(pool.map(_load_one, [(kind, f) for f in files], chunksize=8),
                                                        total=len(files), desc="reading capture", unit="clip"):
                 if err:
                     rejected.append((name, err))
                 else:
                     yield name, joints, fps
 
-    # the layout is known once the first clip is read; all clips of a kind share it
-    first = _load_one((kind, files[0]))
-    if first[4]:
-        raise MasError(first[4])
-    built = build_monocular_set(clips(), first[3], cfg)
+    built = build_monocular_set(clips(), CAPTURE_KINDS[kind][2], cfg)
     rejected += built["rejected"]
     save_monocular_set(out, built)
     n_tr, n_va = len(built["train_length"]), len(built["val_length"])

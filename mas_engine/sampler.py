@@ -163,7 +163,7 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
     _check_frames(loaded, frames)
     schedule = Schedule.create(loaded.config.schedule, loaded.config.diffusion_steps, settings.steps)
     cams = mas_cameras(loaded, settings, device)
-    K, B, V, J = len(schedule), len(seeds), settings.views, loaded.config.num_joints
+    K, V, J = len(schedule), settings.views, loaded.config.num_joints
     if settings.noise_3d:
         noise3d = draw_noise(seeds, (K + 1, frames, J, 3), device)      # K+1, B, L, J, 3
 

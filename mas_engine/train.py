@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .checkpoint import _atomic_write, read_card, save_checkpoint
+from .checkpoint import _atomic_write, save_checkpoint
 from .dataset import CONFIDENCE_THRESHOLD, MotionData2D
 from .device import pick_device
 from .diffusion import alpha_bar_schedule, q_sample

@@ -1,11 +1,8 @@
-import json
-import math
-
 import numpy as np
 import pytest
 import torch
 
-from mas_engine.dataset import (CameraDistribution, DetectorNoise, MonocularConfig, MotionData2D,
+from mas_engine.dataset import (DetectorNoise, MonocularConfig, MotionData2D,
                                 build_monocular_set, project_window, save_monocular_set)
 from mas_engine.errors import MasError
 from rigs.keypoints import HUMAN16

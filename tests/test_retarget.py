@@ -8,7 +8,7 @@ from mas_engine.bvh import read_bvh
 from mas_engine.capture import Y_UP_TO_Z_UP, bandai_to_human16
 from mas_engine.errors import MasError
 from retarget.api import retarget, save_track, write_track
-from retarget.bvh_writer import Z_UP_TO_Y_UP, write_bvh
+from retarget.bvh_writer import write_bvh
 from mas_engine.metrics import foot_skating, jitter
 from retarget.contact import detect_contacts, pin_contacts
 from retarget.fit import RotationTrack, fit_armature, forward_kinematics, marker_error

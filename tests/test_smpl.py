@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from mas_engine.errors import MasError
-from retarget.api import retarget
 from retarget.bvh_writer import write_bvh
 from retarget.fit import RotationTrack
 from retarget.rotations import axis_angle_matrix
