@@ -50,3 +50,21 @@ def load_motion(path) -> dict:
         if key not in out:
             raise MasError(f"{path} is not a MAS motion file: no '{key}'")
     return out
+
+
+def resample(joints: np.ndarray, fps_in: float, fps_out: float) -> np.ndarray:
+    """A motion (frames x ...) at another frame rate, by linear interpolation; same duration.
+
+    frames_out = round((frames - 1) * fps_out / fps_in) + 1, so first and last frames are kept.
+    """
+    joints = np.asarray(joints)
+    if not (fps_in > 0 and fps_out > 0) or not (np.isfinite(fps_in) and np.isfinite(fps_out)):
+        raise MasError(f"frame rates must be positive and finite, got {fps_in} -> {fps_out}")
+    F = joints.shape[0]
+    if F < 2 or abs(fps_in - fps_out) < 1e-9:
+        return joints.copy()
+    n = int(round((F - 1) * fps_out / fps_in)) + 1
+    t = np.arange(n) * (fps_in / fps_out)
+    i0 = np.clip(np.floor(t).astype(int), 0, F - 2)
+    w = np.clip(t - i0, 0.0, 1.0).reshape((-1,) + (1,) * (joints.ndim - 1))
+    return ((1 - w) * joints[i0] + w * joints[i0 + 1]).astype(joints.dtype)

@@ -15,6 +15,7 @@ import numpy as np
 
 from mas_engine.errors import MasError
 from rigs.armature import Armature, horse_armature, horse_proportions, human_armature, human_proportions
+from rigs.bonemaps import detect_preset
 from rigs.keypoints import KeypointLayout, get_layout
 
 from mas_engine.metrics import foot_skating, jitter
@@ -24,13 +25,6 @@ from .fit import RotationTrack, fit_armature, marker_error
 
 FEET = {"human16": ("left_ankle", "right_ankle"),
         "horse17": ("left_front_hoof", "right_front_hoof", "left_back_hoof", "right_back_hoof")}
-
-# human keypoint -> bone, for armatures with Mixamo-style names ("mixamorig:" prefixes are ignored)
-MIXAMO_MAP = {"pelvis": "Hips", "left_hip": "LeftUpLeg", "left_knee": "LeftLeg", "left_ankle": "LeftFoot",
-              "right_hip": "RightUpLeg", "right_knee": "RightLeg", "right_ankle": "RightFoot", "neck": "Neck",
-              "left_shoulder": "LeftArm", "left_elbow": "LeftForeArm", "left_wrist": "LeftHand",
-              "right_shoulder": "RightArm", "right_elbow": "RightForeArm", "right_wrist": "RightHand"}
-
 
 def builtin_rig(name: str, joints: np.ndarray, layout: KeypointLayout) -> Armature:
     """A built-in rig with the motion's own proportions."""
@@ -46,53 +40,128 @@ def builtin_rig(name: str, joints: np.ndarray, layout: KeypointLayout) -> Armatu
 
 
 def armature_from_bvh(path, joints: np.ndarray, layout: KeypointLayout) -> Armature:
-    """A user's armature from the rest pose of a BVH file with Mixamo-style bone names,
-    scaled so its legs match the motion's."""
+    """A user's armature from the rest pose of a BVH file, its bones mapped by name (the preset that
+    fits best: Mixamo, Rigify, SMPL, Unreal or the built-in names), scaled to the motion."""
     from mas_engine.bvh import read_bvh
     from mas_engine.capture import Y_UP_TO_Z_UP
 
     if layout.name != "human16":
         raise MasError(f"armatures from BVH files are mapped with human bone names; this motion uses {layout.name}")
-    m = read_bvh(path)
-    skel = m.skeleton
-    names = [n.split(":")[-1] for n in skel.names]
+    skel = read_bvh(path).skeleton
     keep = [i for i, n in enumerate(skel.names) if not n.endswith("_end")]
-    missing = [b for b in MIXAMO_MAP.values() if b not in names]
-    if missing:
-        raise MasError(f"{path}: no bone(s) named {', '.join(missing)}; name the armature's bones in the "
-                       f"Mixamo style (Hips, LeftUpLeg, LeftLeg, LeftFoot, ..., LeftArm, LeftForeArm, LeftHand)")
     rest = np.zeros((len(skel.names), 3))
     for j, p in enumerate(skel.parents):
         rest[j] = skel.offsets[j] + (rest[p] if p >= 0 else 0)
     rest = rest @ Y_UP_TO_Z_UP.T
     remap = {old: new for new, old in enumerate(keep)}
-    parents = tuple(remap[skel.parents[i]] if skel.parents[i] >= 0 else -1 for i in keep)
+    parents = [remap[skel.parents[i]] if skel.parents[i] >= 0 else -1 for i in keep]
     heads = rest[keep]
     tails = heads.copy()
     for new, old in enumerate(keep):
         kids = [c for c, p in enumerate(skel.parents) if p == old]
-        tails[new] = rest[kids[0]] if kids else heads[new] + (heads[new] - heads[parents[new]]) * 0.3
-    bones = tuple(names[i] for i in keep)
-    # scale the rig so that its legs are as long as the motion's
-    i = bones.index
-    rig_leg = np.linalg.norm(heads[i("LeftUpLeg")] - heads[i("LeftLeg")]) + np.linalg.norm(heads[i("LeftLeg")] - heads[i("LeftFoot")])
-    p = human_proportions(joints, layout)
-    s = (p["thigh"] + p["shin"]) / max(rig_leg, 1e-6)
-    heads, tails = heads * s, tails * s
-    markers = {kp: (b, heads[i(b)]) for kp, b in MIXAMO_MAP.items()}
-    if "Head" in bones:
-        markers["head"] = ("Head", tails[i("Head")])
-    lateral = heads[i("LeftUpLeg")] - heads[i("RightUpLeg")]
-    lateral /= np.linalg.norm(lateral)
-    forward = np.cross(lateral, [0.0, 0.0, 1.0])
+        tails[new] = rest[kids[0]] if kids else heads[new] + (heads[new] - heads[max(parents[new], 0)]) * 0.3
+    names = [skel.names[i] for i in keep]
+    _, bone_map = detect_preset("human", names)
+    return armature_from_skeleton(Path(path).stem, names, parents, heads, tails, bone_map, joints, layout)
 
-    def hinge(parent, child, bend):
-        d = heads[i(child)] - heads[i(parent)]
-        a = np.cross(d / np.linalg.norm(d), bend)
-        return a / max(np.linalg.norm(a), 1e-9)
-    hinges = {"LeftLeg": hinge("LeftUpLeg", "LeftLeg", -forward), "RightLeg": hinge("RightUpLeg", "RightLeg", -forward),
-              "LeftForeArm": hinge("LeftArm", "LeftForeArm", forward), "RightForeArm": hinge("RightArm", "RightForeArm", forward)}
-    return Armature(Path(path).stem, bones, parents, heads, tails, "human16", markers, hinges)
+
+def _character_frame(heads: dict[str, np.ndarray], left: str, right: str) -> np.ndarray:
+    """3 x 3, columns: the character's left, forward and up directions (Z up), from a left/right bone pair."""
+    lateral = heads[left] - heads[right]
+    lateral[2] = 0.0
+    lateral /= max(np.linalg.norm(lateral), 1e-9)
+    up = np.array([0.0, 0.0, 1.0])
+    return np.stack([lateral, np.cross(lateral, up), up], axis=1)
+
+
+def armature_from_skeleton(name: str, bones, parents, heads: np.ndarray, tails: np.ndarray,
+                           bone_map: dict[str, str], joints: np.ndarray, layout: KeypointLayout) -> Armature:
+    """Someone else's armature as an ``Armature`` the fit can drive, scaled to the motion.
+
+    bones, parents (-1 for roots), heads, tails (bones x 3): the armature's rest pose in metres,
+    Z up (any facing). bone_map: {built-in bone: user bone} (``rigs.bonemaps``). Only mapped bones
+    are kept, each under its nearest mapped ancestor: the bones between stay at rest, so a
+    mapped bone's rotation relative to that ancestor is the one to key. Keypoint markers sit
+    where the built-in rig has them: at the mapped bone's head or tail. The returned rest is
+    scaled by the leg-length ratio; divide the fitted root by ``armature.scale`` for the user's rig.
+    """
+    from rigs.bonemaps import missing_bones
+
+    rig = {"human16": "human", "horse17": "horse"}.get(layout.name)
+    if rig is None:
+        raise MasError(f"no built-in rig to map {layout.name} keypoints onto an armature")
+    missing = missing_bones(rig, bone_map)
+    if missing:
+        raise MasError(f"armature {name}: the bone map has no bone for {', '.join(missing)}; map them "
+                       f"(or pick the preset that matches the armature's naming)")
+    user_index = {b: i for i, b in enumerate(bones)}
+    absent = [u for u in bone_map.values() if u not in user_index]
+    if absent:
+        raise MasError(f"armature {name} has no bone(s) {', '.join(absent)} that the bone map names")
+    builtin = builtin_rig(rig, joints, layout)
+    to_builtin = {u: b for b, u in bone_map.items()}
+
+    def depth(i):
+        d = 0
+        while parents[i] >= 0:
+            i, d = parents[i], d + 1
+        return d
+
+    kept = sorted((user_index[u] for u in bone_map.values()), key=lambda i: (depth(i), i))
+    new_parent = []
+    for i in kept:
+        p = parents[i]
+        while p >= 0 and bones[p] not in to_builtin:
+            p = parents[p]
+        new_parent.append(p)
+    roots = [bones[i] for i, p in zip(kept, new_parent) if p < 0]
+    if len(roots) > 1:
+        raise MasError(f"armature {name}: mapped bones {', '.join(roots)} share no mapped parent; map the bone "
+                       f"that carries them all (the hips)")
+    pos = {i: k for k, i in enumerate(kept)}
+    parents_k = tuple(pos[p] if p >= 0 else -1 for p in new_parent)
+    names_k = tuple(bones[i] for i in kept)
+    H = np.asarray(heads, np.float64)[kept]
+    T = np.asarray(tails, np.float64)[kept]
+    # scale so that the legs are as long as the motion's
+    legs = [b for b in builtin.bones if b.endswith(("UpLeg", "Leg", "Upper", "Lower")) and b in bone_map]
+
+    def end(b: str) -> np.ndarray:
+        """Where the user's bone for b ends: the head of the next mapped bone down the leg, else its tail."""
+        kids = [c for c in builtin.bones if builtin.parents[builtin.index(c)] == builtin.index(b) and c in bone_map]
+        return H[idx(bone_map[kids[0]])] if kids else T[idx(bone_map[b])]
+
+    idx = names_k.index
+    rig_leg = sum(np.linalg.norm(end(b) - H[idx(bone_map[b])]) for b in legs)
+    ref_leg = sum(np.linalg.norm(builtin.tails[builtin.index(b)] - builtin.heads[builtin.index(b)]) for b in legs)
+    s = ref_leg / max(rig_leg, 1e-9)
+    H, T = H * s, T * s
+    markers = {}
+    for kp, (b, point) in builtin.markers.items():
+        u = bone_map.get(b)
+        if u is None:
+            continue
+        if np.allclose(point, builtin.heads[builtin.index(b)], atol=1e-6):
+            markers[kp] = (u, H[idx(u)])
+        elif np.allclose(point, builtin.tails[builtin.index(b)], atol=1e-6):
+            markers[kp] = (u, T[idx(u)])
+    # hinge axes: the built-in rig's bend directions, expressed in this armature's facing
+    pair = ("LeftUpLeg", "RightUpLeg") if rig == "human" else ("LeftBackUpper", "RightBackUpper")
+    frame_b = _character_frame({b: builtin.heads[builtin.index(b)] for b in pair}, *pair)
+    frame_u = _character_frame({b: H[idx(bone_map[b])] for b in pair}, *pair)
+    hinges = {}
+    for b, axis in builtin.hinges.items():
+        u = bone_map.get(b)
+        pb = builtin.parents[builtin.index(b)]
+        if u is None or builtin.bones[pb] not in bone_map:
+            continue
+        d_b = builtin.heads[builtin.index(b)] - builtin.heads[pb]
+        bend = frame_u @ frame_b.T @ np.cross(axis, d_b / np.linalg.norm(d_b))
+        d_u = H[idx(u)] - H[idx(bone_map[builtin.bones[pb]])]
+        a = np.cross(d_u / np.linalg.norm(d_u), bend)
+        hinges[u] = a / max(np.linalg.norm(a), 1e-9)
+    flat = tuple(bone_map[b] for b in builtin.flat if b in bone_map)
+    return Armature(name, names_k, parents_k, H, T, layout.name, markers, hinges, flat, scale=s)
 
 
 def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock: bool = True,
@@ -100,7 +169,8 @@ def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock
     """Fit a rig to a motion (as load_motion returns it). Returns the track and quality numbers:
     marker error (m), foot skating and jitter before and after.
 
-    rig: "human", "horse", "smpl" (needs ``smpl_model`` or MAS_SMPL_MODEL) or a BVH file.
+    rig: "human", "horse", "smpl" (needs ``smpl_model`` or MAS_SMPL_MODEL), a BVH file, or an
+    ``Armature`` (e.g. from ``armature_from_skeleton``).
     """
     try:
         layout = get_layout(str(motion.get("layout", "")))
@@ -122,7 +192,14 @@ def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock
         def fit(targets, weights):
             return fit_smpl(targets, layout, fps, smpl_model, weights=weights)[0]
     else:
-        arm = armature_from_bvh(rig, joints, layout) if str(rig).lower().endswith(".bvh") else builtin_rig(rig, joints, layout)
+        if isinstance(rig, Armature):
+            if rig.layout != layout.name:
+                raise MasError(f"armature {rig.name} is mapped for {rig.layout} keypoints; this motion uses {layout.name}")
+            arm = rig
+        elif str(rig).lower().endswith(".bvh"):
+            arm = armature_from_bvh(rig, joints, layout)
+        else:
+            arm = builtin_rig(rig, joints, layout)
 
         def fit(targets, weights):
             return fit_armature(targets, layout, arm, fps, iters=iters, weights=weights)
@@ -140,8 +217,10 @@ def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock
 
         def violation(track):
             """How much worse than the input (relative), in foot skating and in jitter; 0: no worse."""
+            marked = [n for n in layout.joints if n in track.armature.markers]
+            j0 = jitter0 if len(marked) == layout.num_joints else jitter(joints[:, [layout.index(n) for n in marked]], fps)
             return (max(0.0, skating(track) - skate0) / max(skate0, 1e-3)
-                    + max(0.0, jitter(track.markers(list(layout.joints)), fps) - jitter0) / max(jitter0, 1e-3))
+                    + max(0.0, jitter(track.markers(marked), fps) - j0) / max(j0, 1e-3))
 
         contacts = detect_contacts(joints, feet, fps)
         candidates = [(fit(*pinned(contacts)), contacts)]

@@ -12,7 +12,8 @@ BVH writer and the Blender add-on (which builds it). Conventions:
 - ``hinges``: bone name -> rest axis of a hinge joint (knees, elbows), oriented as
   (parent bone direction) x (child direction when bent the natural way): the fit uses it to
   orient the limb's plane (the twist keypoints cannot see) and as a prior;
-- ``flat``: bones kept level with the floor when no keypoint orients them (feet).
+- ``flat``: bones kept level with the floor when no keypoint orients them (feet);
+- ``scale``: how much a user's armature was scaled to fit the motion (built-in rigs: 1).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class Armature:
     markers: dict[str, tuple[str, np.ndarray]]
     hinges: dict[str, np.ndarray] = field(default_factory=dict)
     flat: tuple[str, ...] = ()
+    scale: float = 1.0          # rest pose = the armature's own rest x scale (see retarget.api.armature_from_skeleton)
 
     def __post_init__(self):
         n = len(self.bones)

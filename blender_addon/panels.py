@@ -1,0 +1,138 @@
+"""The "Generate Motion" tab in the 3D viewport's sidebar (N panel)."""
+from __future__ import annotations
+
+import bpy
+
+from . import engine
+from .operators import RUNNING
+from .preferences import preferences, setup_paths
+
+
+def _copy_settings(op, context):
+    """Hand the panel's settings to an operator button."""
+    s = context.scene.mas
+    op.model, op.seed, op.seconds, op.views, op.steps = s.model, s.seed, s.seconds, s.views, s.steps
+    op.device, op.in_place = s.device, s.in_place
+    obj = context.active_object
+    op.target = obj.name if s.target == "SELECTED" and obj is not None and obj.type == "ARMATURE" else ""
+    op.bone_map = "panel" if len(s.bone_map) else "auto"
+
+
+class MAS_PT_generate(bpy.types.Panel):
+    bl_label = "Generate Motion"
+    bl_idname = "MAS_PT_generate"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Generate Motion"
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.mas
+        setup_paths(context)
+        ok, line = engine.engine_status()
+        info = engine.list_models(preferences(context).models_folder).get(s.model)
+        col = layout.column(align=True)
+        col.prop(s, "model")
+        if info:
+            col.label(text=f"{info['layout']}, {info['size_mb']:.1f} MB; {line if ok else 'engine missing'}",
+                      icon="CHECKMARK" if ok else "ERROR")
+        else:
+            col.label(text="no model found (see the preferences' models folder)", icon="ERROR")
+        if not ok:
+            box = layout.box()
+            box.label(text=line[:80], icon="ERROR")
+            box.label(text="Edit > Preferences > Add-ons > MAS: Install dependencies")
+        col = layout.column(align=True)
+        col.prop(s, "seconds")
+        fps = context.scene.render.fps / context.scene.render.fps_base
+        col.label(text=f"{round(s.seconds * fps)} frames at the scene's {fps:g} fps")
+        row = col.row(align=True)
+        row.prop(s, "seed")
+        row.operator("mas.random_seed", text="", icon="FILE_REFRESH")
+        col.prop(s, "views")
+        col.prop(s, "steps")
+        col.prop(s, "device")
+        col.prop(s, "in_place")
+        layout.prop(s, "target", expand=True)
+        if s.target == "SELECTED":
+            obj = context.active_object
+            if obj is None or obj.type != "ARMATURE":
+                layout.label(text="select an armature", icon="ERROR")
+            layout.prop(s, "show_bone_map", icon="TRIA_DOWN" if s.show_bone_map else "TRIA_RIGHT")
+            if s.show_bone_map:
+                row = layout.row(align=True)
+                row.prop(s, "bone_map_preset", text="")
+                row.operator("mas.bone_map_preset", text="Apply").preset = s.bone_map_preset or "auto"
+                row.operator("mas.bone_map_preset", text="Auto").preset = "auto"
+                row = layout.row(align=True)
+                row.operator("mas.bone_map_load", icon="FILEBROWSER")
+                row.operator("mas.bone_map_save", icon="FILE_TICK")
+                box = layout.box()
+                for item in s.bone_map:
+                    r = box.row()
+                    r.label(text=item.builtin)
+                    if obj is not None and obj.type == "ARMATURE":
+                        r.prop_search(item, "bone", obj.data, "bones", text="")
+                    else:
+                        r.prop(item, "bone", text="")
+        job = RUNNING["job"]
+        if job is not None:
+            box = layout.box()
+            box.label(text=f"{RUNNING['label']}: {job.message}")
+            box.progress(factor=job.progress, text=f"{int(100 * job.progress)}%")
+            box.operator("mas.cancel", icon="CANCEL")
+            return
+        col = layout.column()
+        col.enabled = ok and info is not None
+        col.scale_y = 1.5
+        _copy_settings(col.operator("mas.generate_motion", icon="ARMATURE_DATA"), context)
+
+
+class MAS_PT_variants(bpy.types.Panel):
+    bl_label = "Variants"
+    bl_parent_id = "MAS_PT_generate"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Generate Motion"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.mas
+        layout.prop(s, "variants")
+        layout.prop(s, "arrange")
+        layout.prop(s, "spacing")
+        op = layout.operator("mas.generate_variants", icon="MOD_ARRAY")
+        _copy_settings(op, context)
+        op.count, op.arrange, op.spacing = s.variants, s.arrange, s.spacing
+        obj = context.active_object
+        if obj is not None and (obj.get("mas_group") or (obj.parent is not None and obj.parent.get("mas_group"))):
+            layout.operator("mas.keep_variant", icon="CHECKMARK")
+        elif obj is not None and obj.animation_data is not None and len(obj.animation_data.nla_tracks) > 1:
+            for i, t in enumerate(obj.animation_data.nla_tracks):
+                layout.operator("mas.keep_variant", text=f"Keep {t.name}").nla_index = i
+
+
+class MAS_PT_batch(bpy.types.Panel):
+    bl_label = "Batch"
+    bl_parent_id = "MAS_PT_generate"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Generate Motion"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.mas
+        layout.prop(s, "batch_count")
+        layout.prop(s, "batch_file")
+        layout.prop(s, "batch_folder")
+        layout.prop(s, "batch_formats")
+        layout.prop(s, "batch_overwrite")
+        op = layout.operator("mas.generate_batch", icon="FILE_FOLDER")
+        _copy_settings(op, context)
+        op.count, op.settings_file, op.folder = s.batch_count, s.batch_file, s.batch_folder
+        op.formats, op.overwrite = ",".join(sorted(s.batch_formats)), s.batch_overwrite
+
+
+classes = (MAS_PT_generate, MAS_PT_variants, MAS_PT_batch)

@@ -1,0 +1,83 @@
+"""The panel's settings, stored in the scene (``scene.mas``), and the editable bone map."""
+from __future__ import annotations
+
+import bpy
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
+                       StringProperty)
+
+from . import engine
+from .preferences import preferences
+
+_MODEL_ITEMS: list = []      # Blender needs the enum item strings kept alive
+
+
+def model_items(self, context):
+    """Shipped models, then checkpoints in the preferences' models folder."""
+    _MODEL_ITEMS.clear()
+    for key, info in engine.list_models(preferences(context).models_folder).items():
+        label = key if info["shipped"] else f"{bpy.path.basename(key)} (yours)"
+        _MODEL_ITEMS.append((key, label, f"{info['layout']} keypoints, {info['size_mb']:.1f} MB: {key}"))
+    if not _MODEL_ITEMS:
+        _MODEL_ITEMS.append(("", "no model found", "no shipped model and no checkpoint in the models folder"))
+    return _MODEL_ITEMS
+
+
+def preset_items(self, context):
+    from rigs.bonemaps import PRESETS
+
+    return [(name, name.capitalize() if name != "smpl" else "SMPL / SMPL-X", "") for name in PRESETS.get(self.bone_map_rig, {})]
+
+
+class MAS_PG_bone_pair(bpy.types.PropertyGroup):
+    builtin: StringProperty(name="Built-in bone", description="Bone of the built-in rig")
+    bone: StringProperty(name="Your bone", description="The bone of the selected armature that plays it (empty: not driven)")
+
+
+DEVICES = [("auto", "Auto", "The GPU when torch sees one, else the CPU"), ("cpu", "CPU", ""), ("cuda", "GPU (CUDA)", "")]
+
+
+class MAS_PG_settings(bpy.types.PropertyGroup):
+    model: EnumProperty(name="Model", items=model_items, description="Motion model (shipped, or a checkpoint of yours)")
+    seconds: FloatProperty(name="Length", default=4.0, min=0.5, soft_max=20.0, unit="TIME_ABSOLUTE",
+                           description="Seconds of motion; frames at the scene's frame rate")
+    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same settings, same device: same motion")
+    views: IntProperty(name="Views", default=5, min=2, max=16, description="MAS views triangulated at every step")
+    steps: IntProperty(name="Steps", default=0, min=0, max=1000,
+                       description="Diffusion steps (0: the model's own); fewer is faster and rougher")
+    device: EnumProperty(name="Device", items=DEVICES, default="auto")
+    in_place: BoolProperty(name="In place", default=False, description="Remove the horizontal root motion")
+    target: EnumProperty(name="Target", default="NEW", items=[
+        ("NEW", "New character", "A built-in character for the model (human, horse) at the 3D cursor"),
+        ("SELECTED", "Selected armature", "Drive the active armature through the bone map")])
+    bone_map_rig: StringProperty(default="human")
+    bone_map_preset: EnumProperty(name="Preset", items=preset_items)
+    bone_map: CollectionProperty(type=MAS_PG_bone_pair)
+    variants: IntProperty(name="Variants", default=3, min=2, max=32)
+    arrange: EnumProperty(name="Arrange", default="SIDE_BY_SIDE", items=[
+        ("SIDE_BY_SIDE", "Side by side", "One character per variant, offset along X"),
+        ("NLA", "NLA strips", "One character, one NLA track per variant (the first one plays)")])
+    spacing: FloatProperty(name="Spacing", default=1.5, min=0.0, unit="LENGTH")
+    batch_count: IntProperty(name="Motions", default=10, min=1)
+    batch_file: StringProperty(name="Settings file", subtype="FILE_PATH",
+                               description="Optional CSV or JSON list of settings, one motion per row")
+    batch_folder: StringProperty(name="Folder", subtype="DIR_PATH", default="//mas_batch")
+    batch_formats: EnumProperty(name="Write", options={"ENUM_FLAG"}, default={"BVH"}, items=[
+        ("ACTION", "Actions", "Keep the actions in this file (fake user)"), ("BLEND", ".blend", ""),
+        ("BVH", "BVH", ""), ("FBX", "FBX", ""), ("GLB", "glTF", "")])
+    batch_overwrite: BoolProperty(name="Overwrite", default=False, description="Replace files that exist")
+    show_bone_map: BoolProperty(name="Bone map", default=False)
+
+
+classes = (MAS_PG_bone_pair, MAS_PG_settings)
+
+
+def register():
+    for c in classes:
+        bpy.utils.register_class(c)
+    bpy.types.Scene.mas = PointerProperty(type=MAS_PG_settings)
+
+
+def unregister():
+    del bpy.types.Scene.mas
+    for c in reversed(classes):
+        bpy.utils.unregister_class(c)

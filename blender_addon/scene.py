@@ -1,0 +1,199 @@
+"""Building Blender data from the engine's plain data: armatures, their meshes, actions.
+
+Conventions. A ``RotationTrack`` (retarget) holds per-bone local rotations relative to rest
+in world-aligned rest frames (as BVH does), and the root bone's head in metres, Z up. A
+Blender pose bone's rotation is relative to its own rest frame ``bone.matrix_local``, so a
+track rotation q becomes ``Mw^T q Mw`` with ``Mw`` the bone's rest orientation in the world
+(the object's rotation times ``matrix_local``). Bones between mapped bones stay at rest.
+
+Everything made here is listed, so that a failure can remove it again (``remove``).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+
+import bpy
+
+from . import compat
+
+
+def _link(obj, collection=None):
+    (collection or bpy.context.scene.collection).objects.link(obj)
+    return obj
+
+
+def build_armature(arm, name: str, location=(0.0, 0.0, 0.0), collection=None):
+    """A Blender armature object from a ``rigs.armature.Armature`` (rest in metres, Z up), at ``location``."""
+    data = bpy.data.armatures.new(name)
+    obj = _link(bpy.data.objects.new(name, data), collection)
+    obj.location = location
+    view_layer = bpy.context.view_layer
+    previous = view_layer.objects.active
+    view_layer.objects.active = obj
+    try:
+        with bpy.context.temp_override(active_object=obj, object=obj):
+            bpy.ops.object.mode_set(mode="EDIT")
+            bones = []
+            for b, bone_name in enumerate(arm.bones):
+                eb = data.edit_bones.new(bone_name)
+                eb.head = arm.heads[b].tolist()
+                eb.tail = arm.tails[b].tolist()
+                if arm.parents[b] >= 0:
+                    eb.parent = bones[arm.parents[b]]
+                bones.append(eb)
+            bpy.ops.object.mode_set(mode="OBJECT")
+    finally:
+        view_layer.objects.active = previous if previous is not None else obj
+    data.display_type = "STICK"
+    for pb in obj.pose.bones:
+        pb.rotation_mode = "QUATERNION"
+    return obj
+
+
+def build_body(arm, arm_obj, name: str):
+    """The rig's procedural tube mesh (``rigs.mesh``), skinned bone by bone, parented to ``arm_obj``."""
+    from rigs.mesh import bone_tubes
+
+    tubes = bone_tubes(arm)
+    me = bpy.data.meshes.new(name)
+    me.from_pydata(tubes.vertices.tolist(), [], [list(dict.fromkeys(f)) for f in tubes.faces.tolist()])
+    me.update()
+    obj = _link(bpy.data.objects.new(name, me), arm_obj.users_collection[0])
+    for b, bone_name in enumerate(arm.bones):
+        idx = np.nonzero(tubes.bone == b)[0]
+        if len(idx):
+            obj.vertex_groups.new(name=bone_name).add(idx.tolist(), 1.0, "REPLACE")
+    obj.modifiers.new("Armature", "ARMATURE").object = arm_obj
+    obj.parent = arm_obj
+    return obj
+
+
+def _continuous(q: np.ndarray) -> np.ndarray:
+    """Flip quaternion signs (frames x 4) so consecutive ones lie in the same hemisphere."""
+    q = q.copy()
+    for f in range(1, len(q)):
+        if np.dot(q[f], q[f - 1]) < 0:
+            q[f] = -q[f]
+    return q
+
+
+def _write(channels, data_path: str, frames: np.ndarray, values: np.ndarray, group: str) -> None:
+    """One F-curve per column of values (frames x n), all keys at once."""
+    for i in range(values.shape[1]):
+        fc = compat.new_fcurve(channels, data_path, i, group)
+        fc.keyframe_points.add(len(frames))
+        fc.keyframe_points.foreach_set("co", np.stack([frames, values[:, i]], 1).astype(np.float32).ravel())
+        fc.update()
+
+
+def pose_channels(obj, track) -> dict[str, np.ndarray]:
+    """The pose-bone values that play ``track`` on armature object ``obj``.
+
+    Returns {bone: frames x 4 quaternions (w, x, y, z)} and "__root__": frames x 3, the root
+    bone's location channel.
+    """
+    import torch
+
+    from retarget.rotations import quaternion_from_matrix
+
+    bpy.context.view_layer.update()
+    world = np.array(obj.matrix_world)
+    L = world[:3, :3]
+    C = np.array(obj.matrix_world.to_quaternion().to_matrix())
+    arm = track.armature
+    out = {}
+    for k, name in enumerate(arm.bones):
+        bone = obj.data.bones.get(name)
+        if bone is None:
+            raise ValueError(f"armature {obj.name} has no bone {name}")
+        Mw = C @ np.array(bone.matrix_local.to_3x3())
+        Mw /= np.linalg.norm(Mw, axis=0, keepdims=True)
+        basis = np.einsum("ji,fjk,kl->fil", Mw, track.rotations[:, k], Mw)
+        out[name] = _continuous(quaternion_from_matrix(torch.from_numpy(basis)).numpy())
+    root = obj.data.bones[arm.bones[0]]
+    head_arm = np.linalg.solve(L, (track.root / arm.scale).T).T     # armature space
+    M = np.array(root.matrix_local.to_3x3())
+    M /= np.linalg.norm(M, axis=0, keepdims=True)
+    out["__root__"] = (head_arm - np.array(root.head_local)) @ M
+    return out
+
+
+def apply_track(obj, track, action_name: str, frame_start: int = 1):
+    """Key ``track`` on armature object ``obj`` as a new action (made active); returns the action."""
+    values = pose_channels(obj, track)
+    root_name = track.armature.bones[0]
+    F = len(track.root)
+    frames = np.arange(frame_start, frame_start + F, dtype=np.float64)
+    action = bpy.data.actions.new(action_name)
+    channels = compat.assign_action(obj, action)
+    for name, q in values.items():
+        if name == "__root__":
+            continue
+        pb = obj.pose.bones[name]
+        pb.rotation_mode = "QUATERNION"
+        _write(channels, f'pose.bones["{name}"].rotation_quaternion', frames, q, name)
+    _write(channels, f'pose.bones["{root_name}"].location', frames, values["__root__"], root_name)
+    action.use_fake_user = False
+    return action
+
+
+def read_skeleton(obj) -> dict:
+    """A Blender armature's rest pose as plain data for ``retarget.api.armature_from_skeleton``:
+    bone names, parents, heads and tails in metres, Z up, world-aligned (the object's rotation
+    and scale applied, not its location)."""
+    bones = list(obj.data.bones)
+    index = {b.name: i for i, b in enumerate(bones)}
+    L = np.array(obj.matrix_world)[:3, :3]
+    heads = np.array([b.head_local for b in bones]) @ L.T
+    tails = np.array([b.tail_local for b in bones]) @ L.T
+    return {"name": obj.name, "bones": [b.name for b in bones],
+            "parents": [index[b.parent.name] if b.parent else -1 for b in bones],
+            "heads": heads, "tails": tails}
+
+
+def posed_heads(obj, names) -> np.ndarray:
+    """World positions of the named pose bones' heads at the current frame (len(names) x 3)."""
+    world = obj.matrix_world
+    return np.array([world @ obj.pose.bones[n].head for n in names])
+
+
+def remove(ids) -> None:
+    """Remove objects (with their armature or mesh data) and actions; tolerant of ones already gone."""
+    for idb in ids:
+        try:
+            if isinstance(idb, bpy.types.Object):
+                data = idb.data
+                bpy.data.objects.remove(idb)
+                if data is not None and data.users == 0:
+                    (bpy.data.armatures if isinstance(data, bpy.types.Armature) else bpy.data.meshes).remove(data)
+            elif isinstance(idb, bpy.types.Action):
+                bpy.data.actions.remove(idb)
+        except ReferenceError:
+            pass
+
+
+@contextmanager
+def selected(objects):
+    """Select exactly ``objects`` (active: the first) for exporters that read the selection; restore after."""
+    view_layer = bpy.context.view_layer
+    before = [o for o in view_layer.objects if o.select_get()]
+    active = view_layer.objects.active
+    for o in before:
+        o.select_set(False)
+    for o in objects:
+        o.select_set(True)
+    view_layer.objects.active = objects[0]
+    try:
+        with bpy.context.temp_override(selected_objects=list(objects), active_object=objects[0], object=objects[0]):
+            yield
+    finally:
+        for o in objects:
+            try:
+                o.select_set(False)
+            except ReferenceError:
+                pass
+        for o in before:
+            o.select_set(True)
+        view_layer.objects.active = active
