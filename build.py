@@ -5,6 +5,7 @@
     python3 build.py test    # set up .venv if needed, run the test suite
     python3 build.py setup [--torch-index URL]   # only the environment
     python3 build.py bench   # the speed table (mas bench)
+    python3 build.py extension   # dist/mas_motion-VERSION.zip, the installable Blender extension
 
 The environment is ``.venv`` (Python 3.11) with the pinned versions of requirements.txt and
 this project installed in editable mode (the ``mas`` command). It is rebuilt only when
@@ -60,6 +61,36 @@ def setup(torch_index: str | None = None) -> None:
     STAMP.write_text(digest)
 
 
+ENGINE_PACKAGES = ("mas_engine", "rigs", "retarget")
+
+
+def build_extension(dist: Path = ROOT / "dist") -> Path:
+    """Stage blender_addon/ with the engine packages (and shipped models) under vendor/, then zip it
+    with Blender's own extension builder (from the bpy wheel) and validate the zip."""
+    import re
+    import tempfile
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "vendor", "deps")
+    purelib = subprocess.run([str(PY), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    builder = next(Path(purelib, "bpy").glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"), None)
+    if builder is None:
+        sys.exit("build.py: Blender's extension builder was not found in the bpy wheel; run 'python3 build.py setup'")
+    manifest = (ROOT / "blender_addon" / "blender_manifest.toml").read_text()
+    ext_id = re.search(r'^id = "(.+)"', manifest, re.M).group(1)
+    version = re.search(r'^version = "(.+)"', manifest, re.M).group(1)
+    dist.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        stage = Path(tmp) / ext_id
+        shutil.copytree(ROOT / "blender_addon", stage, ignore=ignore)
+        for pkg in ENGINE_PACKAGES:
+            shutil.copytree(ROOT / pkg, stage / "vendor" / pkg, ignore=ignore)
+        run([PY, builder, "build", "--source-dir", stage, "--output-dir", dist])
+    zip_path = dist / f"{ext_id}-{version}.zip"
+    run([PY, builder, "validate", zip_path])
+    return zip_path
+
+
 def main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -85,8 +116,10 @@ def main(argv: list[str]) -> None:
         print(f"demo: motions (.npz), previews (.gif) and a film strip (strip.png) are in {out}")
     elif task == "bench":
         run([BIN / "mas", "bench", *rest], env=env)
+    elif task == "extension":
+        print(f"extension: {build_extension()}")
     else:
-        sys.exit(f"build.py: unknown task {task!r}; use setup, test, demo or bench")
+        sys.exit(f"build.py: unknown task {task!r}; use setup, test, demo, bench or extension")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """The add-on's link to the engine. No ``bpy`` here: plain requests in, rotation tracks out.
 
 The engine (``mas_engine``, ``rigs``, ``retarget``) is imported lazily, so the add-on
-registers and explains itself even when torch is not installed yet. Where the engine comes
-from, first found wins: an already importable one (a development checkout, or the user's
-"engine path"), then the copy inside the extension (``vendor/``), with torch from the
-add-on's own dependency folder.
+registers and explains itself even when torch is not installed yet. Search order: the engine
+copy inside the extension (``vendor/``; absent in a development checkout, where the
+repository's packages are used), then the user's "engine path" (an environment with torch),
+then the add-on's own dependency folder (filled by "Install dependencies").
 """
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ def add_paths(*paths) -> None:
 
 
 def setup_paths(engine_path: str = "", deps_path: str = "") -> None:
-    add_paths(engine_path, deps_path)
-    if importlib.util.find_spec("mas_engine") is None:
-        add_paths(VENDOR)
+    """The engine copy shipped inside the extension first (it matches this add-on's version), then
+    the user's engine path and the add-on's dependency folder (torch and the other packages)."""
+    add_paths(VENDOR, engine_path, deps_path)
 
 
 def engine_status() -> tuple[bool, str]:

@@ -1,0 +1,338 @@
+"""The Blender add-on, with the real ``bpy`` module (Blender 5.0 as a Python module, headless)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+import blender_addon  # noqa: E402
+from blender_addon import api, engine, scene  # noqa: E402
+from mas_engine.checkpoint import shipped_models  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = dict(seconds=2.0, steps=10)          # short motions, few steps: the tests check plumbing and geometry
+
+
+@pytest.fixture
+def fresh():
+    """An empty scene at 30 fps with the add-on registered."""
+    try:
+        blender_addon.unregister()
+    except RuntimeError:
+        pass
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    blender_addon.register()
+    sc = bpy.context.scene
+    sc.render.fps, sc.render.fps_base = 30, 1.0
+    yield sc
+
+
+def fcurve_values(action) -> dict:
+    from blender_addon.compat import action_fcurves
+
+    out = {}
+    for fc in action_fcurves(action):
+        co = np.zeros(2 * len(fc.keyframe_points), np.float32)
+        fc.keyframe_points.foreach_get("co", co)
+        out[(fc.data_path, fc.array_index)] = co.reshape(-1, 2)
+    return out
+
+
+def test_register_and_unregister_twice(fresh):
+    for _ in range(2):
+        blender_addon.unregister()
+        assert not hasattr(bpy.types.Scene, "mas") and not hasattr(bpy.types, "MAS_PT_generate")
+        blender_addon.register()
+        assert hasattr(bpy.types.Scene, "mas") and hasattr(bpy.types, "MAS_PT_generate")
+        assert bpy.ops.mas.generate_motion.poll()
+
+
+class CheckedLayout:
+    """Stands in for UILayout when drawing panels headless (there is no region): every property
+    drawn must exist on its data, every operator must exist and take the arguments set on it."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __getattr__(self, name):
+        if name in ("row", "column", "box", "split", "column_flow"):
+            return lambda *a, **k: CheckedLayout(self.log)
+        if name in ("label", "separator", "progress"):
+            return lambda *a, **k: self.log.append((name, k.get("text", "")))
+        if name in ("prop", "prop_search"):
+            def prop(data, prop_name, *a, **k):
+                assert prop_name in data.bl_rna.properties, f"no property {prop_name} on {data}"
+                self.log.append(("prop", prop_name))
+            return prop
+        if name == "operator":
+            def operator(idname, **k):
+                ns, op = idname.split(".")
+                props = getattr(getattr(bpy.ops, ns), op).get_rna_type().properties
+                self.log.append(("operator", idname))
+                return Settable(props)
+            return operator
+        return None
+
+
+class Settable:
+    def __init__(self, props):
+        object.__setattr__(self, "props", props)
+
+    def __setattr__(self, name, value):
+        assert name in self.props, f"operator has no property {name}"
+
+
+def draw_panels():
+    from blender_addon import panels
+
+    log = []
+    for cls in panels.classes:
+        cls.draw(type("P", (), {"layout": CheckedLayout(log)})(), bpy.context)
+    return log
+
+
+def test_panels_draw(fresh):
+    log = draw_panels()
+    assert ("operator", "mas.generate_motion") in log and ("operator", "mas.generate_batch") in log
+    assert any(kind == "label" and "MB" in text for kind, text in log)        # the model status line
+    obj = build_mixamo_armature()
+    bpy.context.view_layer.objects.active = obj
+    fresh.mas.target, fresh.mas.show_bone_map = "SELECTED", True
+    bpy.ops.mas.bone_map_preset(preset="auto")
+    log = draw_panels()
+    assert log.count(("prop", "bone")) == len(fresh.mas.bone_map) == 21
+
+
+@pytest.mark.parametrize("model", sorted(shipped_models()))
+def test_generate_each_shipped_model(fresh, model):
+    fresh.cursor.location = (1.0, 2.0, 0.0)
+    before = set(bpy.data.objects)
+    assert bpy.ops.mas.generate_motion(model=model, seed=3, **FAST) == {"FINISHED"}
+    new = set(bpy.data.objects) - before
+    rig = next(o for o in new if o.type == "ARMATURE")
+    assert any(o.type == "MESH" and o.parent is rig for o in new)          # a character, not sticks
+    assert rig.animation_data.action.name == f"{model}_seed3"
+    assert tuple(rig.animation_data.action.frame_range) == (1.0, 60.0)     # 2 s at the scene's 30 fps
+    assert np.allclose(rig.location, (1.0, 2.0, 0.0))                      # at the 3D cursor
+    # the Python API gives the track: the rig's posed joints are the track's, and follow the engine's joints
+    made = api.generate_motion(model=model, seed=3, location=(0.0, 0.0, 0.0), **FAST)
+    obj, track = made["objects"][0], made["track"]
+    heads = track.heads()
+    for f in (0, 17, 59):
+        fresh.frame_set(1 + f)
+        assert np.abs(scene.posed_heads(obj, track.armature.bones) - heads[f]).max() < 1e-4
+    assert made["report"]["marker_error_m"] < 0.05
+    # same seed, same settings: the same keys
+    a, b = fcurve_values(rig.animation_data.action), fcurve_values(made["action"])
+    assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_scene_frame_rate_resamples(fresh):
+    fresh.render.fps = 24
+    made = api.generate_motion(seed=1, **FAST)
+    assert tuple(made["action"].frame_range) == (1.0, 48.0)
+    assert fresh.frame_end >= 48
+
+
+def test_failures_change_nothing(fresh):
+    bpy.ops.mas.generate_motion(seed=0, **FAST)
+    state = (sorted(o.name for o in bpy.data.objects), sorted(a.name for a in bpy.data.actions))
+    with pytest.raises(RuntimeError, match="unknown model|not found"):
+        bpy.ops.mas.generate_motion(model="dragon", **FAST)
+    with pytest.raises(RuntimeError, match="too long|frames"):
+        bpy.ops.mas.generate_motion(seconds=600.0, steps=2)
+    mesh = next(o for o in bpy.data.objects if o.type == "MESH")
+    with pytest.raises(RuntimeError, match="must be an armature"):
+        bpy.ops.mas.generate_motion(target=mesh.name, **FAST)
+    with pytest.raises(RuntimeError, match="no object named"):
+        bpy.ops.mas.generate_motion(target="nobody", **FAST)
+    assert state == (sorted(o.name for o in bpy.data.objects), sorted(a.name for a in bpy.data.actions))
+
+
+def test_variants_side_by_side_then_keep_one(fresh):
+    assert bpy.ops.mas.generate_variants(count=3, seed=10, spacing=2.0, **FAST) == {"FINISHED"}
+    rigs = sorted((o for o in bpy.data.objects if o.type == "ARMATURE"), key=lambda o: o.name)
+    assert [o.name for o in rigs] == ["human_seed10", "human_seed11", "human_seed12"]
+    assert np.allclose([o.location.x for o in rigs], [0.0, 2.0, 4.0])
+    keys = [fcurve_values(o.animation_data.action) for o in rigs]
+    k = ('pose.bones["LeftUpLeg"].rotation_quaternion', 1)
+    assert not np.allclose(keys[0][k][:, 1], keys[1][k][:, 1])              # different seeds, different motions
+    bpy.context.view_layer.objects.active = rigs[1]
+    assert bpy.ops.mas.keep_variant() == {"FINISHED"}
+    assert sorted(o.name for o in bpy.data.objects) == ["human_seed11", "human_seed11_body"]
+    assert [a.name for a in bpy.data.actions] == ["human_seed11"]
+
+
+def test_variants_as_nla_strips_then_keep_one(fresh):
+    assert bpy.ops.mas.generate_variants(count=3, seed=20, arrange="NLA", **FAST) == {"FINISHED"}
+    rig = bpy.data.objects["human_seed20"]
+    tracks = rig.animation_data.nla_tracks
+    assert [t.mute for t in tracks] == [False, True, True] and len(bpy.data.actions) == 3
+    fresh.frame_set(30)
+    q = np.array(rig.pose.bones["LeftUpLeg"].rotation_quaternion)
+    assert not np.allclose(q, [1, 0, 0, 0], atol=1e-3)                     # the unmuted strip plays
+    bpy.context.view_layer.objects.active = rig
+    assert bpy.ops.mas.keep_variant(nla_index=2) == {"FINISHED"}
+    assert rig.animation_data.action.name == "human_seed22" and len(rig.animation_data.nla_tracks) == 0
+    assert [a.name for a in bpy.data.actions] == ["human_seed22"]
+
+
+def test_batch_goes_on_after_a_failure_and_does_not_overwrite(fresh, tmp_path):
+    rows = [{"seed": 1}, {"seed": 2, "seconds": -1}, {"seed": 3, "name": "third"}, {"seed": 4, "colour": "red"}]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    out = tmp_path / "out"
+    r = bpy.ops.mas.generate_batch(settings_file=str(tmp_path / "rows.json"), folder=str(out),
+                                   formats="BVH,FBX,GLB,BLEND,ACTION", **FAST)
+    assert r == {"FINISHED"}
+    report = json.loads((out / "batch_report.json").read_text())
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["batch_report.json"] + [f"{s}.{e}" for s in ("human_seed00001", "third")
+                                                     for e in ("bvh", "fbx", "glb", "blend")])
+    assert [f["row"] for f in report["failed"]] == ["row 4", "human_seed00002"]
+    assert "colour" in report["failed"][0]["reason"] and "length" in report["failed"][1]["reason"]
+    assert sorted(report["actions"]) == ["human_seed1", "human_seed3"]
+    assert not [o for o in bpy.data.objects]                                 # files and actions, no characters left
+    assert all(bpy.data.actions[a].use_fake_user for a in report["actions"])
+    # the BVH reads back with the engine's independent parser: 60 frames at 30 fps
+    from mas_engine.bvh import read_bvh
+
+    m = read_bvh(out / "third.bvh")
+    assert m.positions().shape[0] == 60 and abs(m.frame_time - 1 / 30) < 1e-6
+    # again, without overwrite: nothing is rewritten; with it: rewritten
+    mtime = (out / "third.fbx").stat().st_mtime_ns
+    bpy.ops.mas.generate_batch(settings_file=str(tmp_path / "rows.json"), folder=str(out), formats="FBX", **FAST)
+    report = json.loads((out / "batch_report.json").read_text())
+    assert len(report["skipped"]) == 2 and not report["written"]
+    assert (out / "third.fbx").stat().st_mtime_ns == mtime
+    bpy.ops.mas.generate_batch(count=1, seed=3, folder=str(out), formats="FBX", overwrite=True, **FAST)
+    assert json.loads((out / "batch_report.json").read_text())["written"] == [str(out / "human_seed00003.fbx")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]        # no partial files
+
+
+def build_mixamo_armature(name="Character"):
+    """A user's armature: Mixamo names with a namespace, centimetres (object scale 0.01), turned
+    about Z, bone rolls of its own, an extra spine bone and a finger that no preset maps."""
+    from rigs.armature import human_armature
+
+    arm = human_armature()
+    rename = {"Chest": "Spine2"}
+    data = bpy.data.armatures.new(name)
+    obj = bpy.data.objects.new(name, data)
+    bpy.context.scene.collection.objects.link(obj)
+    obj.scale = (0.01, 0.01, 0.01)
+    obj.rotation_euler = (0.0, 0.0, 0.8)
+    obj.location = (-3.0, 0.0, 0.0)
+    bpy.context.view_layer.objects.active = obj
+    with bpy.context.temp_override(active_object=obj, object=obj):
+        bpy.ops.object.mode_set(mode="EDIT")
+        ebs = {}
+        for b, bone in enumerate(arm.bones):
+            eb = data.edit_bones.new("mixamorig:" + rename.get(bone, bone))
+            eb.head, eb.tail = (arm.heads[b] * 100).tolist(), (arm.tails[b] * 100).tolist()
+            eb.roll = 0.4 * b
+            if arm.parents[b] >= 0:
+                eb.parent = ebs[arm.bones[arm.parents[b]]]
+            ebs[bone] = eb
+        # an unmapped Spine1 between Spine and Spine2, and a finger
+        spine, chest = ebs["Spine"], ebs["Chest"]
+        s1 = data.edit_bones.new("mixamorig:Spine1")
+        s1.head, s1.tail, s1.parent = spine.tail, (spine.tail + chest.head) / 2 + type(spine.tail)((0, 0, 5)), spine
+        chest.parent = s1
+        f = data.edit_bones.new("mixamorig:LeftHandIndex1")
+        f.head, f.tail, f.parent = ebs["LeftHand"].tail, ebs["LeftHand"].tail + type(spine.tail)((4, 0, 0)), ebs["LeftHand"]
+        bpy.ops.object.mode_set(mode="OBJECT")
+    return obj
+
+
+def test_retarget_onto_a_users_mixamo_armature(fresh):
+    obj = build_mixamo_armature()
+    assert bpy.ops.mas.generate_motion(target=obj.name, seed=5, **FAST) == {"FINISHED"}
+    assert [o.name for o in bpy.data.objects] == ["Character"]               # no new character
+    keys = fcurve_values(obj.animation_data.action)
+    keyed = {p.split('"')[1] for p, _ in keys}
+    assert "mixamorig:Spine1" not in keyed and "mixamorig:LeftHandIndex1" not in keyed   # left alone
+    assert {"mixamorig:Hips", "mixamorig:LeftForeArm", "mixamorig:Spine2"} <= keyed
+    made = api.generate_motion(target=obj, seed=5, **FAST)
+    track = made["track"]
+    assert made["report"]["marker_error_m"] < 0.05
+    world = np.array(obj.matrix_world)
+    for f in (0, 31, 59):
+        fresh.frame_set(1 + f)
+        want = track.heads()[f] / track.armature.scale + world[:3, 3]
+        assert np.abs(scene.posed_heads(obj, track.armature.bones) - want).max() < 1e-4
+
+
+def test_bone_map_presets_and_file(fresh, tmp_path):
+    obj = build_mixamo_armature()
+    bpy.context.view_layer.objects.active = obj
+    assert bpy.ops.mas.bone_map_preset(preset="auto") == {"FINISHED"}
+    m = {p.builtin: p.bone for p in fresh.mas.bone_map}
+    assert m["Chest"] == "mixamorig:Spine2" and m["LeftToeBase"] == "mixamorig:LeftToeBase"
+    # an edit: the chest is now driven through Spine1; the map is saved and read back
+    next(p for p in fresh.mas.bone_map if p.builtin == "Chest").bone = "mixamorig:Spine1"
+    path = tmp_path / "map.json"
+    bpy.ops.mas.bone_map_save(filepath=str(path))
+    fresh.mas.bone_map.clear()
+    bpy.ops.mas.bone_map_load(filepath=str(path))
+    assert {p.builtin: p.bone for p in fresh.mas.bone_map}["Chest"] == "mixamorig:Spine1"
+    assert bpy.ops.mas.generate_motion(target=obj.name, bone_map="panel", **FAST) == {"FINISHED"}
+    keyed = {p.split('"')[1] for p, _ in fcurve_values(obj.animation_data.action)}
+    assert "mixamorig:Spine1" in keyed and "mixamorig:Spine2" not in keyed
+
+
+def test_save_reload_and_play(fresh, tmp_path):
+    bpy.ops.mas.generate_motion(seed=7, **FAST)
+    path = tmp_path / "scene.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    sc = bpy.context.scene
+    rig = bpy.data.objects["human_seed7"]
+    assert rig.animation_data.action.name == "human_seed7"
+    seen = []
+    for f in range(sc.frame_start, sc.frame_start + 60, 10):
+        sc.frame_set(f)
+        seen.append(np.array(rig.matrix_world @ rig.pose.bones["LeftHand"].head))
+    assert np.ptp(np.array(seen), axis=0).max() > 0.05                       # it moves
+
+
+def test_job_runs_in_a_thread_and_cancels():
+    reqs = [engine.Request(seed=s, seconds=2.0, steps=50, fps=30.0) for s in range(4)]
+    job = engine.Job(reqs).start()
+    job.thread.join(60)
+    assert job.done and [r.ok for r in job.results] == [True] * 4 and job.progress == 1.0
+    job = engine.Job([engine.Request(seed=s, seconds=4.0, fps=30.0) for s in range(16)]).start()
+    job.cancel()
+    job.thread.join(60)
+    assert job.done and job.message == "cancelled" and not job.results
+    job = engine.Job([engine.Request(model="dragon"), engine.Request(seed=1, **FAST)]).run()
+    assert not job.results[0].ok and "dragon" in job.results[0].error and job.results[1].ok
+
+
+def test_extension_zip_installs_and_runs(tmp_path):
+    """The zip built by 'build.py extension' installs with Blender's own installer into a fresh
+    user folder, enables, and its operator generates a motion with the engine copy inside it."""
+    sys.path.insert(0, str(ROOT))
+    import build
+
+    zip_path = build.build_extension(tmp_path / "dist")
+    script = tmp_path / "install.py"
+    script.write_text(
+        "import sys, bpy\n"
+        "r = bpy.ops.extensions.package_install_files(filepath=sys.argv[1], repo='user_default', enable_on_install=True)\n"
+        "assert r == {'FINISHED'}, r\n"
+        "import mas_engine\n"
+        "assert '/extensions/user_default/mas_motion/vendor/' in mas_engine.__file__, mas_engine.__file__\n"
+        "assert bpy.ops.mas.generate_motion(seed=2, seconds=1.0, steps=5) == {'FINISHED'}\n"
+        "print('OK', [o.name for o in bpy.data.objects if o.type == 'ARMATURE'])\n")
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
+    env.pop("PYTHONPATH", None)
+    r = subprocess.run([sys.executable, str(script), str(zip_path)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "OK ['human_seed2']" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
