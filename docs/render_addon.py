@@ -1,0 +1,74 @@
+"""Render what the add-on makes, headless: three variants side by side at a few frames.
+
+    python docs/render_addon.py docs/addon_variants.png [--model human] [--seed 0] [--frames 1,30,60,90]
+
+Runs the add-on's Python API exactly as the "Variants" button does (blender_addon.api), then
+renders with Workbench into one PNG (one panel per frame, left to right). Needs the bpy module (Python 3.11).
+Blender as a module has no window, so the sidebar panel itself cannot be captured this way.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import blender_addon  # noqa: E402
+from blender_addon import api  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--model", default="human")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--frames", default="1,30,60,90")
+    a = ap.parse_args(argv)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    blender_addon.register()
+    scene = bpy.context.scene
+    scene.render.fps = 30
+    made = api.generate_variants(count=3, seed=a.seed, model=a.model, seconds=4.0, spacing=1.6, location=(0, 0, 0))
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.render.resolution_x, scene.render.resolution_y = 400, 300
+    scene.display.shading.light = "STUDIO"
+    scene.display.shading.color_type = "OBJECT"
+    for k, m in enumerate(made):
+        for o in m["objects"]:
+            o.color = ((0.85, 0.45, 0.3, 1), (0.3, 0.6, 0.85, 1), (0.45, 0.75, 0.4, 1))[k % 3]
+    scene.world = bpy.data.worlds.new("w")
+    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    scene.collection.objects.link(cam)
+    scene.camera = cam
+    floor = bpy.data.meshes.new("floor")
+    floor.from_pydata([(-30, -30, 0), (30, -30, 0), (30, 30, 0), (-30, 30, 0)], [], [(0, 1, 2, 3)])
+    scene.collection.objects.link(bpy.data.objects.new("floor", floor))
+    images = []
+    for f in (int(x) for x in a.frames.split(",")):
+        scene.frame_set(f)
+        roots = np.array([m["objects"][0].matrix_world @ m["objects"][0].pose.bones[0].head for m in made])
+        c = roots.mean(0)
+        cam.location = (c[0] + 1.0, c[1] - 6.0, 1.6)
+        d = np.array([c[0], c[1], 0.9]) - np.array(cam.location)
+        cam.rotation_euler = (math.atan2(math.hypot(d[0], d[1]), -d[2]), 0, math.atan2(d[1], d[0]) - math.pi / 2)
+        path = Path(a.out).with_name(f".frame_{f}.png")
+        scene.render.filepath = str(path)
+        bpy.ops.render.render(write_still=True)
+        img = bpy.data.images.load(str(path))
+        images.append(np.array(img.pixels[:]).reshape(img.size[1], img.size[0], 4)[::-1])
+        path.unlink()
+    strip = np.concatenate(images, 1)
+    out = bpy.data.images.new("strip", strip.shape[1], strip.shape[0], alpha=True)
+    out.pixels = strip[::-1].ravel().tolist()
+    out.filepath_raw = a.out
+    out.file_format = "PNG"
+    out.save()
+    print(f"wrote {a.out}: seeds {a.seed}..{a.seed + 2}, frames {a.frames}")
+
+
+if __name__ == "__main__":
+    main()
