@@ -114,25 +114,34 @@ class _JobOperator:
             if area.type == "VIEW_3D":
                 area.tag_redraw()
         try:
-            while self._consumed < len(job.results) and not job.cancelled:
-                self._op.consume(job.results[self._consumed])
-                self._consumed += 1
-            if not job.done:
-                return {"RUNNING_MODAL"}
-            if job.cancelled:
-                self._op.abort()
-                self._end(context)
-                self.report({"WARNING"}, "cancelled: nothing was changed")
-                return {"CANCELLED"}
-            result = self._op.finish()
+            state, result = self._advance()
         except Exception as e:        # noqa: BLE001
             self._op.abort()
             self._end(context)
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
+        if state == "running":
+            return {"RUNNING_MODAL"}
         self._end(context)
+        if state == "cancelled":
+            self.report({"WARNING"}, "cancelled: nothing was changed")
+            return {"CANCELLED"}
         self.done(context, result)
         return {"FINISHED"}
+
+    def _advance(self):
+        """Build the results that arrived since the last tick. Returns ("running", None),
+        ("cancelled", None) after removing what was built, or ("finished", the operation's result)."""
+        job = self._job
+        while self._consumed < len(job.results) and not job.cancelled:
+            self._op.consume(job.results[self._consumed])
+            self._consumed += 1
+        if not job.done:
+            return "running", None
+        if job.cancelled:
+            self._op.abort()
+            return "cancelled", None
+        return "finished", self._op.finish()
 
 
 class MAS_OT_generate_motion(_Settings, _JobOperator, bpy.types.Operator):

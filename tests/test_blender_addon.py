@@ -336,3 +336,55 @@ def test_extension_zip_installs_and_runs(tmp_path):
     r = subprocess.run([sys.executable, str(script), str(zip_path)], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "OK ['human_seed2']" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def poll_until_done(state_holder, cancel_after_first=False):
+    """What the modal timer does, tick by tick (the module has no event loop to run it)."""
+    import time
+
+    from blender_addon.operators import _JobOperator
+
+    while True:
+        state, result = _JobOperator._advance(state_holder)
+        if state != "running":
+            return state, result
+        if cancel_after_first and state_holder._consumed:
+            state_holder._job.cancel()
+        time.sleep(0.05)
+
+
+def test_ui_path_builds_in_ticks_and_cancel_removes_everything(fresh):
+    from types import SimpleNamespace
+
+    reqs = api.requests_for([1, 2], **FAST)
+    run = SimpleNamespace(_op=api.Motions(reqs, group="g"), _job=engine.Job(reqs).start(), _consumed=0)
+    state, made = poll_until_done(run)
+    assert state == "finished" and [m["objects"][0].name for m in made] == ["human_seed1", "human_seed2"]
+    # two groups (different lengths): cancel once the first is built; the scene goes back to what it was
+    before = sorted(o.name for o in bpy.data.objects)
+    reqs = api.requests_for([3], **FAST) + api.requests_for([4], seconds=4.0, steps=100)
+    run = SimpleNamespace(_op=api.Motions(reqs), _job=engine.Job(reqs).start(), _consumed=0)
+    state, _ = poll_until_done(run, cancel_after_first=True)
+    assert state == "cancelled" and run._consumed == 1
+    assert sorted(o.name for o in bpy.data.objects) == before
+    assert "human_seed3" not in bpy.data.actions
+
+
+def test_dependencies_install_honours_online_access(fresh):
+    assert not bpy.app.online_access
+    with pytest.raises(RuntimeError, match="Online access is off"):
+        bpy.ops.mas.install_dependencies()
+    cmd = engine.install_command("/tmp/deps")
+    assert cmd[:3] == [sys.executable, "-m", "pip"] and "--target" in cmd
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().split() if "==" in line)
+    assert all(pins[d.split("==")[0]] == d.split("==")[1] for d in engine.DEPENDENCIES)   # the same pins
+
+
+def test_a_gpu_that_is_not_there(fresh):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(RuntimeError, match="no CUDA GPU.*device cpu"):
+        bpy.ops.mas.generate_motion(device="cuda", **FAST)
+    assert not bpy.data.objects
