@@ -51,7 +51,7 @@ def model_info(model: str, models_folder: str = "") -> dict:
     if info is None:
         raise MasError(f"model {model!r} not found: shipped models are {', '.join(k for k, v in models.items() if v['shipped']) or 'none'}; "
                        f"a checkpoint is NAME.safetensors + NAME.json (put yours in the models folder of the preferences)")
-    return info
+    return dict(info, shipped=False)
 
 
 def resolve_bone_map(obj, rig: str, bone_map="auto", sc=None) -> dict[str, str]:

@@ -225,6 +225,12 @@ class Job:
 
     def run(self) -> "Job":
         t0 = time.perf_counter()
+        try:
+            from mas_engine.errors import Cancelled, MasError
+        except ImportError as e:
+            self.results = [Result(r, error=f"engine not available ({e}); install the dependencies") for r in self.requests]
+            self.message, self.done = "failed", True
+            return self
         groups: list[list[Request]] = []
         for r in self.requests:
             if groups and groups[-1][0].group_key() == r.group_key():
@@ -243,8 +249,6 @@ class Job:
                 try:
                     self.results += _sample_group(group, progress, self._cancel.is_set)
                 except Exception as e:          # noqa: BLE001 - every failure is reported per request
-                    from mas_engine.errors import Cancelled, MasError
-
                     if isinstance(e, Cancelled):
                         break
                     msg = str(e) if isinstance(e, MasError) else f"unexpected {type(e).__name__}: {e}"

@@ -388,3 +388,24 @@ def test_a_gpu_that_is_not_there(fresh):
     with pytest.raises(RuntimeError, match="no CUDA GPU.*device cpu"):
         bpy.ops.mas.generate_motion(device="cuda", **FAST)
     assert not bpy.data.objects
+
+
+def test_a_users_quadruped_checkpoint_makes_a_horse(fresh, tmp_path):
+    """A checkpoint of the user's (here: an untrained horse17 model) in the models folder: it is
+    listed, and generating with it builds the built-in horse character."""
+    import torch
+    from conftest import tiny_card
+
+    from mas_engine.checkpoint import save_checkpoint
+    from mas_engine.model import ModelConfig, MotionDenoiser
+    from rigs.keypoints import HORSE17
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_joints=17, max_frames=64, width=32, layers=1, heads=2, ff_width=64, diffusion_steps=10)
+    save_checkpoint(tmp_path / "my_horse", MotionDenoiser(cfg), tiny_card(layout=HORSE17, scale=1.0))
+    models = engine.list_models(str(tmp_path))
+    assert models[str(tmp_path / "my_horse")]["rig"] == "horse" and not models[str(tmp_path / "my_horse")]["shipped"]
+    made = api.generate_motion(model=str(tmp_path / "my_horse"), seed=0, seconds=1.0)
+    rig = made["objects"][0]
+    assert rig.name == "my_horse_seed0" and "LeftFrontHoof" in rig.data.bones
+    assert tuple(made["action"].frame_range) == (1.0, 30.0)
