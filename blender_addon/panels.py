@@ -18,12 +18,15 @@ def _copy_settings(op, context):
     op.bone_map = "panel" if len(s.bone_map) else "auto"
 
 
-class MAS_PT_generate(bpy.types.Panel):
-    bl_label = "Generate Motion"
-    bl_idname = "MAS_PT_generate"
+class _Sidebar:
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Generate Motion"
+
+
+class MAS_PT_generate(_Sidebar, bpy.types.Panel):
+    bl_label = "Generate Motion"
+    bl_idname = "MAS_PT_generate"
 
     def draw(self, context):
         layout = self.layout
@@ -88,12 +91,9 @@ class MAS_PT_generate(bpy.types.Panel):
         _copy_settings(col.operator("mas.generate_motion", icon="ARMATURE_DATA"), context)
 
 
-class MAS_PT_variants(bpy.types.Panel):
+class MAS_PT_variants(_Sidebar, bpy.types.Panel):
     bl_label = "Variants"
     bl_parent_id = "MAS_PT_generate"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Generate Motion"
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
@@ -113,12 +113,9 @@ class MAS_PT_variants(bpy.types.Panel):
                 layout.operator("mas.keep_variant", text=f"Keep {t.name}").nla_index = i
 
 
-class MAS_PT_batch(bpy.types.Panel):
+class MAS_PT_batch(_Sidebar, bpy.types.Panel):
     bl_label = "Batch"
     bl_parent_id = "MAS_PT_generate"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Generate Motion"
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):

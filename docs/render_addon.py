@@ -20,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import blender_addon  # noqa: E402
 from blender_addon import api  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from render_bvh import render_frame, save_strip  # noqa: E402
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
@@ -55,18 +58,8 @@ def main(argv=None):
         cam.location = (c[0] + 1.0, c[1] - 6.0, 1.6)
         d = np.array([c[0], c[1], 0.9]) - np.array(cam.location)
         cam.rotation_euler = (math.atan2(math.hypot(d[0], d[1]), -d[2]), 0, math.atan2(d[1], d[0]) - math.pi / 2)
-        path = Path(a.out).with_name(f".frame_{f}.png")
-        scene.render.filepath = str(path)
-        bpy.ops.render.render(write_still=True)
-        img = bpy.data.images.load(str(path))
-        images.append(np.array(img.pixels[:]).reshape(img.size[1], img.size[0], 4)[::-1])
-        path.unlink()
-    strip = np.concatenate(images, 1)
-    out = bpy.data.images.new("strip", strip.shape[1], strip.shape[0], alpha=True)
-    out.pixels = strip[::-1].ravel().tolist()
-    out.filepath_raw = a.out
-    out.file_format = "PNG"
-    out.save()
+        images.append(render_frame(scene, Path(a.out).with_name(f".frame_{f}.png")))
+    save_strip(images, a.out)
     print(f"wrote {a.out}: seeds {a.seed}..{a.seed + 2}, frames {a.frames}")
 
 

@@ -45,6 +45,27 @@ def build_mesh(arm_obj, rig):
     return obj
 
 
+def render_frame(scene, path: Path) -> np.ndarray:
+    """Render the current frame through a temporary PNG; rows x columns x RGBA, top row first."""
+    scene.render.filepath = str(path)
+    bpy.ops.render.render(write_still=True)
+    img = bpy.data.images.load(str(path))
+    px = np.array(img.pixels[:]).reshape(img.size[1], img.size[0], 4)[::-1]
+    bpy.data.images.remove(img)
+    path.unlink()
+    return px
+
+
+def save_strip(images, out) -> None:
+    """Images side by side into one PNG."""
+    strip = np.concatenate(images, 1)
+    img = bpy.data.images.new("strip", strip.shape[1], strip.shape[0], alpha=True)
+    img.pixels = strip[::-1].ravel().tolist()
+    img.filepath_raw = str(out)
+    img.file_format = "PNG"
+    img.save()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("bvh")
@@ -78,19 +99,8 @@ def main(argv=None):
         direction = np.array([root.x, root.y, 0.9]) - np.array(cam.location)
         cam.rotation_euler = (math.atan2(math.hypot(direction[0], direction[1]), -direction[2]), 0,
                               math.atan2(direction[1], direction[0]) - math.pi / 2)
-        path = Path(a.out).with_name(f"{Path(a.out).stem}_{k}.png")
-        scene.render.filepath = str(path)
-        bpy.ops.render.render(write_still=True)
-        img = bpy.data.images.load(str(path))
-        px = np.array(img.pixels[:]).reshape(img.size[1], img.size[0], 4)[::-1]
-        images.append(px)
-        path.unlink()
-    strip = np.concatenate(images, 1)
-    out = bpy.data.images.new("strip", strip.shape[1], strip.shape[0], alpha=True)
-    out.pixels = strip[::-1].ravel().tolist()
-    out.filepath_raw = a.out
-    out.file_format = "PNG"
-    out.save()
+        images.append(render_frame(scene, Path(a.out).with_name(f".frame_{k}.png")))
+    save_strip(images, a.out)
     print(f"wrote {a.out}")
 
 
