@@ -126,6 +126,10 @@ def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, col
             obj["mas_model"], obj["mas_seed"] = model_name(req.model), req.seed
         action = scene.apply_track(obj, track, name, frame_start)
         created.append(action)
+        if "ball" in track.props:
+            ball, ball_action = scene.build_ball(obj, track, name + "_ball", frame_start)
+            created += [ball, ball_action]
+            objects = objects + [ball]
     except Exception:
         scene.remove(created)
         if target is not None and target.animation_data is not None:

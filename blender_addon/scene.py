@@ -139,6 +139,30 @@ def apply_track(obj, track, action_name: str, frame_start: int = 1):
     return action
 
 
+def prop_positions(obj, track, name: str) -> np.ndarray:
+    """A prop's path (frames x 3) in the local space of armature object ``obj`` (see ``pose_channels``)."""
+    L = np.array(obj.matrix_world)[:3, :3]
+    return np.linalg.solve(L, (track.props[name] / track.armature.scale).T).T
+
+
+def build_ball(obj, track, name: str, frame_start: int = 1):
+    """The ball of a track as a sphere parented to armature object ``obj``, keyed on its location.
+    Returns (ball object, its action)."""
+    from rigs.mesh import ball
+
+    verts, faces = ball()
+    me = bpy.data.meshes.new(name)
+    me.from_pydata(verts.tolist(), [], [list(dict.fromkeys(f)) for f in faces.tolist()])
+    me.update()
+    ball_obj = _link(bpy.data.objects.new(name, me), obj.users_collection[0])
+    ball_obj.parent = obj
+    path = prop_positions(obj, track, "ball")
+    frames = np.arange(frame_start, frame_start + len(path), dtype=np.float64)
+    action = bpy.data.actions.new(name)
+    _write(compat.assign_action(ball_obj, action), "location", frames, path, "Object Transforms")
+    return ball_obj, action
+
+
 def read_skeleton(obj) -> dict:
     """A Blender armature's rest pose as plain data for ``retarget.api.armature_from_skeleton``:
     bone names, parents, heads and tails in metres, Z up, world-aligned (the object's rotation

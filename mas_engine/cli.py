@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("prepare", help="build a monocular 2D training set from 3D capture")
     r.add_argument("folder", help="folder of capture files")
     r.add_argument("--out", required=True, help="output .npz")
-    r.add_argument("--kind", default="bandai", help="capture kind (bandai)")
+    r.add_argument("--kind", default="bandai", help="capture kind: bandai (human16), dog (horse17) or spl (coco17_ball)")
     r.add_argument("--names", default=None, help="text file naming the clips to use, one a line")
     r.add_argument("--in-place", action="store_true", help="remove the root trajectory (motions in place)")
     r.add_argument("--min-frames", type=_positive_int, default=40)

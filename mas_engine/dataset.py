@@ -35,6 +35,7 @@ import torch
 from rigs.keypoints import KeypointLayout
 
 from .errors import MasError
+from .motion_io import resample
 
 CONFIDENCE_THRESHOLD = 0.3  # joints below it are masked in training and triangulation
 
@@ -90,20 +91,24 @@ def check_clip(name: str, joints: np.ndarray, layout: KeypointLayout) -> None:
                        f"{layout.name}, got shape {tuple(joints.shape)}")
     if joints.shape[0] == 0:
         raise MasError(f"{name}: the clip has no frames")
-    if not np.isfinite(joints).all():
+    required = [j for j, n in enumerate(layout.joints) if n not in layout.optional]
+    if not np.isfinite(joints[:, required]).all():
         raise MasError(f"{name}: the clip has NaN or infinite joint positions; clean or drop it")
+    if np.isinf(joints).any():
+        raise MasError(f"{name}: the clip has infinite joint positions; clean or drop it")
 
 
-def resample(joints: np.ndarray, fps_in: float, fps_out: float) -> np.ndarray:
-    """Linear resampling of frames x ... arrays to another frame rate."""
-    if abs(fps_in - fps_out) < 1e-3 * fps_out:
-        return joints
-    n_out = max(1, int(math.floor((joints.shape[0] - 1) * fps_out / fps_in)) + 1)
-    t = np.arange(n_out) * fps_in / fps_out
-    i0 = np.minimum(np.floor(t).astype(int), joints.shape[0] - 1)
-    i1 = np.minimum(i0 + 1, joints.shape[0] - 1)
-    w = (t - i0).reshape((-1,) + (1,) * (joints.ndim - 1))
-    return (1 - w) * joints[i0] + w * joints[i1]
+def fill_missing(joints: np.ndarray, layout: KeypointLayout) -> tuple[np.ndarray, np.ndarray]:
+    """Optional joints that are NaN (frames x J x 3) moved onto their parent; returns the joints
+    and the missing mask (frames x J) whose entries get confidence 0 (masked, never learned)."""
+    missing = np.isnan(joints).any(-1)
+    if not missing.any():
+        return joints, missing
+    joints = joints.copy()
+    for j in np.nonzero(missing.any(0))[0]:
+        p = layout.parents[j]
+        joints[missing[:, j], j] = joints[missing[:, j], p] if p >= 0 else 0.0
+    return joints, missing
 
 
 def project_window(joints: np.ndarray, azimuth: float, elevation: float, distance: float,
@@ -183,9 +188,11 @@ def build_monocular_set(clips, layout: KeypointLayout, cfg: MonocularConfig, pro
             el = math.radians(float(np.clip(rng.normal(cams.elevation_mean, cams.elevation_std),
                                             cams.elevation_min, cams.elevation_max)))
             dist = rng.uniform(cams.distance_min, cams.distance_max)
-            uv = project_window(joints[start:start + length], az, el, dist, cfg.root_motion, layout.root)
+            window, missing = fill_missing(joints[start:start + length], layout)
+            uv = project_window(window, az, el, dist, cfg.root_motion, layout.root)
             pose = np.zeros((cfg.max_frames, layout.num_joints, 3), np.float32)
             pose[:length] = corrupt(uv, cfg.noise, rng)
+            pose[:length, :, 2][missing] = 0.0
             data[split][0].append(pose)
             data[split][1].append(length)
         if progress:

@@ -21,7 +21,8 @@ import numpy as np
 
 from rigs.keypoints import KeypointLayout
 
-from .dataset import is_validation_clip, resample
+from .dataset import is_validation_clip
+from .motion_io import resample
 from .errors import MasError
 from .metrics import bone_length_variation, foot_skating, frechet_distance, jitter
 

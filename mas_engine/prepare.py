@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from .bvh import read_bvh
-from rigs.keypoints import HUMAN16
+from rigs.keypoints import COCO17_BALL, HORSE17, HUMAN16
 
-from .capture import bandai_to_human16
+from .capture import bandai_to_human16, dog_to_horse17, read_spl_trial
 from .dataset import MonocularConfig, build_monocular_set, save_monocular_set
 from .errors import MasError
 
@@ -20,9 +20,27 @@ def _read_bandai(path: Path):
     return joints, motion.fps, layout
 
 
+def _read_dog(path: Path):
+    motion = read_bvh(path)
+    joints, layout = dog_to_horse17(motion)
+    return joints, motion.fps, layout
+
+
 # capture kinds: file pattern, reader of one file -> (joints frames x J x 3 m Z up, fps, layout), layout
 CAPTURE_KINDS = {
     "bandai": ("*.bvh", _read_bandai, HUMAN16),
+    "dog": ("*.bvh", _read_dog, HORSE17),
+    "spl": ("*.json", read_spl_trial, COCO17_BALL),
+}
+# what models trained on each kind must say (into the data set's meta, then the model card)
+LICENCES = {
+    "bandai": "Trained on 2D projections of the Bandai Namco Research Motiondataset (CC BY-NC 4.0): "
+              "non-commercial use only.",
+    "dog": "Trained on 2D projections of the dog motion capture of Zhang et al. 2018, 'Mode-Adaptive Neural "
+           "Networks for Quadruped Motion Control' (AI4Animation, CC BY-NC 4.0): non-commercial use only. "
+           "A quadruped model trained on dog capture, not on horse capture.",
+    "spl": "Trained on 2D projections of MLSE SPL Open Data, basketball free throws (CC BY-NC-SA 4.0): "
+           "non-commercial use only; share-alike.",
 }
 
 
@@ -71,6 +89,7 @@ def prepare_capture(folder, out, kind: str = "bandai", names_file=None, cfg: Mon
 
     built = build_monocular_set(clips(), CAPTURE_KINDS[kind][2], cfg)
     rejected += built["rejected"]
+    built["meta"]["licence"] = LICENCES[kind]
     save_monocular_set(out, built)
     n_tr, n_va = len(built["train_length"]), len(built["val_length"])
     frames = int(built["train_length"].sum() + built["val_length"].sum())

@@ -27,8 +27,7 @@ from .diffusion import alpha_bar_schedule, q_sample
 from .errors import MasError
 from .model import ModelConfig, MotionDenoiser
 
-DATA_NOTE = ("Trained on 2D projections of the Bandai Namco Research Motiondataset (CC BY-NC 4.0): "
-             "non-commercial use only.")
+DATA_NOTE = "Trained on a data set without a licence note: check the licence of the data before sharing the model."
 
 
 @dataclass
@@ -118,7 +117,7 @@ def save_train_state(out: Path, model, ema, opt, step: int, extra: dict) -> None
 
 
 def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig | None = None,
-          device: str = "auto", resume: bool = True, data_note: str = DATA_NOTE, log=print) -> dict:
+          device: str = "auto", resume: bool = True, data_note: str | None = None, log=print) -> dict:
     """Train (or resume) a denoiser on a monocular 2D set; returns a summary of the run."""
     from safetensors.torch import load_file
     from tqdm import tqdm
@@ -176,7 +175,7 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
                             "distance_m": 0.5 * (data.meta["config"]["cameras"]["distance_min"]
                                                  + data.meta["config"]["cameras"]["distance_max"])},
             "training": {"data": str(data_path), "windows": len(data), "train": asdict(cfg)},
-            "licence": data_note}
+            "licence": data_note or data.meta.get("licence", DATA_NOTE)}
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         log(f"model: {model.num_parameters() / 1e6:.2f} M parameters; data: {len(data)} windows; "

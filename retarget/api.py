@@ -4,7 +4,11 @@ Input: a motion file (``mas_engine.motion_io``: joints frames x J x 3, metres, Z
 layout). Output: a RotationTrack, written as BVH or as a rotation ``.npz``:
 - ``root``: frames x 3, the root bone's head (metres, Z up);
 - ``quaternions``: frames x bones x 4 (w, x, y, z), local rotations against the rest pose;
-- ``fps``, ``bone_names``, ``parents``, ``rest_heads``, ``rest_tails`` (bones x 3, metres, Z up).
+- ``fps``, ``bone_names``, ``parents``, ``rest_heads``, ``rest_tails`` (bones x 3, metres, Z up);
+- ``prop_<name>``: frames x 3, keypoints that are not on the body (``prop_ball``), metres, Z up.
+
+A ``coco17_ball`` motion drives the human rig: its body is converted to ``human16``
+(``coco17_to_human16``) and the ball becomes a prop of the track.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import numpy as np
 from mas_engine.errors import MasError
 from rigs.armature import Armature, horse_armature, horse_proportions, human_armature, human_proportions
 from rigs.bonemaps import detect_preset
-from rigs.keypoints import KeypointLayout, get_layout
+from rigs.keypoints import HUMAN16, KeypointLayout, get_layout
 
 from mas_engine.metrics import foot_skating, jitter
 
@@ -26,10 +30,41 @@ from .fit import RotationTrack, fit_armature, marker_error
 FEET = {"human16": ("left_ankle", "right_ankle"),
         "horse17": ("left_front_hoof", "right_front_hoof", "left_back_hoof", "right_back_hoof")}
 
+def coco17_to_human16(joints: np.ndarray, layout: KeypointLayout) -> np.ndarray:
+    """COCO-17 keypoints (frames x J x 3, metres, Z up; extra joints ignored) -> human16.
+
+    Same-named joints are copied; pelvis = mid-hip; neck = mid-shoulder raised 6 cm along the
+    torso (human16's neck sits above the shoulder line); head (top) = mid-ear raised 12 cm along
+    the neck -> mid-ear direction. Eyes and ears are not used otherwise.
+    """
+    def at(n):
+        return joints[:, layout.index(n)]
+
+    def unit(v):
+        return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
+
+    out = np.empty((joints.shape[0], HUMAN16.num_joints, 3))
+    for j, n in enumerate(HUMAN16.joints):
+        if n in layout.joints:
+            out[:, j] = at(n)
+    pelvis = 0.5 * (at("left_hip") + at("right_hip"))
+    shoulders = 0.5 * (at("left_shoulder") + at("right_shoulder"))
+    neck = shoulders + 0.06 * unit(shoulders - pelvis)
+    ears = 0.5 * (at("left_ear") + at("right_ear"))
+    out[:, HUMAN16.index("pelvis")] = pelvis
+    out[:, HUMAN16.index("neck")] = neck
+    out[:, HUMAN16.index("head")] = ears + 0.12 * unit(ears - neck)
+    return out
+
+
+# layouts whose body is retargeted through another layout's rig: name -> (that layout, conversion)
+BODY_LAYOUT = {"coco17_ball": (HUMAN16, coco17_to_human16)}
+
+
 def builtin_rig(name: str, joints: np.ndarray, layout: KeypointLayout) -> Armature:
     """A built-in rig with the motion's own proportions."""
     if name == "human":
-        if layout.name != "human16":
+        if layout.name != "human16":   # (coco17_ball motions arrive here converted, see BODY_LAYOUT)
             raise MasError(f"rig 'human' is driven by human16 keypoints; this motion uses {layout.name}")
         return human_armature(human_proportions(joints, layout))
     if name == "horse":
@@ -87,6 +122,8 @@ def armature_from_skeleton(name: str, bones, parents, heads: np.ndarray, tails: 
     """
     from rigs.bonemaps import missing_bones
 
+    if layout.name in BODY_LAYOUT:
+        layout, joints = BODY_LAYOUT[layout.name][0], BODY_LAYOUT[layout.name][1](joints, layout)
     rig = {"human16": "human", "horse17": "horse"}.get(layout.name)
     if rig is None:
         raise MasError(f"no built-in rig to map {layout.name} keypoints onto an armature")
@@ -185,6 +222,9 @@ def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock
     if in_place:
         r = layout.root
         joints = joints - np.concatenate([joints[:, r:r + 1, :2], np.zeros_like(joints[:, r:r + 1, :1])], -1)
+    props = {n: joints[:, layout.index(n)].copy() for n in layout.optional}
+    if layout.name in BODY_LAYOUT:         # e.g. COCO + ball: the body as the rig's keypoints, the ball a prop
+        layout, joints = BODY_LAYOUT[layout.name][0], BODY_LAYOUT[layout.name][1](joints, layout)
     feet = [layout.index(n) for n in FEET.get(layout.name, ())]
     if rig == "smpl":
         from .smpl import fit_smpl
@@ -246,6 +286,7 @@ def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock
     if feet:
         report["skating_before"] = foot_skating(joints[:, feet], fps)
         report["skating_after"] = skating(track)
+    track.props = props
     return track, report
 
 
@@ -258,7 +299,7 @@ def save_track(path, track: RotationTrack) -> Path:
         np.savez(tmp, root=track.root.astype(np.float32), quaternions=track.quaternions.astype(np.float32),
                  fps=np.float32(track.fps), bone_names=np.array(arm.bones), parents=np.array(arm.parents, np.int32),
                  rest_heads=arm.heads.astype(np.float32), rest_tails=arm.tails.astype(np.float32),
-                 rig=np.array(arm.name))
+                 rig=np.array(arm.name), **{f"prop_{k}": v.astype(np.float32) for k, v in track.props.items()})
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -14,7 +14,7 @@ Bone lengths are the armature's (build the built-in rigs with the motion's propo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -34,12 +34,14 @@ class RotationTrack:
 
     rotations: frames x bones x 3 x 3, local, relative to the rest pose (rest frames = world)
     root: frames x 3, the root bone's head position (metres, Z up)
+    props: keypoints that are not on the body (the ball): name -> frames x 3 (metres, Z up)
     """
 
     armature: Armature
     rotations: np.ndarray
     root: np.ndarray
     fps: float
+    props: dict = field(default_factory=dict)
 
     @property
     def quaternions(self) -> np.ndarray:

@@ -242,7 +242,9 @@ def horse_armature(p: dict | None = None) -> Armature:
             markers[f"{side}_{kp}"] = (S + bone, heads[idx(S + bone)])
     hinges = {}
     for side in ("Left", "Right"):
-        hinges[f"{side}FrontLower"] = np.array([1.0, 0, 0])    # the front knee folds the hoof backwards
-        hinges[f"{side}BackLower"] = np.array([-1.0, 0, 0])    # the hock folds it forwards
+        # the horse17 knees are the anatomical elbow and stifle (APT-36K): the elbow folds the
+        # lower leg forwards, the stifle backwards
+        hinges[f"{side}FrontLower"] = np.array([-1.0, 0, 0])
+        hinges[f"{side}BackLower"] = np.array([1.0, 0, 0])
     return Armature("horse", bones, parents, heads, tails, "horse17", markers, hinges,
                     flat=("LeftFrontHoof", "RightFrontHoof", "LeftBackHoof", "RightBackHoof"))

@@ -21,6 +21,8 @@ class KeypointLayout:
     pairs:   (left, right) index pairs swapped by mirroring.
     floor_offset: height in metres of the lowest keypoint above the floor when the
              subject stands (ankles for humans); used to put generated motions on Z = 0.
+    optional: joints that may be missing (NaN in capture, e.g. a ball out of view): masked
+             like a low-confidence joint, and not part of any bone (``bones``).
     """
 
     name: str
@@ -29,6 +31,7 @@ class KeypointLayout:
     pairs: tuple[tuple[int, int], ...] = ()
     floor_offset: float = 0.0
     description: str = field(default="", compare=False)
+    optional: tuple[str, ...] = ()
 
     def __post_init__(self):
         n = len(self.joints)
@@ -48,6 +51,9 @@ class KeypointLayout:
         for a, b in self.pairs:
             if not (0 <= a < n and 0 <= b < n):
                 raise ValueError(f"layout {self.name}: mirror pair ({a}, {b}) out of range")
+        unknown = [j for j in self.optional if j not in self.joints]
+        if unknown:
+            raise ValueError(f"layout {self.name}: optional joint(s) {', '.join(unknown)} are not in the layout")
 
     @property
     def root(self) -> int:
@@ -60,8 +66,8 @@ class KeypointLayout:
 
     @property
     def bones(self) -> list[tuple[int, int]]:
-        """(parent, child) index pairs, one per non-root joint."""
-        return [(p, j) for j, p in enumerate(self.parents) if p >= 0]
+        """(parent, child) index pairs, one per non-root joint that is not optional."""
+        return [(p, j) for j, p in enumerate(self.parents) if p >= 0 and self.joints[j] not in self.optional]
 
     @property
     def mirror(self) -> list[int]:
@@ -76,13 +82,14 @@ class KeypointLayout:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "joints": list(self.joints), "parents": list(self.parents),
-                "pairs": [list(p) for p in self.pairs], "floor_offset": self.floor_offset}
+                "pairs": [list(p) for p in self.pairs], "floor_offset": self.floor_offset,
+                "optional": list(self.optional)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "KeypointLayout":
         return cls(name=d["name"], joints=tuple(d["joints"]), parents=tuple(int(p) for p in d["parents"]),
                    pairs=tuple(tuple(int(i) for i in p) for p in d.get("pairs", ())),
-                   floor_offset=float(d.get("floor_offset", 0.0)))
+                   floor_offset=float(d.get("floor_offset", 0.0)), optional=tuple(d.get("optional", ())))
 
 
 # The 16 joints of the paper's NBA data, in the reference code's order.
@@ -109,7 +116,20 @@ HORSE17 = KeypointLayout(
     description="Quadruped, 17 keypoints as in the MAS paper's horse data (root: the neck).",
 )
 
-LAYOUTS = {HUMAN16.name: HUMAN16, HORSE17.name: HORSE17}
+# COCO's 17 keypoints (what most pose estimators output) plus a ball, as in the paper's gymnastics data.
+COCO17_BALL = KeypointLayout(
+    name="coco17_ball",
+    joints=("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+            "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+            "right_knee", "left_ankle", "right_ankle", "ball"),
+    parents=(5, 0, 0, 1, 2, 11, 12, 5, 6, 7, 8, -1, 11, 11, 12, 13, 14, 10),
+    pairs=((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
+    floor_offset=0.10,
+    optional=("ball",),
+    description="Human, COCO's 17 keypoints, plus the ball (optional: masked where not seen). Root: the left hip.",
+)
+
+LAYOUTS = {HUMAN16.name: HUMAN16, HORSE17.name: HORSE17, COCO17_BALL.name: COCO17_BALL}
 
 
 def get_layout(name: str) -> KeypointLayout:

@@ -390,22 +390,32 @@ def test_a_gpu_that_is_not_there(fresh):
     assert not bpy.data.objects
 
 
-def test_a_users_quadruped_checkpoint_makes_a_horse(fresh, tmp_path):
-    """A checkpoint of the user's (here: an untrained horse17 model) in the models folder: it is
-    listed, and generating with it builds the built-in horse character."""
+@pytest.mark.parametrize("layout_name,bone", [("horse17", "LeftFrontHoof"), ("coco17_ball", "LeftUpLeg")])
+def test_a_users_checkpoint_makes_its_character(fresh, tmp_path, layout_name, bone):
+    """A checkpoint of the user's (here: untrained) in the models folder is listed, and generating
+    with it builds the built-in character of its layout: a horse, or a human with a keyed ball."""
     import torch
     from conftest import tiny_card
 
     from mas_engine.checkpoint import save_checkpoint
     from mas_engine.model import ModelConfig, MotionDenoiser
-    from rigs.keypoints import HORSE17
+    from rigs.keypoints import get_layout
 
+    layout = get_layout(layout_name)
     torch.manual_seed(0)
-    cfg = ModelConfig(num_joints=17, max_frames=64, width=32, layers=1, heads=2, ff_width=64, diffusion_steps=10)
-    save_checkpoint(tmp_path / "my_horse", MotionDenoiser(cfg), tiny_card(layout=HORSE17, scale=1.0))
-    models = engine.list_models(str(tmp_path))
-    assert models[str(tmp_path / "my_horse")]["rig"] == "horse" and not models[str(tmp_path / "my_horse")]["shipped"]
-    made = api.generate_motion(model=str(tmp_path / "my_horse"), seed=0, seconds=1.0)
+    cfg = ModelConfig(num_joints=layout.num_joints, max_frames=64, width=32, layers=1, heads=2, ff_width=64,
+                      diffusion_steps=10)
+    save_checkpoint(tmp_path / "mine", MotionDenoiser(cfg), tiny_card(layout=layout, scale=0.3))
+    info = engine.list_models(str(tmp_path))[str(tmp_path / "mine")]
+    assert info["layout"] == layout_name and not info["shipped"]
+    made = api.generate_motion(model=str(tmp_path / "mine"), seed=0, seconds=1.0)
     rig = made["objects"][0]
-    assert rig.name == "my_horse_seed0" and "LeftFrontHoof" in rig.data.bones
+    assert rig.name == "mine_seed0" and bone in rig.data.bones
     assert tuple(made["action"].frame_range) == (1.0, 30.0)
+    if "ball" in layout.joints:
+        ball = bpy.data.objects["mine_seed0_ball"]
+        assert ball in made["objects"] and ball.parent is rig
+        track = made["track"]
+        for f in (0, 29):
+            fresh.frame_set(1 + f)
+            assert np.allclose(ball.matrix_world.translation, track.props["ball"][f], atol=1e-4)
