@@ -83,7 +83,7 @@ def read_model_card(card: Path) -> dict | None:
         return None
     layout = d.get("layout", {})
     name = layout.get("name", "?")
-    rig = {"human16": "human", "horse17": "horse", "coco17_ball": "human"}.get(name, "")
+    rig = {"human16": "human", "horse17": "horse", "coco17": "human", "coco17_ball": "human"}.get(name, "")
     return {"path": str(Path(card).with_suffix("")), "layout": name, "rig": rig, "fps": d.get("fps"),
             "size_mb": weights.stat().st_size / 2 ** 20, "note": d.get("note", d.get("licence", ""))}
 

@@ -52,10 +52,28 @@ def cmd_retarget(a) -> None:
 
 def cmd_prepare(a) -> None:
     from .dataset import MonocularConfig
-    from .prepare import prepare_capture
+    from .prepare import prepare_2d, prepare_capture
 
     cfg = MonocularConfig(root_motion=not a.in_place, seed=a.seed, max_frames=a.max_frames, min_frames=a.min_frames)
-    prepare_capture(a.folder, a.out, kind=a.kind, names_file=a.names, cfg=cfg, workers=a.workers)
+    if a.from_2d:
+        layout, body_parts = _layout_arg(a.layout)
+        prepare_2d(a.folder, a.out, a.from_2d, layout, a.fps, cfg, body_parts or None, a.size)
+    else:
+        prepare_capture(a.folder, a.out, kind=a.kind, names_file=a.names, cfg=cfg, workers=a.workers)
+
+
+def _layout_arg(name: str):
+    """A built-in layout's name or a layout file (JSON/TOML) -> (layout, source names)."""
+    from rigs.keypoints import LAYOUTS, layout_from_file
+
+    if name in LAYOUTS:
+        return LAYOUTS[name], {}
+    if not name.lower().endswith((".json", ".toml")):
+        raise MasError(f"unknown layout {name!r}: built-in layouts are {', '.join(LAYOUTS)}, or give a .json/.toml layout file")
+    try:
+        return layout_from_file(name)
+    except ValueError as e:
+        raise MasError(str(e)) from None
 
 
 def cmd_train(a) -> None:
@@ -148,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--no-foot-lock", action="store_true", help="do not pin the feet during ground contact")
     rt.set_defaults(func=cmd_retarget)
 
-    r = sub.add_parser("prepare", help="build a monocular 2D training set from 3D capture")
-    r.add_argument("folder", help="folder of capture files")
+    r = sub.add_parser("prepare", help="build a 2D training set from 3D capture or from 2D keypoint files")
+    r.add_argument("folder", help="folder of capture files, or of 2D keypoint files (with --from)")
     r.add_argument("--out", required=True, help="output .npz")
     r.add_argument("--kind", default="bandai", help="capture kind: bandai (human16), dog (horse17) or spl (coco17_ball)")
     r.add_argument("--names", default=None, help="text file naming the clips to use, one a line")
@@ -158,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-frames", type=_positive_int, default=120)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--workers", type=_positive_int, default=None)
+    r.add_argument("--from", dest="from_2d", choices=("coco", "openpose", "deeplabcut"), default=None,
+                   help="the folder holds 2D keypoints from a pose estimator in this format (not 3D capture)")
+    r.add_argument("--layout", default="coco17", help="2D data: coco17 (COCO and OpenPose files) or a layout file "
+                                                       "(.json/.toml, for DeepLabCut; see the README)")
+    r.add_argument("--fps", type=float, default=30.0, help="2D data: the videos' frame rate")
+    r.add_argument("--size", type=float, default=0.5,
+                   help="2D data: the subject's typical spread in metres (RMS distance of its keypoints from their "
+                        "centre; 0.5 for a standing adult), which sets the scale of generated motions")
     r.set_defaults(func=cmd_prepare)
 
     t = sub.add_parser("train", help="train (or resume) a 2D motion diffusion model")

@@ -1,4 +1,4 @@
-"""``mas prepare``: a folder of 3D capture -> a monocular 2D training set, with a report."""
+"""``mas prepare``: a folder of 3D capture, or of pose-estimator 2D keypoints, -> a 2D training set, with a report."""
 from __future__ import annotations
 
 import os
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .bvh import read_bvh
 from rigs.keypoints import COCO17_BALL, HORSE17, HUMAN16
 
+from .bvh import read_bvh
 from .capture import bandai_to_human16, dog_to_horse17, read_spl_trial
-from .dataset import MonocularConfig, build_monocular_set, save_monocular_set
+from .dataset import CONFIDENCE_THRESHOLD, MonocularConfig, build_monocular_set, save_monocular_set
 from .errors import MasError
 
 def _read_bandai(path: Path):
@@ -99,6 +99,142 @@ def prepare_capture(folder, out, kind: str = "bandai", names_file=None, cfg: Mon
               "frames": frames, "scale_m": built["meta"]["scale"], "confidence_histogram": hist.tolist()}
     log(f"wrote {out}: {n_tr} training and {n_va} validation windows from {report['clips']} clips, "
         f"{frames} frames ({frames / cfg.fps / 3600:.2f} h), scale {report['scale_m']:.3f} m")
+    log("confidence histogram (0..1 in tenths): " + " ".join(str(h) for h in hist))
+    for name, why in rejected:
+        log(f"rejected {name}: {why}")
+    return report
+
+
+# ---------------------------------------------------------------- 2D keypoints from pose estimators
+
+FORMATS_2D = ("coco", "openpose", "deeplabcut")
+USER_DATA_NOTE = "Trained on the user's own 2D keypoint data: check the licence of that data before sharing the model."
+
+
+def inputs_2d(folder, fmt: str) -> list[Path]:
+    """What one video is, per format: a COCO results .json, an OpenPose folder of per-frame files
+    (the folder itself or each of its subfolders), a DeepLabCut .csv / .h5."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MasError(f"input folder {folder} does not exist")
+    if fmt == "coco":
+        found = sorted(folder.glob("*.json"))
+    elif fmt == "openpose":
+        found = [folder] if any(folder.glob("*_keypoints.json")) else \
+            sorted(d for d in folder.iterdir() if d.is_dir() and any(d.glob("*_keypoints.json")))
+    elif fmt == "deeplabcut":
+        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".csv", ".h5"))
+    else:
+        raise MasError(f"unknown 2D format {fmt!r}; use {', '.join(FORMATS_2D)}")
+    if not found:
+        raise MasError(f"no {fmt} keypoint files in {folder}")
+    return found
+
+
+def build_2d_set(tracks, layout, cfg: MonocularConfig, size_m: float = 0.5) -> dict:
+    """Windows of 2D tracks (``importers.Track2D``) as a training set, like ``build_monocular_set``:
+    each track in the set's units (``importers.normalise_track``), resampled to cfg.fps, centred
+    on its window's mean root (or per frame with root_motion=False)."""
+    from .dataset import is_validation_clip, normalisation_scale, windows_of_clip
+    from .importers import normalise_track
+    from .motion_io import resample
+
+    rng = np.random.default_rng(cfg.seed)
+    data = {"train": ([], []), "val": ([], [])}
+    rejected = []
+    r = layout.root
+    for t in tracks:
+        try:
+            kp = resample(normalise_track(t.keypoints, layout, size_m), t.fps, cfg.fps)
+        except MasError as e:
+            rejected.append((t.name, str(e)))
+            continue
+        wins = windows_of_clip(kp.shape[0], cfg, rng)
+        if not wins:
+            rejected.append((t.name, f"shorter than {cfg.min_frames} frames at {cfg.fps:g} fps"))
+            continue
+        split = "val" if is_validation_clip(t.name, cfg.val_fraction) else "train"
+        kept = 0
+        for start, length in wins:
+            w = kp[start:start + length].copy()
+            conf = w[..., 2] >= CONFIDENCE_THRESHOLD
+            if conf.mean() < 0.5:           # mostly undetected: not worth learning from
+                continue
+            centre = w[conf[:, r], r, :2].mean(0) if conf[:, r].any() else w[..., :2][conf].mean(0)
+            if cfg.root_motion:
+                w[..., :2] -= centre
+            else:
+                per_frame = np.where(conf[:, r:r + 1], w[:, r:r + 1, :2], centre)
+                w[..., :2] -= per_frame
+            w[~conf, :2] = np.where(np.isfinite(w[~conf, :2]), w[~conf, :2], 0.0)
+            pose = np.zeros((cfg.max_frames, layout.num_joints, 3), np.float32)
+            pose[:length] = w
+            data[split][0].append(pose)
+            data[split][1].append(length)
+            kept += 1
+        if not kept:
+            rejected.append((t.name, "no window with at least half of its keypoints confidently detected"))
+    if not data["train"][0] and data["val"][0]:      # too few clips for a held-out split: train on them all
+        data = {"train": data["val"], "val": ([], [])}
+    if not data["train"][0]:
+        reasons = "; ".join(f"{n}: {w}" for n, w in rejected[:3])
+        raise MasError(f"no usable training windows: every track was rejected or too short ({reasons})")
+    out = {}
+    for split, (poses, lengths) in data.items():
+        out[f"{split}_pose"] = np.stack(poses) if poses else np.zeros((0, cfg.max_frames, layout.num_joints, 3), np.float32)
+        out[f"{split}_length"] = np.asarray(lengths, np.int32)
+    from dataclasses import asdict
+    out["meta"] = {"layout": layout.to_dict(), "fps": cfg.fps, "scale": normalisation_scale(out["train_pose"], out["train_length"]),
+                   "confidence_threshold": CONFIDENCE_THRESHOLD, "config": asdict(cfg), "source": "2d keypoints",
+                   "subject_size_m": size_m, "licence": USER_DATA_NOTE}
+    out["rejected"] = rejected
+    return out
+
+
+def prepare_2d(folder, out, fmt: str, layout=None, fps: float = 30.0, cfg: MonocularConfig | None = None,
+               body_parts: dict | None = None, size_m: float = 0.5, log=print) -> dict:
+    """A folder of pose-estimator output -> a 2D training set, with a report. One bad file is
+    reported with its reason and the rest is still prepared; the output is written atomically."""
+    from rigs.keypoints import COCO17
+
+    from .importers import read_coco_json, read_deeplabcut, read_openpose
+
+    cfg = cfg or MonocularConfig()
+    layout = layout or COCO17
+    if not (np.isfinite(fps) and 1.0 <= fps <= 1000.0):
+        raise MasError(f"frame rate {fps} is not plausible; give the videos' frame rate with --fps (1 to 1000)")
+    if fmt in ("coco", "openpose") and layout.name != "coco17":
+        raise MasError(f"{fmt} files hold COCO keypoints: use --layout coco17 (a layout of your own is for DeepLabCut)")
+    tracks, rejected = [], []
+    for p in inputs_2d(folder, fmt):
+        try:
+            if fmt == "coco":
+                got = read_coco_json(p, fps, layout)
+            elif fmt == "openpose":
+                got = read_openpose(p, fps, layout)
+            else:
+                got = read_deeplabcut(p, fps, layout, body_parts)
+        except MasError as e:
+            rejected.append((p.name, str(e).replace(f"{p}: ", "")))
+            continue
+        if not got:
+            rejected.append((p.name, "no subject followed for long enough (at least 10 frames)"))
+        tracks += got
+    if not tracks:
+        for name, why in rejected:
+            log(f"rejected {name}: {why}")
+        raise MasError(f"nothing to prepare in {folder}: every file was rejected")
+    built = build_2d_set(tracks, layout, cfg, size_m)
+    rejected += built["rejected"]
+    save_monocular_set(out, built)
+    n_tr, n_va = len(built["train_length"]), len(built["val_length"])
+    frames = int(sum(len(t.keypoints) for t in tracks))
+    conf = np.concatenate([t.keypoints[..., 2].ravel() for t in tracks])
+    hist, _ = np.histogram(conf, bins=10, range=(0, 1))
+    report = {"files": len(inputs_2d(folder, fmt)), "tracks": len(tracks), "rejected": rejected, "frames": frames,
+              "train_windows": n_tr, "val_windows": n_va, "confidence_histogram": hist.tolist()}
+    log(f"wrote {out}: {n_tr} training and {n_va} validation windows from {len(tracks)} tracks "
+        f"({frames} frames, {frames / fps / 60:.1f} min at {fps:g} fps), layout {layout.name}")
     log("confidence histogram (0..1 in tenths): " + " ".join(str(h) for h in hist))
     for name, why in rejected:
         log(f"rejected {name}: {why}")

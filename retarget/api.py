@@ -58,7 +58,7 @@ def coco17_to_human16(joints: np.ndarray, layout: KeypointLayout) -> np.ndarray:
 
 
 # layouts whose body is retargeted through another layout's rig: name -> (that layout, conversion)
-BODY_LAYOUT = {"coco17_ball": (HUMAN16, coco17_to_human16)}
+BODY_LAYOUT = {"coco17_ball": (HUMAN16, coco17_to_human16), "coco17": (HUMAN16, coco17_to_human16)}
 
 
 def builtin_rig(name: str, joints: np.ndarray, layout: KeypointLayout) -> Armature:

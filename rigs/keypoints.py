@@ -116,12 +116,24 @@ HORSE17 = KeypointLayout(
     description="Quadruped, 17 keypoints as in the MAS paper's horse data (root: the neck).",
 )
 
+_COCO_JOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+                "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+                "right_knee", "left_ankle", "right_ankle")
+
+# COCO's 17 keypoints, what most pose estimators output (AlphaPose, MMPose, Detectron2, OpenPose's subset).
+COCO17 = KeypointLayout(
+    name="coco17",
+    joints=_COCO_JOINTS,
+    parents=(5, 0, 0, 1, 2, 11, 12, 5, 6, 7, 8, -1, 11, 11, 12, 13, 14),
+    pairs=((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
+    floor_offset=0.10,
+    description="Human, COCO's 17 keypoints (root: the left hip).",
+)
+
 # COCO's 17 keypoints (what most pose estimators output) plus a ball, as in the paper's gymnastics data.
 COCO17_BALL = KeypointLayout(
     name="coco17_ball",
-    joints=("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-            "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-            "right_knee", "left_ankle", "right_ankle", "ball"),
+    joints=_COCO_JOINTS + ("ball",),
     parents=(5, 0, 0, 1, 2, 11, 12, 5, 6, 7, 8, -1, 11, 11, 12, 13, 14, 10),
     pairs=((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
     floor_offset=0.10,
@@ -129,7 +141,7 @@ COCO17_BALL = KeypointLayout(
     description="Human, COCO's 17 keypoints, plus the ball (optional: masked where not seen). Root: the left hip.",
 )
 
-LAYOUTS = {HUMAN16.name: HUMAN16, HORSE17.name: HORSE17, COCO17_BALL.name: COCO17_BALL}
+LAYOUTS = {L.name: L for L in (HUMAN16, HORSE17, COCO17, COCO17_BALL)}
 
 
 def get_layout(name: str) -> KeypointLayout:
@@ -138,3 +150,62 @@ def get_layout(name: str) -> KeypointLayout:
         return LAYOUTS[name]
     except KeyError:
         raise KeyError(f"unknown keypoint layout {name!r}; known layouts: {', '.join(sorted(LAYOUTS))}") from None
+
+
+def layout_from_file(path) -> tuple[KeypointLayout, dict[str, str]]:
+    """A user's keypoint layout from a small JSON or TOML file. Returns it and ``source_names``
+    ({name in the keypoint files: joint}, for DeepLabCut body parts; empty if not given).
+
+        name = "mouse5"
+        joints = ["neck", "snout", "left_ear", "right_ear", "tail_base"]
+        edges = [["neck", "snout"], ["neck", "left_ear"], ["neck", "right_ear"], ["neck", "tail_base"]]
+        root = "neck"                     # optional: the first joint
+        pairs = [["left_ear", "right_ear"]]   # left/right twins, for mirroring
+        floor_offset = 0.0                # optional, metres
+        [source_names]                    # optional
+        nose = "snout"
+
+    Raises ValueError naming the file and the problem.
+    """
+    import json
+    import tomllib
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+        d = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read the layout file ({e})") from None
+    try:
+        joints = tuple(str(j) for j in d["joints"])
+        if len(set(joints)) != len(joints):
+            raise ValueError("joint names repeat")
+        root = str(d.get("root", joints[0]))
+        edges = [tuple(map(str, e)) for e in d["edges"]]
+        for a, b in edges:
+            if a not in joints or b not in joints:
+                raise ValueError(f"edge {a}-{b} names a joint that is not in 'joints'")
+        parents = {root: -1}
+        frontier = [root]
+        while frontier:            # breadth-first from the root: edges may be given either way round
+            j = frontier.pop(0)
+            for a, b in edges:
+                for u, v in ((a, b), (b, a)):
+                    if u == j and v not in parents:
+                        parents[v] = joints.index(j)
+                        frontier.append(v)
+        unreached = [j for j in joints if j not in parents]
+        if unreached:
+            raise ValueError(f"joint(s) {', '.join(unreached)} are not connected to the root {root} by edges")
+        pairs = tuple((joints.index(a), joints.index(b)) for a, b in d.get("pairs", []))
+        layout = KeypointLayout(name=str(d["name"]), joints=joints, parents=tuple(parents[j] for j in joints),
+                                pairs=pairs, floor_offset=float(d.get("floor_offset", 0.0)),
+                                description=str(d.get("description", f"user layout from {path.name}")))
+    except (KeyError, TypeError, IndexError) as e:
+        raise ValueError(f"{path}: the layout needs name, joints and edges ({type(e).__name__}: {e})") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if layout.name in LAYOUTS and LAYOUTS[layout.name] != layout:
+        raise ValueError(f"{path}: the name {layout.name} is a built-in layout's; choose another name")
+    return layout, {str(k): str(v) for k, v in d.get("source_names", {}).items()}

@@ -1,0 +1,284 @@
+"""2D keypoints from pose estimators -> tracks for a training set (``mas prepare --from-2d``).
+
+Every reader returns ``Track2D``s: one person (or animal) followed over consecutive frames,
+keypoints frames x J x 3 (x, y in image pixels, y down; confidence 0..1; NaN where the
+detector gave nothing) in a keypoint layout. Readers:
+
+- ``read_coco_json``: COCO-style keypoint results, a list of {"image_id", "keypoints":
+  [x, y, score] * 17, "score", optional "idx"/"track_id"} (AlphaPose, MMPose, Detectron2 write
+  this), or a COCO data set file ({"images", "annotations"}); frames are the image ids in order.
+- ``read_openpose``: OpenPose's folder of per-frame ``*_keypoints.json`` (BODY_25 or COCO-18).
+- ``read_deeplabcut``: DeepLabCut's ``.csv`` (single- or multi-animal) or ``.h5`` (needs pandas
+  and PyTables), with a user-given map from body parts to the layout's joints.
+
+Tracking and clean-up (``tracks_from_frames``): each frame's detections are linked to the
+track whose last pose is nearest; a track ends when its subject is lost for more than
+``max_gap`` frames; gaps up to that are filled by linear interpolation; joints below the
+confidence threshold keep their low confidence (masked in training, never invented).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rigs.keypoints import COCO17, KeypointLayout
+
+from .dataset import CONFIDENCE_THRESHOLD
+from .errors import MasError
+
+
+@dataclass
+class Track2D:
+    name: str
+    keypoints: np.ndarray        # frames x J x 3: x, y (pixels, y down), confidence
+    fps: float
+    layout: KeypointLayout
+
+
+# OpenPose joint names -> COCO-17 names (the other OpenPose joints are dropped)
+OPENPOSE_BODY25 = ("nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
+                   "left_wrist", "mid_hip", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee",
+                   "left_ankle", "right_eye", "left_eye", "right_ear", "left_ear", "left_big_toe", "left_small_toe",
+                   "left_heel", "right_big_toe", "right_small_toe", "right_heel")
+OPENPOSE_COCO18 = ("nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
+                   "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
+                   "right_eye", "left_eye", "right_ear", "left_ear")
+
+
+def _pose_array(flat, n: int, where: str) -> np.ndarray:
+    a = np.asarray(flat, dtype=np.float64)
+    if a.size != 3 * n:
+        raise MasError(f"{where}: {a.size // 3 if a.size % 3 == 0 else a.size / 3:g} keypoints, the layout needs {n} "
+                       f"(x, y, score each); is this the right format or layout?")
+    a = a.reshape(n, 3)
+    a[a[:, 2] <= 0, :2] = np.nan          # 0 score: not detected
+    return a
+
+
+def tracks_from_frames(frames: list[list[np.ndarray]], name: str, fps: float, layout: KeypointLayout,
+                       max_gap: int = 5, max_jump: float = 0.5, min_frames: int = 10) -> list[Track2D]:
+    """Link per-frame detections (frames: for every frame, a list of J x 3 poses) into tracks.
+
+    A detection joins the track whose last pose is nearest (mean joint distance, relative to that
+    pose's size) if nearer than ``max_jump``; tracks lost for more than ``max_gap`` frames end;
+    tracks shorter than ``min_frames`` are dropped."""
+    open_tracks: list[dict] = []
+    done: list[dict] = []
+
+    def size(p):
+        ok = np.isfinite(p[:, 0])
+        return max(float(np.ptp(p[ok, :2], axis=0).max()) if ok.sum() >= 2 else 0.0, 1e-6)
+
+    for f, people in enumerate(frames):
+        free = list(people)
+        for t in sorted(open_tracks, key=lambda t: -len(t["frames"])):
+            if not free:
+                break
+            last = t["poses"][-1]
+            d = [np.nanmean(np.linalg.norm(p[:, :2] - last[:, :2], axis=-1)) / size(last) for p in free]
+            d = [x if np.isfinite(x) else np.inf for x in d]
+            k = int(np.argmin(d))
+            if d[k] < max_jump:
+                t["frames"].append(f)
+                t["poses"].append(free.pop(k))
+        for p in free:
+            if np.isfinite(p[:, 0]).sum() >= 2:
+                open_tracks.append({"frames": [f], "poses": [p]})
+        for t in [t for t in open_tracks if f - t["frames"][-1] > max_gap]:
+            open_tracks.remove(t)
+            done.append(t)
+    done += open_tracks
+    out = []
+    for k, t in enumerate(sorted(done, key=lambda t: t["frames"][0])):
+        first, last = t["frames"][0], t["frames"][-1]
+        if last - first + 1 < min_frames:
+            continue
+        kp = np.full((last - first + 1, layout.num_joints, 3), np.nan)
+        kp[np.array(t["frames"]) - first] = np.stack(t["poses"])
+        out.append(Track2D(f"{name}#{len(out)}" if len(done) > 1 else name, fill_gaps(kp), fps, layout))
+    return out
+
+
+def fill_gaps(kp: np.ndarray) -> np.ndarray:
+    """Frames where the whole subject is missing (NaN) between detections: positions linearly
+    interpolated per joint, confidence of the lower neighbour. Joints still NaN get confidence 0."""
+    kp = kp.copy()
+    seen = np.isfinite(kp[..., 0]).any(-1)
+    idx = np.nonzero(seen)[0]
+    gaps = np.nonzero(~seen)[0]
+    if len(gaps) and len(idx) >= 2:
+        for j in range(kp.shape[1]):
+            ok = np.nonzero(np.isfinite(kp[:, j, 0]))[0]
+            if len(ok) < 2:
+                continue
+            for c in range(3):
+                kp[gaps, j, c] = np.interp(gaps, ok, kp[ok, j, c])
+            kp[gaps, j, 2] = np.minimum(kp[gaps, j, 2], np.interp(gaps, ok, kp[ok, j, 2]))
+    missing = ~np.isfinite(kp[..., 0])
+    kp[missing] = [0.0, 0.0, 0.0]
+    kp[..., 2] = np.clip(np.nan_to_num(kp[..., 2]), 0.0, 1.0)
+    return kp
+
+
+def _load_json(path: Path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise MasError(f"{path}: cannot read JSON ({e})") from None
+
+
+def read_coco_json(path, fps: float, layout: KeypointLayout = COCO17) -> list[Track2D]:
+    """COCO-style keypoint results or a COCO annotation file -> tracks (see the module docstring)."""
+    path = Path(path)
+    d = _load_json(path)
+    if isinstance(d, dict) and "annotations" in d:
+        order = {im["id"]: k for k, im in enumerate(sorted(d.get("images", []), key=lambda im: (im.get("frame_id", 0), str(im.get("file_name", "")), im["id"])))}
+        dets = d["annotations"]
+    elif isinstance(d, list):
+        order, dets = None, d
+    else:
+        raise MasError(f"{path}: not COCO keypoint results (a list of detections) or a COCO file with 'annotations'")
+    if not dets:
+        raise MasError(f"{path}: no person detected in any frame")
+    by_frame: dict = {}
+    by_id: dict = {}
+    for det in dets:
+        if not isinstance(det, dict) or "keypoints" not in det or "image_id" not in det:
+            raise MasError(f"{path}: a detection without 'image_id' and 'keypoints'")
+        img = det["image_id"]
+        key = order.get(img, img) if order is not None else _frame_number(img)
+        pose = _pose_array(det["keypoints"], layout.num_joints, str(path))
+        track_id = det.get("idx", det.get("track_id"))
+        by_frame.setdefault(key, []).append(pose)
+        if track_id is not None:
+            by_id.setdefault(_scalar(track_id), {})[key] = pose
+    keys = sorted(by_frame)
+    index = {k: i for i, k in enumerate(keys)}
+    if by_id:            # the estimator tracked people itself: keep its ids, split them where lost
+        out = []
+        for tid, poses in sorted(by_id.items(), key=lambda kv: str(kv[0])):
+            frames = [[] for _ in keys]
+            for k, p in poses.items():
+                frames[index[k]].append(p)
+            out += tracks_from_frames(frames, f"{path.stem}_id{tid}", fps, layout)
+        return out
+    return tracks_from_frames([by_frame[k] for k in keys], path.stem, fps, layout)
+
+
+def _scalar(v):
+    return v[0] if isinstance(v, list) and v else v
+
+
+def _frame_number(image_id):
+    """An image id as a sortable frame number: 12, '12', 'frame_000012.jpg' -> 12."""
+    if isinstance(image_id, (int, float)):
+        return image_id
+    nums = re.findall(r"\d+", str(image_id))
+    return int(nums[-1]) if nums else str(image_id)
+
+
+def read_openpose(folder, fps: float, layout: KeypointLayout = COCO17) -> list[Track2D]:
+    """A folder of OpenPose ``*_keypoints.json`` files (one per frame, BODY_25 or COCO-18)."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*_keypoints.json"), key=lambda p: _frame_number(p.stem.replace("_keypoints", "")))
+    if not files:
+        raise MasError(f"{folder}: no OpenPose *_keypoints.json files")
+    frames = []
+    for p in files:
+        d = _load_json(p)
+        people = []
+        for person in d.get("people", []) if isinstance(d, dict) else []:
+            flat = person.get("pose_keypoints_2d", [])
+            n = len(flat) // 3
+            names = {25: OPENPOSE_BODY25, 18: OPENPOSE_COCO18}.get(n)
+            if names is None or len(flat) % 3:
+                raise MasError(f"{p}: {len(flat) / 3:g} keypoints per person; OpenPose BODY_25 has 25, COCO 18")
+            src = _pose_array(flat, n, str(p))
+            pose = np.full((layout.num_joints, 3), np.nan)
+            for j, name in enumerate(layout.joints):
+                if name in names:
+                    pose[j] = src[names.index(name)]
+            people.append(pose)
+        frames.append(people)
+    return tracks_from_frames(frames, folder.name, fps, layout)
+
+
+def read_deeplabcut(path, fps: float, layout: KeypointLayout, body_parts: dict[str, str] | None = None) -> list[Track2D]:
+    """DeepLabCut output (.csv, or .h5 with pandas + PyTables): one track per individual.
+
+    body_parts: {DeepLabCut body part: layout joint}; default: the same names.
+    """
+    path = Path(path)
+    rows = _dlc_rows(path)
+    header_rows = [r for r in rows[:4] if r and r[0] in ("scorer", "individuals", "bodyparts", "coords")]
+    if len(header_rows) < 3:
+        raise MasError(f"{path}: not DeepLabCut output (expected header rows scorer, bodyparts, coords)")
+    h = {r[0]: r[1:] for r in header_rows}
+    parts, coords = h["bodyparts"], h["coords"]
+    individuals = h.get("individuals", ["single"] * len(parts))
+    data = np.array([[float(v) if v not in ("", "nan", "NaN") else np.nan for v in r[1:]]
+                     for r in rows[len(header_rows):] if r], dtype=np.float64)
+    if data.size == 0:
+        raise MasError(f"{path}: no frames")
+    mapping = body_parts or {n: n for n in layout.joints}
+    unknown = sorted(set(mapping.values()) - set(layout.joints))
+    if unknown:
+        raise MasError(f"{path}: the body-part map names joints the layout {layout.name} does not have: {', '.join(unknown)}")
+    if not set(mapping) & set(parts):
+        raise MasError(f"{path}: none of the body parts {sorted(set(parts))[:8]} is mapped to the layout "
+                       f"{layout.name}; give a map (the layout file's \"source_names\")")
+    out = []
+    for ind in dict.fromkeys(individuals):
+        kp = np.full((data.shape[0], layout.num_joints, 3), np.nan)
+        for c, (i, part, coord) in enumerate(zip(individuals, parts, coords)):
+            if i == ind and part in mapping:
+                kp[:, layout.index(mapping[part]), {"x": 0, "y": 1, "likelihood": 2}[coord]] = data[:, c]
+        kp[kp[..., 2] <= 0, :2] = np.nan
+        frames = [[kp[f]] if np.isfinite(kp[f, :, 0]).any() else [] for f in range(len(kp))]
+        out += tracks_from_frames(frames, f"{path.stem}_{ind}" if ind != "single" else path.stem, fps, layout)
+    return out
+
+
+def _dlc_rows(path: Path) -> list[list[str]]:
+    if path.suffix.lower() == ".h5":
+        try:
+            import pandas as pd
+        except ImportError:
+            raise MasError(f"{path}: reading DeepLabCut .h5 needs pandas and PyTables (pip install pandas tables), "
+                           f"or export the CSV from DeepLabCut") from None
+        df = pd.read_hdf(path)
+        names = list(df.columns.names)
+        rows = [[n] + [str(c[k]) for c in df.columns] for k, n in enumerate(names)]
+        return rows + [[str(i)] + [str(v) for v in row] for i, row in zip(df.index, df.to_numpy())]
+    try:
+        with open(path, newline="") as f:
+            return list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as e:
+        raise MasError(f"{path}: cannot read ({e})") from None
+
+
+READERS = {"coco": ("*.json", read_coco_json), "openpose": (None, read_openpose), "deeplabcut": ("*.csv|*.h5", read_deeplabcut)}
+
+
+def normalise_track(kp: np.ndarray, layout: KeypointLayout, size_m: float = 0.5) -> np.ndarray:
+    """Pixels (y down) -> the 2D set's units (metres-like, y up): flip y and scale the whole track
+    so the subject's median spread (RMS distance of its confident joints from their centre) is
+    ``size_m`` (0.5 m is about a standing adult's). The position in the image is kept."""
+    conf = kp[..., 2] >= CONFIDENCE_THRESHOLD
+    uv = kp[..., :2] * [1.0, -1.0]
+    spreads = []
+    for f in range(len(kp)):
+        ok = conf[f]
+        if ok.sum() >= 3:
+            c = uv[f, ok].mean(0)
+            spreads.append(np.sqrt(np.mean(np.sum((uv[f, ok] - c) ** 2, -1))))
+    if not spreads:
+        raise MasError("no frame with three confident keypoints")
+    s = size_m / max(float(np.median(spreads)), 1e-9)
+    return np.concatenate([uv * s, kp[..., 2:3]], -1)
