@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("evaluate-3d", help="generated 3D motions against held-out real 3D capture (a table)")
-    ev.add_argument("capture", help="folder of Bandai Namco BVH clips (the held-out clips of the split are used)")
+    ev.add_argument("capture", help="folder of the model's capture (Bandai BVH for human16, dog BVH for horse17, "
+                                    "SPL JSON for coco17_ball); the held-out clips of the split are used")
     ev.add_argument("--names", default=None, help="text file naming the clips to consider")
     ev.add_argument("--model", default="human")
     ev.add_argument("--num", type=_positive_int, default=64, help="motions per row")

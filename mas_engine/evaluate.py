@@ -1,7 +1,7 @@
 """``mas evaluate-3d``: generated 3D motions against held-out real 3D capture.
 
-The 2D diffusion model never sees 3D, but our human capture has it, so the 3D itself can be
-checked. Held out: the validation clips of the data split (``dataset.is_validation_clip``),
+The 2D diffusion model never sees 3D, but our capture has it (human: Bandai Namco; quadruped:
+dog capture; human + ball: SPL free throws), so the 3D itself can be checked. Held out: the validation clips of the data split (``dataset.is_validation_clip``),
 never used to build the 2D training set. For each sampler setting, N motions are generated
 and compared with N real windows of the same length:
 - 3D Frechet distance in a feature space that needs no learned model (limb extents and
@@ -26,31 +26,54 @@ from .motion_io import resample
 from .errors import MasError
 from .metrics import bone_length_variation, foot_skating, frechet_distance, jitter
 
-EXTENT_PAIRS = [("left_wrist", "right_wrist"), ("left_ankle", "right_ankle"), ("left_wrist", "pelvis"),
-                ("right_wrist", "pelvis"), ("left_ankle", "pelvis"), ("right_ankle", "pelvis"), ("head", "pelvis"),
-                ("left_wrist", "head"), ("right_wrist", "head"), ("left_knee", "right_knee"), ("left_elbow", "right_elbow")]
-SPEED_JOINTS = ["pelvis", "left_wrist", "right_wrist", "left_ankle", "right_ankle", "head"]
+# per layout: the capture kind that has its 3D, the joint that sets the height, the feet, and the
+# distances (extents) and joints (speeds) that describe a motion
+HUMAN_EXTENTS = [("left_wrist", "right_wrist"), ("left_ankle", "right_ankle"), ("left_wrist", "pelvis"),
+                 ("right_wrist", "pelvis"), ("left_ankle", "pelvis"), ("right_ankle", "pelvis"), ("head", "pelvis"),
+                 ("left_wrist", "head"), ("right_wrist", "head"), ("left_knee", "right_knee"), ("left_elbow", "right_elbow")]
+COCO_EXTENTS = [(a.replace("pelvis", "left_hip").replace("head", "nose"), b.replace("pelvis", "left_hip").replace("head", "nose"))
+                for a, b in HUMAN_EXTENTS]
+HOOVES = ["left_front_hoof", "right_front_hoof", "left_back_hoof", "right_back_hoof"]
+SPECS = {
+    "human16": dict(kind="bandai", top="head", feet=["left_ankle", "right_ankle"], extents=HUMAN_EXTENTS,
+                    speeds=["pelvis", "left_wrist", "right_wrist", "left_ankle", "right_ankle", "head"]),
+    "coco17_ball": dict(kind="spl", top="nose", feet=["left_ankle", "right_ankle"], extents=COCO_EXTENTS,
+                        speeds=["left_hip", "left_wrist", "right_wrist", "left_ankle", "right_ankle", "nose"]),
+    "horse17": dict(kind="dog", top="neck", feet=HOOVES, speeds=["neck", "tail", "nose"] + HOOVES,
+                    extents=[("left_front_hoof", "right_back_hoof"), ("right_front_hoof", "left_back_hoof"),
+                             ("left_front_hoof", "right_front_hoof"), ("left_back_hoof", "right_back_hoof"),
+                             ("nose", "tail"), ("nose", "left_front_hoof"), ("neck", "left_front_hoof"),
+                             ("neck", "right_front_hoof"), ("tail", "left_back_hoof"), ("tail", "right_back_hoof"),
+                             ("nose", "neck")]),
+}
+
+
+def _spec(layout: KeypointLayout) -> dict:
+    if layout.name not in SPECS:
+        raise MasError(f"no 3D evaluation for layout {layout.name} (known: {', '.join(SPECS)}): it needs 3D capture")
+    return SPECS[layout.name]
 
 
 def features_3d(motion: np.ndarray, layout: KeypointLayout, fps: float) -> np.ndarray:
-    """A 34-number description of a motion (frames x J x 3, metres, Z up), scale-free."""
-    j = layout.index
-    height = np.median(motion[:, j("head"), 2] - motion[:, [j("left_ankle"), j("right_ankle")], 2].min(1))
-    ext = np.stack([np.linalg.norm(motion[:, j(a)] - motion[:, j(b)], axis=-1) for a, b in EXTENT_PAIRS], 1) / height
-    vel = np.linalg.norm(np.diff(motion[:, [j(n) for n in SPEED_JOINTS]], axis=0), axis=-1) * fps / height
+    """A scale-free description of a motion (frames x J x 3, metres, Z up): limb extents and joint
+    speeds divided by the subject's height, their mean and std over the motion (human16: 34 numbers)."""
+    spec, j = _spec(layout), layout.index
+    height = np.median(motion[:, j(spec["top"]), 2] - motion[:, [j(f) for f in spec["feet"]], 2].min(1))
+    ext = np.stack([np.linalg.norm(motion[:, j(a)] - motion[:, j(b)], axis=-1) for a, b in spec["extents"]], 1) / height
+    vel = np.linalg.norm(np.diff(motion[:, [j(n) for n in spec["speeds"]]], axis=0), axis=-1) * fps / height
     return np.concatenate([ext.mean(0), ext.std(0), vel.mean(0), vel.std(0)])
 
 
-def real_windows(folder, names_file, frames: int, fps: float, count: int, seed: int = 0):
-    """Two sets of ``count`` random windows (human16, metres, Z up) from two disjoint halves of
-    the held-out capture clips (the validation clips of the split), several windows per clip."""
-    from .prepare import _read_bandai, capture_files
+def real_windows(folder, names_file, frames: int, fps: float, count: int, seed: int = 0, kind: str = "bandai"):
+    """Two sets of ``count`` random windows (metres, Z up) from two disjoint halves of the held-out
+    capture clips (the validation clips of the split), several windows per clip."""
+    from .prepare import CAPTURE_KINDS, capture_files
 
-    files = [f for f in capture_files(folder, "bandai", names_file) if is_validation_clip(f.stem, 0.05)]
+    files = [f for f in capture_files(folder, kind, names_file) if is_validation_clip(f.stem, 0.05)]
     rng = np.random.default_rng(seed)
-    clips = []
+    clips, layout = [], CAPTURE_KINDS[kind][2]
     for f in files:
-        joints, clip_fps, layout = _read_bandai(f)
+        joints, clip_fps, layout = CAPTURE_KINDS[kind][1](f)
         joints = resample(joints, clip_fps, fps)
         if len(joints) >= frames:
             clips.append(joints)
@@ -69,9 +92,13 @@ def real_windows(folder, names_file, frames: int, fps: float, count: int, seed: 
 
 
 def summarise(motions: np.ndarray, layout: KeypointLayout, fps: float) -> dict:
-    feet = [layout.index("left_ankle"), layout.index("right_ankle")]
+    """Bone-length variation, jitter and foot skating, on the body (optional joints such as a ball,
+    NaN in capture where unseen, are left out)."""
+    spec = _spec(layout)
+    feet = [layout.index(f) for f in spec["feet"]]
+    body = [j for j, n in enumerate(layout.joints) if n not in layout.optional]
     return {"bone_cv": float(np.mean([bone_length_variation(m, layout) for m in motions])),
-            "jitter": float(np.mean([jitter(m, fps) for m in motions])),
+            "jitter": float(np.mean([jitter(m[:, body], fps) for m in motions])),
             "skating": float(np.mean([foot_skating(m[:, feet], fps) for m in motions]))}
 
 
@@ -87,7 +114,8 @@ def evaluate_3d(model="human", capture=None, names_file=None, num=64, seconds=4.
     dev = pick_device(device)
     loaded = load_checkpoint(model, device=dev)
     frames = int(round(seconds * loaded.fps))
-    real_a, real_b, layout, n_clips = real_windows(capture, names_file, frames, loaded.fps, num, seed)
+    real_a, real_b, layout, n_clips = real_windows(capture, names_file, frames, loaded.fps, num, seed,
+                                                   _spec(loaded.layout)["kind"])
     feat = lambda ms: np.stack([features_3d(m, layout, loaded.fps) for m in ms])  # noqa: E731
     fa, fb = feat(real_a), feat(real_b)
     results = {"real (held-out A vs B)": dict(summarise(real_b, layout, loaded.fps), fd=frechet_distance(fa, fb))}
