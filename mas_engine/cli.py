@@ -111,6 +111,15 @@ def cmd_export(a) -> None:
     print(f"wrote {card} and its weights ({size / 1e6:.1f} MB, float16)")
 
 
+def cmd_evaluate(a) -> None:
+    from .evaluator import ROWS_2D, evaluate_2d
+
+    rows = ROWS_2D if a.rows == "all" else tuple(r.strip() for r in a.rows.split(","))
+    out = a.out or f"docs/eval2d_{Path(a.model).stem}{'_side' if a.side else ''}{'_quick' if a.quick else ''}"
+    evaluate_2d(model=a.model, capture=a.capture, names_file=a.names, num=a.num, reps=a.reps, quick=a.quick,
+                rows=rows, side=a.side, evaluator=a.evaluator, seconds=a.seconds, device=a.device, seed=a.seed, out=out)
+
+
 def cmd_evaluate_3d(a) -> None:
     from .evaluate import evaluate_3d
 
@@ -211,6 +220,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dest", default=None, help="folder (default: the package's models folder)")
     e.add_argument("--note", default=None, help="a line for the model card")
     e.set_defaults(func=cmd_export)
+
+    e2 = sub.add_parser("evaluate", help="the paper's 2D protocol: FID, diversity, precision, recall of one-view "
+                                          "projections against held-out real 2D (a table, JSON and Markdown)")
+    e2.add_argument("capture", help="folder of the model's capture (as for evaluate-3d); its held-out clips are used")
+    e2.add_argument("--model", default="human")
+    e2.add_argument("--names", default=None, help="text file naming the clips to consider")
+    e2.add_argument("--num", type=_positive_int, default=1000, help="samples per row and repetition")
+    e2.add_argument("--reps", type=_positive_int, default=10, help="repetitions (mean and 95%% interval)")
+    e2.add_argument("--quick", action="store_true", help="at most 64 samples x 3 repetitions, a shorter evaluator training")
+    e2.add_argument("--rows", default="all", help="all, or a comma-separated list of: ground truth, 2D model, "
+                                                  "MAS 5 views, MAS 2 views, MAS without 3D noise, score distillation")
+    e2.add_argument("--side", action="store_true", help="only side views (azimuth 45 to 135 degrees from the facing)")
+    e2.add_argument("--evaluator", default=None, help="evaluator checkpoint (trained and saved there if missing)")
+    e2.add_argument("--seconds", type=_positive_float, default=4.0)
+    e2.add_argument("--seed", type=int, default=0)
+    e2.add_argument("--device", default="auto")
+    e2.add_argument("--out", default=None, help="output stem for .json and .md (default docs/eval2d_MODEL)")
+    e2.set_defaults(func=cmd_evaluate)
 
     ev = sub.add_parser("evaluate-3d", help="generated 3D motions against held-out real 3D capture (a table)")
     ev.add_argument("capture", help="folder of the model's capture (Bandai BVH for human16, dog BVH for horse17, "

@@ -119,14 +119,25 @@ def project_window(joints: np.ndarray, azimuth: float, elevation: float, distanc
     aims at the window's mean root (joint ``root``); with ``root_motion=False`` the root is
     removed per frame.
     """
-    from .cameras import Cameras
+    return project_windows(joints[None], [azimuth], [elevation], [distance], root_motion, root)[0]
 
-    r = joints[:, root:root + 1]
-    X = joints - (r if not root_motion else r.mean(0, keepdims=True))
+
+def project_windows(windows: np.ndarray, azimuth, elevation, distance, root_motion: bool = True,
+                    root: int = 0) -> np.ndarray:
+    """``project_window`` for N windows at once (N x frames x joints x 3), each with its own camera
+    (azimuth, elevation, distance: N each, radians and metres): N x frames x joints x 2."""
+    from .cameras import camera_centres, look_at_rotations
+
+    W = np.asarray(windows, np.float64)
+    r = W[:, :, root:root + 1]
+    X = W - (r.mean(1, keepdims=True) if root_motion else r)
     # keep every joint well in front of the camera, as a real video would
-    distance = max(distance, float(np.linalg.norm(X, axis=-1).max()) + 1.0)
-    cam = Cameras.orbit([azimuth], [elevation], [distance], dtype=torch.float64)
-    return cam.project(torch.from_numpy(X))[..., 0, :].numpy()
+    dist = np.maximum(np.asarray(distance, np.float64), np.linalg.norm(X, axis=-1).max(axis=(1, 2)) + 1.0)
+    az, el = torch.as_tensor(np.asarray(azimuth, np.float64)), torch.as_tensor(np.asarray(elevation, np.float64))
+    R = look_at_rotations(az, el).numpy()
+    C = camera_centres(az, el, torch.as_tensor(dist)).numpy()
+    p = np.einsum("nij,nfkj->nfki", R, X - C[:, None, None])
+    return dist[:, None, None, None] * p[..., :2] / p[..., 2:3]
 
 
 def corrupt(uv: np.ndarray, noise: DetectorNoise, rng: np.random.Generator) -> np.ndarray:

@@ -92,3 +92,31 @@ def test_features_3d_of_a_walk():
 
     f = features_3d(walking_figure(40), HUMAN16, 30.0)
     assert f.shape == (34,) and np.isfinite(f).all()
+
+
+@pytest.mark.skipif(not (SAMPLES / "bandai").is_dir(), reason="shared data samples not present")
+@pytest.mark.filterwarnings("ignore:Matrix is singular")
+def test_evaluate_2d_protocol_runs_every_row(tiny_checkpoint, tmp_path):
+    import mas_engine.evaluator as evr
+    from mas_engine.evaluator import ROWS_2D, evaluate_2d, facing_azimuth, load_evaluator
+
+    orig = __import__("mas_engine.dataset", fromlist=["x"]).is_validation_clip
+    import mas_engine.dataset as ds
+    ds.is_validation_clip = lambda name, fraction: True        # the samples hold no held-out clip of the split
+    try:
+        res = evaluate_2d(model=str(tiny_checkpoint), capture=SAMPLES / "bandai", num=12, reps=2, seconds=1.0, quick=True,
+                          evaluator=tmp_path / "ev", evaluator_steps=3, device="cpu", out=tmp_path / "t",
+                          log=lambda *a: None)
+        again = evaluate_2d(model=str(tiny_checkpoint), capture=SAMPLES / "bandai", num=12, reps=2, seconds=1.0,
+                            rows=("ground truth",), side=True, evaluator=tmp_path / "ev", device="cpu",
+                            log=lambda *a: None)
+    finally:
+        ds.is_validation_clip = orig
+    assert list(res["rows"]) == list(ROWS_2D)
+    for row in res["rows"].values():
+        assert all(np.isfinite(v).all() for v in row.values()) and 0 <= row["recall"][0] <= 1
+    assert (tmp_path / "t.json").exists() and "| MAS 5 views |" in (tmp_path / "t.md").read_text()
+    vae, card = load_evaluator(tmp_path / "ev")                # trained once, then reused
+    assert card["steps"] == 3 and again["views"] == "side"
+    # facing: the test figure walks along +X with its left hip at +Y
+    assert abs(facing_azimuth(walking_figure(10, heading=0.0), HUMAN16)) < 1e-6
