@@ -42,15 +42,14 @@ def setup_paths(engine_path: str = "", deps_path: str = "") -> None:
 def engine_status() -> tuple[bool, str]:
     """(usable, one line for the panel): whether torch and the engine import, and from where."""
     try:
-        import torch  # noqa: F401
+        import torch
 
-        import mas_engine.sampler  # noqa: F401
-        import retarget.api  # noqa: F401
+        importlib.import_module("mas_engine.sampler")
+        importlib.import_module("retarget.api")
     except ImportError as e:
         what = e.name or str(e)
         return False, (f"engine not available: {what} is missing. Install the dependencies (add-on preferences) "
                        f"or set an engine path to a Python environment that has them")
-    import torch
     gpu = "CUDA GPU" if torch.cuda.is_available() else "no GPU"
     return True, f"torch {torch.__version__.split('+')[0]}, {gpu}"
 

@@ -2,7 +2,6 @@
 the UI, an ``invoke`` that computes in a background thread while a timer polls it: Blender
 stays responsive, the panel and status bar show progress, Esc or the panel's Cancel stops it.
 """
-from __future__ import annotations
 
 import random
 

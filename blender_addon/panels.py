@@ -1,5 +1,4 @@
 """The "Generate Motion" tab in the 3D viewport's sidebar (N panel)."""
-from __future__ import annotations
 
 import bpy
 

@@ -1,5 +1,4 @@
 """Add-on preferences: where models and the engine's dependencies come from."""
-from __future__ import annotations
 
 import os
 import subprocess

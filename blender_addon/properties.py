@@ -1,5 +1,4 @@
 """The panel's settings, stored in the scene (``scene.mas``), and the editable bone map."""
-from __future__ import annotations
 
 import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,

@@ -63,7 +63,7 @@ def test_evaluate_3d_runs_on_real_clips(tmp_path, kind, layout_name):
 
     import mas_engine.evaluate as ev
     from mas_engine.checkpoint import save_checkpoint
-    from mas_engine.evaluate import evaluate_3d, features_3d
+    from mas_engine.evaluate import evaluate_3d
     from mas_engine.model import ModelConfig, MotionDenoiser
     from rigs.keypoints import get_layout
 
@@ -97,7 +97,6 @@ def test_features_3d_of_a_walk():
 @pytest.mark.skipif(not (SAMPLES / "bandai").is_dir(), reason="shared data samples not present")
 @pytest.mark.filterwarnings("ignore:Matrix is singular")
 def test_evaluate_2d_protocol_runs_every_row(tiny_checkpoint, tmp_path):
-    import mas_engine.evaluator as evr
     from mas_engine.evaluator import ROWS_2D, evaluate_2d, facing_azimuth, load_evaluator
 
     orig = __import__("mas_engine.dataset", fromlist=["x"]).is_validation_clip
