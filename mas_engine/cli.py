@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     br = sub.add_parser("bench-retarget", help="time and measure retargeting on motions, as a table")
-    br.add_argument("motions", nargs="+", help="motion .npz files and/or Bandai Namco capture .bvh clips")
+    br.add_argument("motions", nargs="+", help="motion .npz files and/or capture clips (Bandai or dog .bvh, SPL .json)")
     br.add_argument("--rig", default="human")
     br.add_argument("--frames", type=_positive_int, default=180, help="frames of each motion to use")
     br.add_argument("--smpl-model", default=None)

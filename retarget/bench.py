@@ -1,7 +1,7 @@
 """``mas bench-retarget``: speed and quality of retargeting, as a printed table.
 
 For every motion given (generated .npz files, and/or real capture BVH clips mapped to the
-keypoint layout), fit the rig and report frames, seconds, keypoint error, and jitter and
+keypoint layout: Bandai or dog BVH, SPL JSON), fit the rig and report frames, seconds, keypoint error, and jitter and
 foot skating before and after the fit.
 """
 from __future__ import annotations
@@ -15,15 +15,29 @@ import torch
 from .api import retarget
 
 
+def _read_capture(p: Path):
+    """A capture clip of any known kind (Bandai or dog BVH, SPL JSON) -> (joints, fps, layout)."""
+    from mas_engine.errors import MasError
+    from mas_engine.prepare import CAPTURE_KINDS
+
+    errors = []
+    for kind, (pattern, reader, _) in CAPTURE_KINDS.items():
+        if p.match(pattern):
+            try:
+                return reader(p)
+            except MasError as e:
+                errors.append(f"{kind}: {e}")
+    raise MasError(f"{p}: not a capture clip of a known kind ({'; '.join(errors) or 'unknown file type'})")
+
+
 def _motions(paths, frames):
-    from mas_engine.bvh import read_bvh
-    from mas_engine.capture import bandai_to_human16
-    from mas_engine.motion_io import load_motion
+    from mas_engine.motion_io import load_motion, resample
 
     for p in paths:
         p = Path(p)
-        if p.suffix.lower() == ".bvh":
-            joints, layout = bandai_to_human16(read_bvh(p))
+        if p.suffix.lower() in (".bvh", ".json"):
+            joints, fps, layout = _read_capture(p)
+            joints = resample(joints, fps, 30.0)
             yield p.stem, "capture", {"joints": joints[:frames], "fps": 30.0, "joint_names": np.array(layout.joints),
                                       "layout": layout.name}
         else:
