@@ -187,11 +187,33 @@ def horse_proportions(joints: np.ndarray, layout) -> dict:
         "neck_nose": _measure(joints, layout, "neck", "nose"), "eye_width": _measure(joints, layout, "left_eye", "right_eye"),
         "nose_eye": 0.5 * (_measure(joints, layout, "nose", "left_eye") + _measure(joints, layout, "nose", "right_eye")),
         "hoof_height": layout.floor_offset,
+        "canonical": canonical_pose(joints, layout, "neck", "tail"),
     }
 
 
+def canonical_pose(joints: np.ndarray, layout, front: str, back: str) -> dict:
+    """Where each keypoint typically is in the subject's own frame, in the rigs' rest frame
+    (facing -Y, left +X, Z up, ``back`` at X = Y = 0): per frame, forward is back -> front
+    (horizontal); the median over frames; left/right pairs made mirror images."""
+    i = layout.index
+    f = joints[:, i(front), :2] - joints[:, i(back), :2]
+    f = f / np.maximum(np.linalg.norm(f, axis=-1, keepdims=True), 1e-9)
+    left = np.stack([-f[:, 1], f[:, 0]], -1)
+    d = joints[..., :2] - joints[:, i(back), None, :2]
+    rest = np.stack([np.einsum("fjk,fk->fj", d, left), -np.einsum("fjk,fk->fj", d, f), joints[..., 2]], -1)
+    c = np.median(rest, axis=0)
+    for a, b in layout.pairs:
+        x = 0.5 * (c[a, 0] - c[b, 0])
+        yz = 0.5 * (c[a, 1:] + c[b, 1:])
+        c[a], c[b] = np.r_[x, yz], np.r_[-x, yz]
+        if "left" in layout.joints[b]:
+            c[a, 0], c[b, 0] = -c[a, 0], -c[b, 0]
+    return {n: c[j] for j, n in enumerate(layout.joints)}
+
+
 def horse_armature(p: dict | None = None) -> Armature:
-    """The built-in horse armature, built from segment lengths (facing -Y, Z up).
+    """The built-in horse armature, built from segment lengths (facing -Y, Z up); with
+    ``p["canonical"]`` (``horse_proportions`` of a motion) from that motion's typical pose.
 
     Root ``Pelvis`` at the tail root; ``Spine`` and ``Chest`` (no keypoints) carry the
     shoulders and ``Neck`` (at the neck keypoint); ``Head`` (no keypoint at its joint, a
@@ -199,6 +221,8 @@ def horse_armature(p: dict | None = None) -> Armature:
     shoulder), lower bone (knee), and a hoof bone kept level with the floor.
     """
     p = dict(HORSE_PROPORTIONS, **(p or {}))
+    if "canonical" in p:
+        return _horse_from_pose(p)
     hw, sw = p["hip_width"] / 2, p["shoulder_width"] / 2
     back_h = p["hoof_height"] + p["back_shin"] + p["back_thigh"]
     front_h = p["hoof_height"] + p["front_lower"] + p["front_upper"]
@@ -229,12 +253,46 @@ def horse_armature(p: dict | None = None) -> Armature:
             add(f"{side}{end}Upper", parent, hip, knee)
             add(f"{side}{end}Lower", f"{side}{end}Upper", knee, hoof)
             add(f"{side}{end}Hoof", f"{side}{end}Lower", hoof, hoof + [0, -0.12, 0])
-    bones, parents, heads, tails = b.arrays()
-    idx = bones.index
     eye_mid = neck + 2 * (nose - neck) / 3 + [0, 0, 0.05]
     side_off = np.array([p["eye_width"] / 2, 0.0, 0.0])
+    return _horse_markers(b, tail, neck, nose, eye_mid + side_off, eye_mid - side_off)
+
+
+def _horse_from_pose(p: dict) -> Armature:
+    """The horse armature with the motion's own typical pose (``canonical_pose``): tail, neck,
+    nose, eyes, shoulders and hips where the subject carries them; legs straight down at rest."""
+    c = p["canonical"]
+    tail, neck, nose = c["tail"], c["neck"], c["nose"]
+    shoulders = 0.5 * (c["left_front_shoulder"] + c["right_front_shoulder"])
+    chest = np.array([0.0, shoulders[1], shoulders[2]])
+    if np.linalg.norm(chest - neck) < 0.02:          # shoulders at the neck: keep a chest bone
+        chest = chest + [0.0, 0.03, 0.0]
+    spine = 0.5 * (tail + chest)
+    head_joint = neck + 0.45 * (nose - neck)
+    b = _Bones()
+    add = b.add
+    add("Pelvis", None, tail, spine)
+    add("Spine", "Pelvis", spine, chest)
+    add("Chest", "Spine", chest, neck)
+    add("Neck", "Chest", neck, head_joint)
+    add("Head", "Neck", head_joint, nose)
+    for end, top, upper, lower, parent in (("Front", "front_shoulder", p["front_upper"], p["front_lower"], "Chest"),
+                                           ("Back", "back_hip", p["back_thigh"], p["back_shin"], "Pelvis")):
+        for side in ("Left", "Right"):
+            hip = c[f"{side.lower()}_{top}"]
+            knee = hip - [0, 0, upper]
+            hoof = knee - [0, 0, lower]
+            add(f"{side}{end}Upper", parent, hip, knee)
+            add(f"{side}{end}Lower", f"{side}{end}Upper", knee, hoof)
+            add(f"{side}{end}Hoof", f"{side}{end}Lower", hoof, hoof + [0, -0.3 * lower, 0])
+    return _horse_markers(b, tail, neck, nose, c["left_eye"], c["right_eye"])
+
+
+def _horse_markers(b: "_Bones", tail, neck, nose, left_eye, right_eye) -> Armature:
+    bones, parents, heads, tails = b.arrays()
+    idx = bones.index
     markers = {"tail": ("Pelvis", tail), "neck": ("Neck", neck), "nose": ("Head", nose),
-               "left_eye": ("Head", eye_mid + side_off), "right_eye": ("Head", eye_mid - side_off)}
+               "left_eye": ("Head", left_eye), "right_eye": ("Head", right_eye)}
     for side in ("left", "right"):
         S = side.capitalize()
         for kp, bone in (("front_shoulder", "FrontUpper"), ("front_knee", "FrontLower"), ("front_hoof", "FrontHoof"),
