@@ -1,6 +1,6 @@
 """Render what the add-on makes, headless: three variants side by side at a few frames.
 
-    python docs/render_addon.py docs/addon_variants.png [--model human] [--seed 0] [--frames 1,30,60,90]
+    python docs/render_addon.py docs/addon_variants.png [--model human] [--seed 0] [--frames 1,30,60,90] [--spacing 1.6]
 
 Runs the add-on's Python API exactly as the "Variants" button does (blender_addon.api), then
 renders with Workbench into one PNG (one panel per frame, left to right). Needs the bpy module (Python 3.11).
@@ -30,12 +30,13 @@ def main(argv=None):
     ap.add_argument("--model", default="human")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--frames", default="1,30,60,90")
+    ap.add_argument("--spacing", type=float, default=1.6, help="metres between the variants")
     a = ap.parse_args(argv)
     bpy.ops.wm.read_factory_settings(use_empty=True)
     blender_addon.register()
     scene = bpy.context.scene
     scene.render.fps = 30
-    made = api.generate_variants(count=3, seed=a.seed, model=a.model, seconds=4.0, spacing=1.6, location=(0, 0, 0))
+    made = api.generate_variants(count=3, seed=a.seed, model=a.model, seconds=4.0, spacing=a.spacing, location=(0, 0, 0))
     scene.render.engine = "BLENDER_WORKBENCH"
     scene.render.resolution_x, scene.render.resolution_y = 400, 300
     scene.display.shading.light = "STUDIO"
@@ -55,8 +56,9 @@ def main(argv=None):
         scene.frame_set(f)
         roots = np.array([m["objects"][0].matrix_world @ m["objects"][0].pose.bones[0].head for m in made])
         c = roots.mean(0)
-        cam.location = (c[0] + 1.0, c[1] - 6.0, 1.6)
-        d = np.array([c[0], c[1], 0.9]) - np.array(cam.location)
+        k = a.spacing / 1.6                  # frame the characters at their size
+        cam.location = (c[0] + 1.0 * k, c[1] - 6.0 * k, 1.6 * k)
+        d = np.array([c[0], c[1], 0.9 * k]) - np.array(cam.location)
         cam.rotation_euler = (math.atan2(math.hypot(d[0], d[1]), -d[2]), 0, math.atan2(d[1], d[0]) - math.pi / 2)
         images.append(render_frame(scene, Path(a.out).with_name(f".frame_{f}.png")))
     save_strip(images, a.out)

@@ -75,8 +75,14 @@ def triangulate(cams: Cameras, uv: torch.Tensor, weights: torch.Tensor | None = 
     The closed-form linear solution starts the Gauss-Newton steps, so no warm start is
     needed where two or more views see a joint; ``init`` (the previous diffusion step's
     solution, in MAS) is kept where the system is degenerate (a joint confidently seen in
-    fewer than two views), where Gauss-Newton then leaves it.
+    fewer than two views), where Gauss-Newton then leaves it. A point that is NaN in a view (a
+    ball out of sight) counts there with weight 0, like a joint of low confidence.
     """
+    missing = ~torch.isfinite(uv).all(-1)
+    if missing.any():
+        uv = torch.where(missing[..., None], torch.zeros_like(uv), uv)
+        seen = (~missing).to(uv.dtype)
+        weights = seen if weights is None else torch.where(missing, torch.zeros_like(weights), weights)
     X, ok = triangulate_linear(cams, uv, weights)
     if init is not None:
         X = torch.where(ok[..., None], X, init)

@@ -108,3 +108,16 @@ def test_fast_and_reference_style_triangulation_agree():
     for _ in range(6):
         slow = ref.triangulate(noisy)
     assert (slow - triangulate(cams, noisy)).abs().max() < 0.03
+
+
+def test_a_point_missing_in_some_views_is_masked_like_low_confidence():
+    torch.manual_seed(3)
+    cams = Cameras.ring(5, math.radians(10), 6.0, dtype=torch.float64)
+    X = torch.randn(40, 3, dtype=torch.float64)
+    uv = cams.project(X)
+    uv[:20, :3] = float("nan")                       # the ball unseen by three of five views
+    uv[30:, :] = float("nan")                        # and by all of them
+    init = torch.full_like(X, 7.0)
+    Y = triangulate(cams, uv, init=init)
+    assert torch.allclose(Y[:30], X[:30], atol=1e-9)          # two views are enough
+    assert torch.equal(Y[30:], init[30:])                     # none: the previous solution stays
