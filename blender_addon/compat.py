@@ -1,8 +1,9 @@
 """Differences between Blender versions (4.2 LTS to 5.0) in one place.
 
-Blender 4.4 introduced slotted actions and 5.0 removed ``Action.fcurves`` / ``Action.groups``:
-F-curves live in a channel bag per slot (per animated ID). Everything that adds F-curves or
-NLA strips goes through here.
+Blender 4.4 introduced slotted actions (keeping ``Action.fcurves`` as a legacy view of the first
+slot) and 5.0 removed ``Action.fcurves`` / ``Action.groups``: F-curves live in a channel bag per
+slot (per animated ID). Everything that adds F-curves or NLA strips goes through here; only the
+5.0 branch runs in this project's tests (the ``bpy`` 5.0 wheel).
 """
 from __future__ import annotations
 
@@ -14,19 +15,15 @@ def assign_action(obj, action):
     (the slot's channel bag on 4.4+, the action itself before)."""
     ad = obj.animation_data or obj.animation_data_create()
     ad.action = action
-    if not hasattr(action, "slots"):                      # 4.2, 4.3: legacy actions
+    if hasattr(action, "fcurves"):       # 4.2-4.5: the legacy API (on 4.4+ it maps to the first slot)
         return action
+    from bpy_extras.anim_utils import action_ensure_channelbag_for_slot    # 5.0+
+
     slot = ad.action_slot
     if slot is None:
         slot = action.slots.new(id_type="OBJECT", name=obj.name)
         ad.action_slot = slot
-    try:
-        from bpy_extras.anim_utils import action_ensure_channelbag_for_slot    # 5.0
-        return action_ensure_channelbag_for_slot(action, slot)
-    except ImportError:                                   # 4.4, 4.5
-        layer = action.layers[0] if len(action.layers) else action.layers.new("Layer")
-        strip = layer.strips[0] if len(layer.strips) else layer.strips.new(type="KEYFRAME")
-        return strip.channelbag(slot, ensure=True)
+    return action_ensure_channelbag_for_slot(action, slot)
 
 
 def new_fcurve(channels, data_path: str, index: int, group: str):
@@ -38,7 +35,7 @@ def new_fcurve(channels, data_path: str, index: int, group: str):
 
 def action_fcurves(action, obj=None):
     """All F-curves of an action (for ``obj``'s slot on 4.4+)."""
-    if not hasattr(action, "slots"):
+    if hasattr(action, "fcurves"):
         return list(action.fcurves)
     out = []
     for layer in action.layers:
@@ -56,7 +53,7 @@ def push_to_nla(obj, action, name: str, start: int, mute: bool):
     track = ad.nla_tracks.new()
     track.name = name
     strip = track.strips.new(name, int(start), action)
-    if hasattr(strip, "action_slot") and len(action.slots):
+    if getattr(strip, "action_slot", False) is None and len(action.slots):     # 4.4+: a slot to play
         strip.action_slot = action.slots[0]
     track.mute = mute
     return track
