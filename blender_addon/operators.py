@@ -129,17 +129,20 @@ class _JobOperator:
         return {"FINISHED"}
 
     def _advance(self):
-        """Build the results that arrived since the last tick. Returns ("running", None),
-        ("cancelled", None) after removing what was built, or ("finished", the operation's result)."""
+        """One timer tick. Returns ("running", None) while the thread computes, ("cancelled", None),
+        or ("finished", the operation's result) once every result is built into the scene.
+
+        Scene data is built only after the thread has finished: torch running in the thread while
+        Blender's main thread builds data crashed (a segfault in CI), so they never overlap."""
         job = self._job
-        while self._consumed < len(job.results) and not job.cancelled:
-            self._op.consume(job.results[self._consumed])
-            self._consumed += 1
         if not job.done:
             return "running", None
         if job.cancelled:
             self._op.abort()
             return "cancelled", None
+        while self._consumed < len(job.results):
+            self._op.consume(job.results[self._consumed])
+            self._consumed += 1
         return "finished", self._op.finish()
 
 

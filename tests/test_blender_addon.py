@@ -338,36 +338,37 @@ def test_extension_zip_installs_and_runs(tmp_path):
     assert r.returncode == 0 and "OK ['human_seed2']" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
 
 
-def poll_until_done(state_holder, cancel_after_first=False):
+def poll_until_done(state_holder, cancel_after: int | None = None):
     """What the modal timer does, tick by tick (the module has no event loop to run it)."""
     import time
 
     from blender_addon.operators import _JobOperator
 
+    ticks = 0
     while True:
         state, result = _JobOperator._advance(state_holder)
         if state != "running":
             return state, result
-        if cancel_after_first and state_holder._consumed:
+        assert not state_holder._consumed                  # nothing is built while the thread computes
+        ticks += 1
+        if cancel_after is not None and ticks >= cancel_after:
             state_holder._job.cancel()
         time.sleep(0.05)
 
 
-def test_ui_path_builds_in_ticks_and_cancel_removes_everything(fresh):
+def test_ui_path_builds_after_the_thread_and_cancel_changes_nothing(fresh):
     from types import SimpleNamespace
 
-    reqs = api.requests_for([1, 2], **FAST)
+    reqs = api.requests_for([1], **FAST) + api.requests_for([2], seconds=1.0, steps=10)
     run = SimpleNamespace(_op=api.Motions(reqs, group="g"), _job=engine.Job(reqs).start(), _consumed=0)
     state, made = poll_until_done(run)
     assert state == "finished" and [m["objects"][0].name for m in made] == ["human_seed1", "human_seed2"]
-    # two groups (different lengths): cancel once the first is built; the scene goes back to what it was
-    before = sorted(o.name for o in bpy.data.objects)
+    before = (sorted(o.name for o in bpy.data.objects), sorted(a.name for a in bpy.data.actions))
     reqs = api.requests_for([3], **FAST) + api.requests_for([4], seconds=4.0, steps=100)
     run = SimpleNamespace(_op=api.Motions(reqs), _job=engine.Job(reqs).start(), _consumed=0)
-    state, _ = poll_until_done(run, cancel_after_first=True)
-    assert state == "cancelled" and run._consumed == 1
-    assert sorted(o.name for o in bpy.data.objects) == before
-    assert "human_seed3" not in bpy.data.actions
+    state, _ = poll_until_done(run, cancel_after=2)
+    assert state == "cancelled" and run._consumed == 0
+    assert (sorted(o.name for o in bpy.data.objects), sorted(a.name for a in bpy.data.actions)) == before
 
 
 def test_dependencies_install_honours_online_access(fresh):
