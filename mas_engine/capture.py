@@ -48,18 +48,25 @@ _NOSE_LOCAL = np.array([0.10, 0.10, 0.0])   # metres in the Head joint's frame (
 _HEAD_TOP_LOCAL = np.array([0.25, 0.0, 0.0])
 
 
-def bandai_to_human16(motion: BvhMotion) -> tuple[np.ndarray, KeypointLayout]:
-    """Joint positions (frames x 16 x 3, metres, Z up) of a Bandai Namco BVH motion."""
+def _direct(motion: BvhMotion, direct: dict[str, str], layout: KeypointLayout, skeleton: str):
+    """The BVH joints a mapping copies, in metres (still Y up): (keypoints frames x J x 3 with the
+    direct ones filled, world rotations, positions, joint index)."""
     skel = motion.skeleton
-    missing = [n for n in list(_BANDAI_DIRECT.values()) + ["Head"] if n not in skel.names]
+    missing = [n for n in list(direct.values()) + ["Head"] if n not in skel.names]
     if missing:
-        raise MasError(f"this BVH does not have the Bandai Namco skeleton (missing joints: {', '.join(missing)})")
+        raise MasError(f"this BVH does not have the {skeleton} skeleton (missing joints: {', '.join(missing)})")
     world_rot, pos = world_transforms(skel, motion.values)
     pos = pos * 0.01                    # cm -> m, still Y up
     idx = skel.names.index
-    out = np.empty((pos.shape[0], HUMAN16.num_joints, 3))
-    for name, bvh_name in _BANDAI_DIRECT.items():
-        out[:, HUMAN16.index(name)] = pos[:, idx(bvh_name)]
+    out = np.empty((pos.shape[0], layout.num_joints, 3))
+    for name, bvh_name in direct.items():
+        out[:, layout.index(name)] = pos[:, idx(bvh_name)]
+    return out, world_rot, pos, idx
+
+
+def bandai_to_human16(motion: BvhMotion) -> tuple[np.ndarray, KeypointLayout]:
+    """Joint positions (frames x 16 x 3, metres, Z up) of a Bandai Namco BVH motion."""
+    out, world_rot, pos, idx = _direct(motion, _BANDAI_DIRECT, HUMAN16, "Bandai Namco")
     out[:, HUMAN16.index("pelvis")] = 0.5 * (pos[:, idx("UpperLeg_L")] + pos[:, idx("UpperLeg_R")])
     head_rot = world_rot[:, idx("Head")]
     head = pos[:, idx("Head")]
@@ -83,16 +90,7 @@ def dog_to_horse17(motion: BvhMotion) -> tuple[np.ndarray, KeypointLayout]:
     """Keypoint positions (frames x 17 x 3, metres, Z up) of a dog capture BVH (Zhang et al. 2018)."""
     from rigs.keypoints import HORSE17
 
-    skel = motion.skeleton
-    missing = [n for n in list(_DOG_DIRECT.values()) + ["Head"] if n not in skel.names]
-    if missing:
-        raise MasError(f"this BVH does not have the dog capture skeleton (missing joints: {', '.join(missing)})")
-    world_rot, pos = world_transforms(skel, motion.values)
-    pos = pos * 0.01                    # cm -> m, still Y up
-    idx = skel.names.index
-    out = np.empty((pos.shape[0], HORSE17.num_joints, 3))
-    for name, bvh_name in _DOG_DIRECT.items():
-        out[:, HORSE17.index(name)] = pos[:, idx(bvh_name)]
+    out, world_rot, pos, idx = _direct(motion, _DOG_DIRECT, HORSE17, "dog capture")
     head_rot, head = world_rot[:, idx("Head")], pos[:, idx("Head")]
     for side, z in (("left", 1.0), ("right", -1.0)):    # z: the side's sign along the Head's Y
         out[:, HORSE17.index(f"{side}_eye")] = head + head_rot @ (_EYE_LOCAL * [1.0, z, 1.0])
