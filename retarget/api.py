@@ -269,6 +269,7 @@ def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock
         fitted_feet[:, feet] = candidates[0][0].markers([layout.joints[f] for f in feet])
         again = detect_contacts(fitted_feet, feet, fps)
         candidates.append((fit(*pinned(again)), again))
+        candidates.append((fit(joints, None), np.zeros_like(contacts)))    # no pinning: smoothest, sometimes best
         # a walk whose feet never stop: pin harder, until a fit is no worse than the input in both measures
         for weight in (100.0, 1000.0):
             if min(violation(t) for t, _ in candidates) == 0.0:
