@@ -208,15 +208,26 @@ def build_monocular_set(clips, layout: KeypointLayout, cfg: MonocularConfig, pro
             data[split][1].append(length)
         if progress:
             progress(name)
+    return assemble_set(data, layout, cfg, rejected)
+
+
+def assemble_set(data: dict, layout: KeypointLayout, cfg: MonocularConfig, rejected: list, **meta) -> dict:
+    """Windows per split ({"train": (poses, lengths), "val": ...}) -> the arrays and meta of a set.
+
+    With too few clips for a held-out split (every window fell into validation) all are trained on.
+    """
+    if not data["train"][0] and data["val"][0]:
+        data = {"train": data["val"], "val": ([], [])}
     if not data["train"][0]:
-        raise MasError("no usable training windows: every clip was rejected or too short")
+        reasons = "; ".join(f"{n}: {w}" for n, w in rejected[:3])
+        raise MasError(f"no usable training windows: everything was rejected or too short ({reasons})")
     out = {}
     for split, (poses, lengths) in data.items():
         out[f"{split}_pose"] = np.stack(poses) if poses else np.zeros((0, cfg.max_frames, layout.num_joints, 3), np.float32)
         out[f"{split}_length"] = np.asarray(lengths, np.int32)
-    scale = normalisation_scale(out["train_pose"], out["train_length"])
-    out["meta"] = {"layout": layout.to_dict(), "fps": cfg.fps, "scale": scale,
-                   "confidence_threshold": CONFIDENCE_THRESHOLD, "config": asdict(cfg)}
+    out["meta"] = dict({"layout": layout.to_dict(), "fps": cfg.fps,
+                        "scale": normalisation_scale(out["train_pose"], out["train_length"]),
+                        "confidence_threshold": CONFIDENCE_THRESHOLD, "config": asdict(cfg)}, **meta)
     out["rejected"] = rejected
     return out
 

@@ -64,19 +64,26 @@ def features_3d(motion: np.ndarray, layout: KeypointLayout, fps: float) -> np.nd
     return np.concatenate([ext.mean(0), ext.std(0), vel.mean(0), vel.std(0)])
 
 
+def held_out_clips(folder, names_file, kind: str, fps: float):
+    """The validation clips of the split (never in a training set) of a capture kind, at ``fps``:
+    (list of frames x J x 3 arrays in metres, Z up; the layout)."""
+    from .prepare import CAPTURE_KINDS, capture_files
+
+    reader, layout = CAPTURE_KINDS[kind][1], CAPTURE_KINDS[kind][2]
+    clips = []
+    for f in capture_files(folder, kind, names_file):
+        if is_validation_clip(f.stem, 0.05):
+            joints, clip_fps, layout = reader(f)
+            clips.append(resample(joints, clip_fps, fps))
+    return clips, layout
+
+
 def real_windows(folder, names_file, frames: int, fps: float, count: int, seed: int = 0, kind: str = "bandai"):
     """Two sets of ``count`` random windows (metres, Z up) from two disjoint halves of the held-out
     capture clips (the validation clips of the split), several windows per clip."""
-    from .prepare import CAPTURE_KINDS, capture_files
-
-    files = [f for f in capture_files(folder, kind, names_file) if is_validation_clip(f.stem, 0.05)]
+    clips, layout = held_out_clips(folder, names_file, kind, fps)
+    clips = [c for c in clips if len(c) >= frames]
     rng = np.random.default_rng(seed)
-    clips, layout = [], CAPTURE_KINDS[kind][2]
-    for f in files:
-        joints, clip_fps, layout = CAPTURE_KINDS[kind][1](f)
-        joints = resample(joints, clip_fps, fps)
-        if len(joints) >= frames:
-            clips.append(joints)
     if len(clips) < 2:
         raise MasError(f"fewer than 2 held-out clips of at least {frames} frames in {folder}")
     order = rng.permutation(len(clips))

@@ -239,10 +239,7 @@ def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10,
     """The paper's 2D protocol (see the module docstring); returns {row: {metric: (mean, 95% half-width)}}."""
     from .checkpoint import load_checkpoint
     from .device import pick_device
-    from .evaluate import _spec
-    from .motion_io import resample
-    from .prepare import CAPTURE_KINDS, capture_files
-    from .dataset import is_validation_clip
+    from .evaluate import _spec, held_out_clips
     from .sampler import MasSettings, sample_2d_batch, sample_mas
 
     if quick:
@@ -255,11 +252,7 @@ def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10,
     layout, fps, frames = loaded.layout, loaded.fps, int(round(seconds * loaded.fps))
     kind = _spec(layout)["kind"]
     el, dist = loaded.cameras["elevation_deg"], loaded.cameras["distance_m"]
-    files = [f for f in capture_files(capture, kind, names_file) if is_validation_clip(f.stem, 0.05)]
-    clips = []
-    for f in files:
-        j, clip_fps, _ = CAPTURE_KINDS[kind][1](f)
-        clips.append(resample(j, clip_fps, fps))
+    clips, _ = held_out_clips(capture, names_file, kind, fps)
     if len(clips) < 2:
         raise MasError(f"fewer than 2 held-out clips in {capture} (the validation clips of the split)")
     from .dataset import fill_missing

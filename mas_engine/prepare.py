@@ -99,10 +99,14 @@ def prepare_capture(folder, out, kind: str = "bandai", names_file=None, cfg: Mon
               "frames": frames, "scale_m": built["meta"]["scale"], "confidence_histogram": hist.tolist()}
     log(f"wrote {out}: {n_tr} training and {n_va} validation windows from {report['clips']} clips, "
         f"{frames} frames ({frames / cfg.fps / 3600:.2f} h), scale {report['scale_m']:.3f} m")
+    _log_report(hist, rejected, log)
+    return report
+
+
+def _log_report(hist, rejected, log) -> None:
     log("confidence histogram (0..1 in tenths): " + " ".join(str(h) for h in hist))
     for name, why in rejected:
         log(f"rejected {name}: {why}")
-    return report
 
 
 # ---------------------------------------------------------------- 2D keypoints from pose estimators
@@ -135,7 +139,7 @@ def build_2d_set(tracks, layout, cfg: MonocularConfig, size_m: float = 0.5) -> d
     """Windows of 2D tracks (``importers.Track2D``) as a training set, like ``build_monocular_set``:
     each track in the set's units (``importers.normalise_track``), resampled to cfg.fps, centred
     on its window's mean root (or per frame with root_motion=False)."""
-    from .dataset import is_validation_clip, normalisation_scale, windows_of_clip
+    from .dataset import assemble_set, is_validation_clip, windows_of_clip
     from .importers import normalise_track
     from .motion_io import resample
 
@@ -174,21 +178,8 @@ def build_2d_set(tracks, layout, cfg: MonocularConfig, size_m: float = 0.5) -> d
             kept += 1
         if not kept:
             rejected.append((t.name, "no window with at least half of its keypoints confidently detected"))
-    if not data["train"][0] and data["val"][0]:      # too few clips for a held-out split: train on them all
-        data = {"train": data["val"], "val": ([], [])}
-    if not data["train"][0]:
-        reasons = "; ".join(f"{n}: {w}" for n, w in rejected[:3])
-        raise MasError(f"no usable training windows: every track was rejected or too short ({reasons})")
-    out = {}
-    for split, (poses, lengths) in data.items():
-        out[f"{split}_pose"] = np.stack(poses) if poses else np.zeros((0, cfg.max_frames, layout.num_joints, 3), np.float32)
-        out[f"{split}_length"] = np.asarray(lengths, np.int32)
-    from dataclasses import asdict
-    out["meta"] = {"layout": layout.to_dict(), "fps": cfg.fps, "scale": normalisation_scale(out["train_pose"], out["train_length"]),
-                   "confidence_threshold": CONFIDENCE_THRESHOLD, "config": asdict(cfg), "source": "2d keypoints",
-                   "subject_size_m": size_m, "licence": USER_DATA_NOTE}
-    out["rejected"] = rejected
-    return out
+    return assemble_set(data, layout, cfg, rejected, source="2d keypoints", subject_size_m=size_m,
+                        licence=USER_DATA_NOTE)
 
 
 def prepare_2d(folder, out, fmt: str, layout=None, fps: float = 30.0, cfg: MonocularConfig | None = None,
@@ -206,7 +197,8 @@ def prepare_2d(folder, out, fmt: str, layout=None, fps: float = 30.0, cfg: Monoc
     if fmt in ("coco", "openpose") and layout.name != "coco17":
         raise MasError(f"{fmt} files hold COCO keypoints: use --layout coco17 (a layout of your own is for DeepLabCut)")
     tracks, rejected = [], []
-    for p in inputs_2d(folder, fmt):
+    files = inputs_2d(folder, fmt)
+    for p in files:
         try:
             if fmt == "coco":
                 got = read_coco_json(p, fps, layout)
@@ -221,8 +213,7 @@ def prepare_2d(folder, out, fmt: str, layout=None, fps: float = 30.0, cfg: Monoc
             rejected.append((p.name, "no subject followed for long enough (at least 10 frames)"))
         tracks += got
     if not tracks:
-        for name, why in rejected:
-            log(f"rejected {name}: {why}")
+        _log_report([], rejected, log)
         raise MasError(f"nothing to prepare in {folder}: every file was rejected")
     built = build_2d_set(tracks, layout, cfg, size_m)
     rejected += built["rejected"]
@@ -231,11 +222,9 @@ def prepare_2d(folder, out, fmt: str, layout=None, fps: float = 30.0, cfg: Monoc
     frames = int(sum(len(t.keypoints) for t in tracks))
     conf = np.concatenate([t.keypoints[..., 2].ravel() for t in tracks])
     hist, _ = np.histogram(conf, bins=10, range=(0, 1))
-    report = {"files": len(inputs_2d(folder, fmt)), "tracks": len(tracks), "rejected": rejected, "frames": frames,
+    report = {"files": len(files), "tracks": len(tracks), "rejected": rejected, "frames": frames,
               "train_windows": n_tr, "val_windows": n_va, "confidence_histogram": hist.tolist()}
     log(f"wrote {out}: {n_tr} training and {n_va} validation windows from {len(tracks)} tracks "
         f"({frames} frames, {frames / fps / 60:.1f} min at {fps:g} fps), layout {layout.name}")
-    log("confidence histogram (0..1 in tenths): " + " ".join(str(h) for h in hist))
-    for name, why in rejected:
-        log(f"rejected {name}: {why}")
+    _log_report(hist, rejected, log)
     return report

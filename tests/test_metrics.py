@@ -99,9 +99,10 @@ def test_features_3d_of_a_walk():
 def test_evaluate_2d_protocol_runs_every_row(tiny_checkpoint, tmp_path):
     from mas_engine.evaluator import ROWS_2D, evaluate_2d, facing_azimuth, load_evaluator
 
-    orig = __import__("mas_engine.dataset", fromlist=["x"]).is_validation_clip
-    import mas_engine.dataset as ds
-    ds.is_validation_clip = lambda name, fraction: True        # the samples hold no held-out clip of the split
+    import mas_engine.evaluate as ev
+
+    orig = ev.is_validation_clip
+    ev.is_validation_clip = lambda name, fraction: True        # the samples hold no held-out clip of the split
     try:
         res = evaluate_2d(model=str(tiny_checkpoint), capture=SAMPLES / "bandai", num=12, reps=2, seconds=1.0, quick=True,
                           evaluator=tmp_path / "ev", evaluator_steps=3, device="cpu", out=tmp_path / "t",
@@ -110,7 +111,7 @@ def test_evaluate_2d_protocol_runs_every_row(tiny_checkpoint, tmp_path):
                             rows=("ground truth",), side=True, evaluator=tmp_path / "ev", device="cpu",
                             log=lambda *a: None)
     finally:
-        ds.is_validation_clip = orig
+        ev.is_validation_clip = orig
     assert list(res["rows"]) == list(ROWS_2D)
     for row in res["rows"].values():
         assert all(np.isfinite(v).all() for v in row.values()) and 0 <= row["recall"][0] <= 1
