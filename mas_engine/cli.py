@@ -185,11 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-frames", type=_positive_int, default=120)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--workers", type=_positive_int, default=None)
-    r.add_argument("--from", dest="from_2d", choices=("coco", "openpose", "deeplabcut"), default=None,
-                   help="the folder holds 2D keypoints from a pose estimator in this format (not 3D capture)")
+    r.add_argument("--from", dest="from_2d", choices=("coco", "openpose", "deeplabcut", "video"), default=None,
+                   help="the folder holds 2D keypoints from a pose estimator in this format, or video files "
+                        "(read with MediaPipe Pose: pip install mediapipe==0.10.21), not 3D capture")
     r.add_argument("--layout", default="coco17", help="2D data: coco17 (COCO and OpenPose files) or a layout file "
                                                        "(.json/.toml, for DeepLabCut; see the README)")
-    r.add_argument("--fps", type=float, default=30.0, help="2D data: the videos' frame rate")
+    r.add_argument("--fps", type=float, default=None,
+                   help="2D data: the videos' frame rate (default: 30 for keypoint files, each file's own for videos)")
     r.add_argument("--size", type=float, default=0.5,
                    help="2D data: the subject's typical spread in metres (RMS distance of its keypoints from their "
                         "centre; 0.5 for a standing adult), which sets the scale of generated motions")

@@ -10,3 +10,7 @@ class MasError(Exception):
 
 class Cancelled(MasError):
     """Raised by long work when its cancel flag is set."""
+
+
+class MissingDependency(MasError):
+    """An optional package is not installed: every input would fail the same way."""

@@ -10,6 +10,8 @@ detector gave nothing) in a keypoint layout. Readers:
 - ``read_openpose``: OpenPose's folder of per-frame ``*_keypoints.json`` (BODY_25 or COCO-18).
 - ``read_deeplabcut``: DeepLabCut's ``.csv`` (single- or multi-animal) or ``.h5`` (needs pandas
   and PyTables), with a user-given map from body parts to the layout's joints.
+- ``read_video``: a video file through MediaPipe Pose (``pip install mediapipe==0.10.21``, whose
+  wheel carries the model; it runs offline), one person, COCO-17.
 
 Tracking and clean-up (``tracks_from_frames``): each frame's detections are linked to the
 track whose last pose is nearest; a track ends when its subject is lost for more than
@@ -29,7 +31,7 @@ import numpy as np
 from rigs.keypoints import COCO17, KeypointLayout
 
 from .dataset import CONFIDENCE_THRESHOLD
-from .errors import MasError
+from .errors import MasError, MissingDependency
 
 
 @dataclass
@@ -263,7 +265,63 @@ def _dlc_rows(path: Path) -> list[list[str]]:
         raise MasError(f"{path}: cannot read ({e})") from None
 
 
-READERS = {"coco": ("*.json", read_coco_json), "openpose": (None, read_openpose), "deeplabcut": ("*.csv|*.h5", read_deeplabcut)}
+# MediaPipe Pose's 33 landmarks -> COCO-17 (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles)
+MEDIAPIPE_TO_COCO17 = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+MEDIAPIPE_HINT = ("reading videos needs MediaPipe: pip install mediapipe==0.10.21 (later versions carry no "
+                  "pose model and would download one), or run a pose estimator yourself and prepare from its "
+                  "keypoint files (--from coco|openpose)")
+
+
+def read_video(path, fps: float | None = None, layout: KeypointLayout = COCO17, progress=None) -> list[Track2D]:
+    """A video file -> tracks of one person, COCO-17, through MediaPipe Pose (``model_complexity=1``,
+    the model inside the mediapipe 0.10.21 wheel; no download). Keypoints are in pixels with y down;
+    the confidence is MediaPipe's visibility, and 0 for a landmark outside the picture (MediaPipe
+    guesses those: masked, not invented). Frames without a person split the track where the gap is
+    longer than ``tracks_from_frames``' max_gap.
+
+    fps: the video's frame rate; default: the file's own (an implausible one is an error).
+    progress: optional callable(frames_done, frames_total)."""
+    path = Path(path)
+    if layout.name != "coco17":
+        raise MasError(f"{path}: videos give COCO-17 keypoints (MediaPipe Pose); use --layout coco17")
+    try:
+        import cv2
+        import mediapipe as mp
+    except ImportError:
+        raise MissingDependency(MEDIAPIPE_HINT) from None
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise MasError(f"{path}: cannot open the video (not a video, truncated, or a codec OpenCV cannot read)")
+        rate = float(fps) if fps else float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not (np.isfinite(rate) and 1.0 <= rate <= 1000.0):
+            raise MasError(f"{path}: frame rate {rate:g} in the file is not plausible; give the real one with --fps")
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        frames: list[list[np.ndarray]] = []
+        with mp.solutions.pose.Pose(static_image_mode=False, model_complexity=1) as pose:
+            while True:
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                h, w = bgr.shape[:2]
+                found = pose.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).pose_landmarks
+                if found is None:
+                    frames.append([])
+                else:
+                    lm = np.array([(found.landmark[i].x, found.landmark[i].y, found.landmark[i].visibility)
+                                   for i in MEDIAPIPE_TO_COCO17], dtype=np.float64)
+                    inside = (lm[:, 0] >= 0) & (lm[:, 0] <= 1) & (lm[:, 1] >= 0) & (lm[:, 1] <= 1)
+                    frames.append([np.stack([lm[:, 0] * w, lm[:, 1] * h, np.where(inside, lm[:, 2], 0.0)], -1)])
+                if progress is not None and len(frames) % 100 == 0:
+                    progress(len(frames), total)
+    finally:
+        cap.release()
+    if not frames:
+        raise MasError(f"{path}: no frames could be decoded (empty or truncated video)")
+    if not any(frames):
+        raise MasError(f"{path}: no person detected in any of its {len(frames)} frames")
+    return tracks_from_frames(frames, path.stem, rate, layout)
 
 
 def normalise_track(kp: np.ndarray, layout: KeypointLayout, size_m: float = 0.5) -> np.ndarray:

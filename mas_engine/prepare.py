@@ -12,7 +12,7 @@ from rigs.keypoints import COCO17_BALL, HORSE17, HUMAN16
 from .bvh import read_bvh
 from .capture import bandai_to_human16, dog_to_horse17, read_spl_trial
 from .dataset import CONFIDENCE_THRESHOLD, MonocularConfig, build_monocular_set, save_monocular_set
-from .errors import MasError
+from .errors import MasError, MissingDependency
 
 def _read_bandai(path: Path):
     motion = read_bvh(path)
@@ -111,13 +111,15 @@ def _log_report(hist, rejected, log) -> None:
 
 # ---------------------------------------------------------------- 2D keypoints from pose estimators
 
-FORMATS_2D = ("coco", "openpose", "deeplabcut")
+FORMATS_2D = ("coco", "openpose", "deeplabcut", "video")
 USER_DATA_NOTE = "Trained on the user's own 2D keypoint data: check the licence of that data before sharing the model."
 
 
 def inputs_2d(folder, fmt: str) -> list[Path]:
     """What one video is, per format: a COCO results .json, an OpenPose folder of per-frame files
-    (the folder itself or each of its subfolders), a DeepLabCut .csv / .h5."""
+    (the folder itself or each of its subfolders), a DeepLabCut .csv / .h5, a video file."""
+    from .importers import VIDEO_SUFFIXES
+
     folder = Path(folder)
     if not folder.is_dir():
         raise MasError(f"input folder {folder} does not exist")
@@ -128,6 +130,8 @@ def inputs_2d(folder, fmt: str) -> list[Path]:
             sorted(d for d in folder.iterdir() if d.is_dir() and any(d.glob("*_keypoints.json")))
     elif fmt == "deeplabcut":
         found = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".csv", ".h5"))
+    elif fmt == "video":
+        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
     else:
         raise MasError(f"unknown 2D format {fmt!r}; use {', '.join(FORMATS_2D)}")
     if not found:
@@ -182,30 +186,37 @@ def build_2d_set(tracks, layout, cfg: MonocularConfig, size_m: float = 0.5) -> d
                         licence=USER_DATA_NOTE)
 
 
-def prepare_2d(folder, out, fmt: str, layout=None, fps: float = 30.0, cfg: MonocularConfig | None = None,
+def prepare_2d(folder, out, fmt: str, layout=None, fps: float | None = None, cfg: MonocularConfig | None = None,
                body_parts: dict | None = None, size_m: float = 0.5, log=print) -> dict:
-    """A folder of pose-estimator output -> a 2D training set, with a report. One bad file is
-    reported with its reason and the rest is still prepared; the output is written atomically."""
+    """A folder of pose-estimator output or of videos -> a 2D training set, with a report. One bad
+    file is reported with its reason and the rest is still prepared; the output is written
+    atomically. fps: the videos' frame rate (keypoint files: default 30; video files: default
+    each file's own)."""
     from rigs.keypoints import COCO17
 
-    from .importers import read_coco_json, read_deeplabcut, read_openpose
+    from .importers import read_coco_json, read_deeplabcut, read_openpose, read_video
 
     cfg = cfg or MonocularConfig()
     layout = layout or COCO17
-    if not (np.isfinite(fps) and 1.0 <= fps <= 1000.0):
+    if fps is not None and not (np.isfinite(fps) and 1.0 <= fps <= 1000.0):
         raise MasError(f"frame rate {fps} is not plausible; give the videos' frame rate with --fps (1 to 1000)")
-    if fmt in ("coco", "openpose") and layout.name != "coco17":
-        raise MasError(f"{fmt} files hold COCO keypoints: use --layout coco17 (a layout of your own is for DeepLabCut)")
+    if fmt in ("coco", "openpose", "video") and layout.name != "coco17":
+        raise MasError(f"{fmt} input gives COCO keypoints: use --layout coco17 (a layout of your own is for DeepLabCut)")
     tracks, rejected = [], []
     files = inputs_2d(folder, fmt)
-    for p in files:
+    for k, p in enumerate(files):
         try:
             if fmt == "coco":
-                got = read_coco_json(p, fps, layout)
+                got = read_coco_json(p, fps or 30.0, layout)
             elif fmt == "openpose":
-                got = read_openpose(p, fps, layout)
+                got = read_openpose(p, fps or 30.0, layout)
+            elif fmt == "video":
+                log(f"[{k + 1}/{len(files)}] {p.name}: finding the person (MediaPipe Pose)")
+                got = read_video(p, fps, layout, progress=lambda n, total: log(f"  frame {n}" + (f" of {total}" if total else "")))
             else:
-                got = read_deeplabcut(p, fps, layout, body_parts)
+                got = read_deeplabcut(p, fps or 30.0, layout, body_parts)
+        except MissingDependency:
+            raise                           # not this file's fault: every file would fail the same way
         except MasError as e:
             rejected.append((p.name, str(e).replace(f"{p}: ", "")))
             continue
@@ -220,11 +231,12 @@ def prepare_2d(folder, out, fmt: str, layout=None, fps: float = 30.0, cfg: Monoc
     save_monocular_set(out, built)
     n_tr, n_va = len(built["train_length"]), len(built["val_length"])
     frames = int(sum(len(t.keypoints) for t in tracks))
+    minutes = sum(len(t.keypoints) / t.fps for t in tracks) / 60
     conf = np.concatenate([t.keypoints[..., 2].ravel() for t in tracks])
     hist, _ = np.histogram(conf, bins=10, range=(0, 1))
     report = {"files": len(files), "tracks": len(tracks), "rejected": rejected, "frames": frames,
               "train_windows": n_tr, "val_windows": n_va, "confidence_histogram": hist.tolist()}
     log(f"wrote {out}: {n_tr} training and {n_va} validation windows from {len(tracks)} tracks "
-        f"({frames} frames, {frames / fps / 60:.1f} min at {fps:g} fps), layout {layout.name}")
+        f"({frames} frames, {minutes:.1f} min), layout {layout.name}")
     _log_report(hist, rejected, log)
     return report

@@ -1,17 +1,19 @@
-"""2D keypoint importers (COCO JSON, OpenPose, DeepLabCut), user layouts, and a whole
+"""2D keypoint importers (COCO JSON, OpenPose, DeepLabCut, video through MediaPipe), user layouts, and a whole
 prepare -> train -> generate run on a user's own 2D data."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import walking_figure
 
 from mas_engine.errors import MasError
-from mas_engine.importers import read_coco_json, read_deeplabcut, read_openpose, tracks_from_frames
+from mas_engine.dataset import MonocularConfig, MotionData2D
+from mas_engine.importers import read_coco_json, read_deeplabcut, read_openpose, read_video, tracks_from_frames
 from mas_engine.prepare import prepare_2d
 from rigs.keypoints import COCO17, HUMAN16, layout_from_file
 
@@ -193,3 +195,79 @@ def test_own_2d_data_to_generated_3d_motions(tmp_path):
 
     m = load_motion(tmp_path / "gen" / "model_seed00000.npz")
     assert m["layout"] == "mouse5" and m["joints"].shape == (30, 5, 3) and np.isfinite(m["joints"]).all()
+
+
+# ---------------------------------------------------------------- videos through MediaPipe Pose
+
+ASTRONAUT = Path(__file__).parent / "fixtures" / "astronaut_160.jpg"
+
+
+def write_video(path, frames: int, fps: float = 25.0, person: bool = True, height: int = 192) -> None:
+    """A real person (the astronaut photo) sliding right by one pixel a frame over a grey frame;
+    a frame lower than 176 pixels cuts the photo off at the bottom."""
+    cv2 = pytest.importorskip("cv2")
+    src = cv2.imread(str(ASTRONAUT))
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (288, height))
+    assert out.isOpened()
+    for f in range(frames):
+        canvas = np.full((max(height, 176), 288, 3), 90, np.uint8)
+        if person:
+            canvas[16:176, 10 + f:170 + f] = src
+        canvas = canvas[:height]
+        out.write(canvas)
+    out.release()
+
+
+def test_video_through_mediapipe_follows_the_person(tmp_path):
+    pytest.importorskip("mediapipe")
+    write_video(tmp_path / "walk.mp4", 40)
+    (track,) = read_video(tmp_path / "walk.mp4")
+    assert track.fps == 25.0 and track.keypoints.shape == (40, 17, 3) and track.name == "walk"
+    nose, conf = track.keypoints[:, COCO17.index("nose")], track.keypoints[..., 2]
+    assert (nose[:, 2] > 0.9).all()
+    slope = np.polyfit(np.arange(40), nose[:, 0], 1)[0]          # the picture moves 1 px a frame
+    assert 0.8 < slope < 1.2 and np.abs(np.diff(nose[:, 1])).max() < 2.0
+    assert 70 < nose[0, 0] < 90 and 40 < nose[0, 1] < 80            # where her nose is in the frame
+    write_video(tmp_path / "cut.mp4", 20, height=112)               # the frame ends at her chest
+    (cut,) = read_video(tmp_path / "cut.mp4", fps=30.0)
+    legs = [COCO17.index(n) for n in ("left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")]
+    assert cut.fps == 30.0 and (cut.keypoints[:, legs, 1] > 112).all()   # MediaPipe guesses them below the picture:
+    assert (cut.keypoints[:, legs, 2] == 0).all() and (cut.keypoints[:, :5, 2] > 0.9).all()   # masked, not invented
+
+
+def test_video_errors_are_reported_by_file(tmp_path):
+    pytest.importorskip("mediapipe")
+    data = tmp_path / "videos"
+    data.mkdir()
+    write_video(data / "good.mp4", 60)
+    write_video(data / "empty_room.mp4", 30, person=False)
+    write_video(data / "fast.mp4", 30, fps=5000.0)
+    (data / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    (data / "notes.txt").write_text("not a video")
+    with pytest.raises(MasError, match="no person detected in any of its 30 frames"):
+        read_video(data / "empty_room.mp4")
+    log = []
+    report = prepare_2d(data, tmp_path / "set.npz", "video", cfg=MonocularConfig(min_frames=24, max_frames=48),
+                        log=log.append)
+    why = dict(report["rejected"])
+    assert set(why) == {"empty_room.mp4", "fast.mp4", "broken.mp4"}, why
+    assert "no person" in why["empty_room.mp4"] and "frame rate 5000" in why["fast.mp4"] and "--fps" in why["fast.mp4"]
+    assert "cannot open" in why["broken.mp4"] or "no frames" in why["broken.mp4"]
+    assert report["files"] == 4 and report["tracks"] == 1 and report["train_windows"] + report["val_windows"] >= 1
+    assert any("finding the person" in line for line in log)
+    s = MotionData2D.load(tmp_path / "set.npz", "train" if report["train_windows"] else "val")
+    assert s.layout.name == "coco17" and s.fps == 30.0 and s.pose.shape[1:] == (48, 17, 2)
+    with pytest.raises(MasError, match="use --layout coco17"):
+        prepare_2d(data, tmp_path / "x.npz", "video", layout=HUMAN16, log=log.append)
+    assert not (tmp_path / "x.npz").exists()
+    r = subprocess.run([sys.executable, "-m", "mas_engine.cli", "prepare", str(data), "--from", "video",
+                        "--min-frames", "24", "--max-frames", "48", "--out", str(tmp_path / "cli.npz")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "layout coco17" in r.stdout and "rejected fast.mp4: frame rate 5000" in r.stdout, r.stdout + r.stderr[-2000:]
+
+
+def test_video_without_mediapipe_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mediapipe", None)           # as if not installed
+    (tmp_path / "v.mp4").write_bytes(b"")
+    with pytest.raises(MasError, match=r"pip install mediapipe==0\.10\.21"):
+        prepare_2d(tmp_path, tmp_path / "set.npz", "video", log=lambda s: None)
