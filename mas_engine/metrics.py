@@ -60,15 +60,20 @@ def horizontal_speed(track: np.ndarray, fps: float) -> np.ndarray:
     return np.concatenate([v[:1], v], 0) if len(v) else np.zeros(track.shape[:-1])
 
 
+def sliding(feet_track: np.ndarray, fps: float, height_margin: float = 0.05) -> np.ndarray:
+    """frames x feet booleans: the foot is near the floor (within ``height_margin`` of its own 5%
+    height quantile) and slides faster than SKATE_SPEED. feet_track: frames x feet x 3 (metres, Z up)."""
+    low = np.percentile(feet_track[..., 2], 5, axis=0)
+    near = feet_track[..., 2] < low + height_margin
+    return near & (horizontal_speed(feet_track, fps) > SKATE_SPEED)
+
+
 def foot_skating(feet_track: np.ndarray, fps: float, height_margin: float = 0.05) -> float:
     """Share of frames in which a foot near the floor slides faster than SKATE_SPEED.
 
     feet_track: frames x feet x 3 (metres, Z up).
     """
-    low = np.percentile(feet_track[..., 2], 5, axis=0)
-    near = feet_track[..., 2] < low + height_margin
-    sliding = near & (horizontal_speed(feet_track, fps) > SKATE_SPEED)
-    return float(sliding.mean())
+    return float(sliding(feet_track, fps, height_margin).mean())
 
 
 def jitter(track: np.ndarray, fps: float) -> float:

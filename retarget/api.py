@@ -22,7 +22,7 @@ from rigs.armature import Armature, horse_armature, horse_proportions, human_arm
 from rigs.bonemaps import detect_preset
 from rigs.keypoints import HUMAN16, KeypointLayout, get_layout
 
-from mas_engine.metrics import foot_skating, jitter
+from mas_engine.metrics import foot_skating, jitter, sliding
 
 from .contact import detect_contacts, pin_contacts
 from .fit import RotationTrack, fit_armature, marker_error
@@ -276,6 +276,15 @@ def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock
                 break
             best_contacts = min(candidates, key=lambda c: skating(c[0]))[1]
             candidates.append((fit(*pinned(best_contacts, weight)), best_contacts))
+        best = min(candidates, key=lambda c: (violation(c[0]), skating(c[0])))
+        if skating(best[0]) > skate0:
+            # the rig's fixed bone lengths can bring a foot near the floor where the input's was not,
+            # and there it slides: pin those frames too (measured on the fit's own feet)
+            s = sliding(best[0].markers([layout.joints[f] for f in feet]), fps)
+            slid = s.copy()
+            slid[1:] |= s[:-1]          # and a frame either side
+            slid[:-1] |= s[1:]
+            candidates.append((fit(*pinned(best[1] | slid)), best[1] | slid))
         track = min((t for t, _ in candidates), key=lambda t: (violation(t), skating(t)))
     else:
         track = fit(joints, None)
