@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from rigs.keypoints import KeypointLayout
 
+from .atomic import atomic_write
 from .errors import MasError
 from .model import ModelConfig, MotionDenoiser
 
@@ -90,18 +91,8 @@ def save_checkpoint(path, model: MotionDenoiser, card: dict, state_dict: dict | 
     sd = state_dict if state_dict is not None else model.state_dict()
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in sd.items()}
     card = dict(card, format=FORMAT, version=VERSION, model=model.cfg.to_dict(), weights_dtype=str(dtype).split(".")[-1])
-    _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp))
-    _atomic_write(card_path, lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = str(path) + ".tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(weights_path, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(card_path, lambda tmp: tmp.write_text(json.dumps(card, indent=2)))
 
 
 def resolve(name_or_path) -> tuple[str, Path, Path]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import zlib
 from dataclasses import asdict, dataclass, field
 
@@ -34,6 +33,7 @@ import torch
 
 from rigs.keypoints import KeypointLayout
 
+from .atomic import atomic_write
 from .errors import MasError
 from .motion_io import resample
 
@@ -241,14 +241,7 @@ def normalisation_scale(pose: np.ndarray, length: np.ndarray) -> float:
 
 def atomic_save_npz(path, **arrays) -> None:
     """Write an .npz next to ``path`` and rename it into place (no half-written file)."""
-    path = os.fspath(path)
-    tmp = path + ".tmp.npz"
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
 
 def save_monocular_set(path, built: dict) -> None:

@@ -8,13 +8,13 @@ One ``.npz`` (no pickles) per motion:
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from rigs.keypoints import KeypointLayout
 
+from .atomic import atomic_write
 from .errors import MasError
 
 
@@ -25,16 +25,10 @@ def save_motion(path, joints: np.ndarray, fps: float, layout: KeypointLayout, **
         raise MasError(f"motion must be frames x {layout.num_joints} x 3, got {joints.shape}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    try:
-        np.savez(tmp, joints=joints, fps=np.float32(fps), joint_names=np.array(layout.joints),
-                 parents=np.array(layout.parents, dtype=np.int32), layout=np.array(layout.name),
-                 **{k: np.array(v) for k, v in meta.items()})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: np.savez(
+        tmp, joints=joints, fps=np.float32(fps), joint_names=np.array(layout.joints),
+        parents=np.array(layout.parents, dtype=np.int32), layout=np.array(layout.name),
+        **{k: np.array(v) for k, v in meta.items()}))
 
 
 def load_motion(path) -> dict:

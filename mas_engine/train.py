@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .checkpoint import _atomic_write, save_checkpoint
+from .atomic import atomic_write
+from .checkpoint import save_checkpoint
 from .dataset import CONFIDENCE_THRESHOLD, MotionData2D
 from .device import pick_device
 from .diffusion import alpha_bar_schedule, q_sample
@@ -111,9 +112,9 @@ def save_train_state(out: Path, model, ema, opt, step: int, extra: dict) -> None
     tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     tensors.update(opt_tensors)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _atomic_write(out / "train_state.safetensors", lambda tmp: save_file(tensors, tmp))
+    atomic_write(out / "train_state.safetensors", lambda tmp: save_file(tensors, str(tmp)))
     info = dict(extra, step=step, optimizer=opt_info)
-    _atomic_write(out / "train_state.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1)))
+    atomic_write(out / "train_state.json", lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
 
 
 def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig | None = None,

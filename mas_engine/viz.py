@@ -1,12 +1,13 @@
 """Stick-figure pictures of 3D motions with matplotlib (previews, README, visual checks)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from rigs.keypoints import KeypointLayout
+
+from .atomic import atomic_write
 
 
 def _axes(fig, pos, joints):
@@ -50,16 +51,10 @@ def write_animation(path, joints: np.ndarray, layout: KeypointLayout, fps: float
         return _draw(ax, joints[f], layout, joints[: f + 1, layout.root])
 
     anim = FuncAnimation(fig, update, frames=frames, blit=False)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.gif")
     try:
-        anim.save(tmp, writer=PillowWriter(fps=fps / step))
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: anim.save(tmp, writer=PillowWriter(fps=fps / step)))
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def write_filmstrip(path, motions: list[np.ndarray], layout: KeypointLayout, frames: int = 6) -> Path:
@@ -75,12 +70,10 @@ def write_filmstrip(path, motions: list[np.ndarray], layout: KeypointLayout, fra
             _draw(ax, joints[f], layout, joints[: f + 1, layout.root])
             ax.set_title(f"frame {f}", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=70)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=70))
+    finally:
+        plt.close(fig)
 
 
 def main(argv=None) -> None:

@@ -12,11 +12,11 @@ A ``coco17_ball`` motion drives the human rig: its body is converted to ``human1
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from mas_engine.atomic import atomic_write
 from mas_engine.errors import MasError
 from rigs.armature import Armature, horse_armature, horse_proportions, human_armature, human_proportions
 from rigs.bonemaps import detect_preset
@@ -303,18 +303,11 @@ def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock
 def save_track(path, track: RotationTrack) -> Path:
     """Write a rotation track .npz atomically."""
     arm = track.armature
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    try:
-        np.savez(tmp, root=track.root.astype(np.float32), quaternions=track.quaternions.astype(np.float32),
-                 fps=np.float32(track.fps), bone_names=np.array(arm.bones), parents=np.array(arm.parents, np.int32),
-                 rest_heads=arm.heads.astype(np.float32), rest_tails=arm.tails.astype(np.float32),
-                 rig=np.array(arm.name), **{f"prop_{k}": v.astype(np.float32) for k, v in track.props.items()})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: np.savez(
+        tmp, root=track.root.astype(np.float32), quaternions=track.quaternions.astype(np.float32),
+        fps=np.float32(track.fps), bone_names=np.array(arm.bones), parents=np.array(arm.parents, np.int32),
+        rest_heads=arm.heads.astype(np.float32), rest_tails=arm.tails.astype(np.float32),
+        rig=np.array(arm.name), **{f"prop_{k}": v.astype(np.float32) for k, v in track.props.items()}))
 
 
 def write_track(path, track: RotationTrack) -> Path:

@@ -8,11 +8,12 @@ End Site at their bone's tail.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from scipy.spatial.transform import Rotation
+
+from mas_engine.atomic import atomic_write
 
 # Z up -> Y up: (x, y, z) -> (x, z, -y)
 Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
@@ -60,15 +61,7 @@ def write_bvh(path, track, units: str = "m") -> Path:
     values = np.concatenate([root, euler.reshape(F, -1)], 1)
     lines += ["MOTION", f"Frames: {F}", f"Frame Time: {1.0 / track.fps:.8f}"]
     lines += [" ".join(f"{v:.6f}" for v in row) for row in values]
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
 
 
 def _depth_first(arm):
