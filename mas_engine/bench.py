@@ -4,6 +4,10 @@ Rows: CPU at batch 1 and at a batch of motions (seconds per motion, share of the
 triangulation, peak resident memory of the process so far), and on a GPU when there is
 one, motions per second at a large batch. A short warm-up run comes first so one-time
 costs (allocations, thread pools) are not counted.
+
+``mas bench --scaling``: time and memory as motion length, views, batch size and diffusion
+steps each vary from a base point, with growth exponents and a plot. Working memory on a CPU
+is the resident memory above the process's own before the run; on a GPU, the peak allocated.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import platform
 import resource
 import time
 
+import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
@@ -85,3 +90,166 @@ def run_bench(model="human", device="auto", seconds=4.0, views=5, steps=None, ba
         with open(json_out, "w") as f:
             json.dump({"model": loaded.name, "frames": frames, "views": views, "steps": K, "rows": rows}, f, indent=1)
     return rows
+
+
+# ---------------------------------------------------------------- scaling (mas bench --scaling)
+
+class _PeakRss:
+    """Peak resident memory (MB) while the block runs, above what it was when the block began:
+    /proc/self/statm sampled every 2 ms in a thread (ru_maxrss only ever grows). Memory freed
+    earlier is first handed back to the system (glibc's malloc_trim), so the base is honest."""
+
+    def __enter__(self):
+        import ctypes
+        import gc
+        import os
+        import threading
+
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+        self._page = os.sysconf("SC_PAGE_SIZE") / 2**20
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _rss(self) -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page
+        except OSError:          # not Linux: no per-run figure
+            return 0.0
+
+    def _poll(self):
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def extra_mb(self) -> float:
+        return self.peak - self.base
+
+
+SWEEPS_CPU = {"seconds": [1, 2, 4, 8, 12, 16, 20], "views": [2, 3, 5, 8, 12, 16], "batch": [1, 2, 4, 8, 16, 32],
+              "steps": [10, 25, 50, 100]}
+SWEEPS_GPU = dict(SWEEPS_CPU, batch=[1, 4, 16, 64, 256, 1024])
+BASE = {"seconds": 4.0, "views": 5, "batch": 1, "steps": None}
+
+
+def long_model(loaded, seconds: float):
+    """The same architecture with random weights and a position table long enough for ``seconds``:
+    timing does not depend on the weights, and the shipped model stops at its training length."""
+    from dataclasses import replace
+
+    from .checkpoint import LoadedModel
+    from .model import MotionDenoiser
+
+    frames = int(round(seconds * loaded.fps))
+    if frames <= loaded.config.max_frames:
+        return loaded
+    torch.manual_seed(0)
+    model = MotionDenoiser(replace(loaded.config, max_frames=frames)).eval().requires_grad_(False)
+    return LoadedModel(loaded.name + " (random weights, longer)", model.to(next(loaded.model.parameters()).device),
+                       loaded.card)
+
+
+def time_point(loaded, device, seconds, views, batch, steps) -> dict:
+    """One MAS run (after a short warm-up of the same shape): seconds per motion and peak memory."""
+    model = long_model(loaded, seconds)
+    frames = int(round(seconds * model.fps))
+    seeds = list(range(batch))
+    settings = MasSettings(views=views, steps=steps, batch_size=batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    with _PeakRss() as mem:        # the warm-up allocates what the run reuses: count both
+        sample_mas(model, seeds, frames, MasSettings(views=views, steps=2, batch_size=batch), device)
+        t0 = time.perf_counter()
+        res = sample_mas(model, seeds, frames, settings, device)
+        wall = time.perf_counter() - t0
+    row = {"seconds": seconds, "views": views, "batch": batch, "steps": steps or model.config.diffusion_steps,
+           "wall_s": wall, "seconds_per_motion": wall / batch, "triangulation_share": res.stats["triangulation_seconds"] / wall,
+           "extra_rss_mb": mem.extra_mb, "random_weights": model is not loaded}
+    if device.type == "cuda":
+        row["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return row
+
+
+def growth_exponent(xs, ys) -> float:
+    """Slope of log(y) against log(x): 1 is linear growth, 2 quadratic."""
+    return float(np.polyfit(np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float)), 1)[0])
+
+
+def run_scaling(model="human", device="auto", png=None, json_out=None, sweeps=None, log=print) -> dict:
+    """Time and memory of MAS as each of motion length, views, batch size and diffusion steps is
+    varied from the base point (4 s, 5 views, batch 1, all steps); a table per sweep, growth
+    exponents, and optionally a PNG of the four curves."""
+    dev = pick_device(device)
+    loaded = load_checkpoint(model, device=dev)
+    sweeps = sweeps or (SWEEPS_GPU if dev.type == "cuda" else SWEEPS_CPU)
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    log(f"MAS scaling with model {loaded.name!r} on {dev.type} ({where}); torch {torch.__version__}; base point: "
+        f"4 s, 5 views, batch 1, {loaded.config.diffusion_steps} steps")
+    result = {"model": loaded.name, "device": dev.type, "where": where, "sweeps": {}}
+    for var, values in sweeps.items():
+        rows = []
+        for v in values:
+            point = dict(BASE, **{var: v})
+            rows.append(time_point(loaded, dev, point["seconds"], point["views"], point["batch"], point["steps"]))
+        mem_key = "peak_gpu_mb" if dev.type == "cuda" else "extra_rss_mb"
+        cost = "seconds_per_motion" if var == "batch" else "wall_s"
+        result["sweeps"][var] = {"rows": rows, "exponent": growth_exponent(values, [r[cost] for r in rows])}
+        log(f"\n{var} (growth exponent of {'time per motion' if var == 'batch' else 'time'}: "
+            f"{result['sweeps'][var]['exponent']:.2f})")
+        log(f"| {var} | wall (s) | s / motion | motions / s | share in triangulation | working memory (MB) |")
+        log("|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            flag = " *" if r["random_weights"] else ""
+            log(f"| {r[var]:g}{flag} | {r['wall_s']:.3f} | {r['seconds_per_motion']:.3f} | {r['batch'] / r['wall_s']:.2f} | "
+                f"{100 * r['triangulation_share']:.1f}% | {r[mem_key]:.0f} |")
+    if any(r["random_weights"] for s in result["sweeps"].values() for r in s["rows"]):
+        log(f"\n* longer than the model's {loaded.config.max_frames} frames: the same architecture with random weights")
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump(result, f, indent=1)
+    if png:
+        plot_scaling(result, png)
+        log(f"wrote {png}")
+    return result
+
+
+def plot_scaling(result: dict, png) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .atomic import atomic_write
+
+    mem_key = "peak_gpu_mb" if result["device"] == "cuda" else "extra_rss_mb"
+    labels = {"seconds": "motion length (s)", "views": "views", "batch": "batch size (motions per call)",
+              "steps": "diffusion steps"}
+    fig, axes = plt.subplots(1, len(result["sweeps"]), figsize=(4 * len(result["sweeps"]), 3.4))
+    for ax, (var, sweep) in zip(np.atleast_1d(axes), result["sweeps"].items()):
+        xs = [r[var] for r in sweep["rows"]]
+        cost = "seconds_per_motion" if var == "batch" else "wall_s"
+        ax.plot(xs, [r[cost] for r in sweep["rows"]], "o-", color="tab:blue")
+        ax.set_xlabel(labels[var])
+        ax.set_ylabel("seconds per motion" if var == "batch" else "seconds", color="tab:blue")
+        if var == "batch":
+            ax.set_xscale("log", base=2)
+        ax.set_title(f"exponent {sweep['exponent']:.2f}", fontsize=9)
+        ax2 = ax.twinx()
+        ax2.plot(xs, [r[mem_key] for r in sweep["rows"]], "s--", color="tab:red")
+        ax2.set_ylabel("peak GPU memory (MB)" if mem_key == "peak_gpu_mb" else "working memory (MB)", color="tab:red")
+    fig.suptitle(f"MAS on {result['device']} ({result['where']}), model {result['model']}", fontsize=10)
+    fig.tight_layout()
+    atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)

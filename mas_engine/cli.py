@@ -128,8 +128,11 @@ def cmd_evaluate_3d(a) -> None:
 
 
 def cmd_bench(a) -> None:
-    from .bench import run_bench
+    from .bench import run_bench, run_scaling
 
+    if a.scaling:
+        run_scaling(model=a.model, device=a.device, png=a.png, json_out=a.json)
+        return
     run_bench(model=a.model, device=a.device, seconds=a.seconds, views=a.views, steps=a.steps,
               batch=a.batch, gpu_batch=a.gpu_batch, json_out=a.json, reference=not a.no_reference)
 
@@ -267,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gpu-batch", type=_positive_int, default=256)
     b.add_argument("--json", default=None, help="also write the results as JSON here")
     b.add_argument("--no-reference", action="store_true", help="skip the reference-style (Adam) triangulation row")
+    b.add_argument("--scaling", action="store_true",
+                   help="instead: time and memory against motion length (1-20 s), views (2-16), batch size and steps")
+    b.add_argument("--png", default=None, help="with --scaling: plot the four curves into this PNG")
     b.set_defaults(func=cmd_bench)
 
     br = sub.add_parser("bench-retarget", help="time and measure retargeting on motions, as a table")

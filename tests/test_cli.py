@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +98,20 @@ def test_bench_prints_a_table(tiny_checkpoint, capsys):
     assert "| cpu | fast | 1 |" in out and "| cpu | reference | 1 |" in out and "| cpu | fast | 2 |" in out
     assert "largest joint difference" in out
     assert all(r["seconds_per_motion"] > 0 and 0 <= r["triangulation_share"] <= 1 for r in rows)
+
+
+def test_bench_scaling_sweeps_tables_and_plot(tiny_checkpoint, tmp_path, capsys):
+    from mas_engine.bench import growth_exponent, run_scaling
+
+    x = [1, 2, 4, 8]
+    assert growth_exponent(x, [3 * v for v in x]) == pytest.approx(1.0)
+    assert growth_exponent(x, [0.5 * v * v for v in x]) == pytest.approx(2.0)
+    # the tiny model holds 1.6 s: 2 s runs on a longer copy with random weights, and says so
+    res = run_scaling(str(tiny_checkpoint), device="cpu", png=tmp_path / "s.png", json_out=tmp_path / "s.json",
+                      sweeps={"seconds": [0.5, 2], "views": [2, 4], "batch": [1, 2], "steps": [2, 4]})
+    out = capsys.readouterr().out
+    assert "| 2 * |" in out and "random weights" in out and (tmp_path / "s.png").stat().st_size > 10_000
+    rows = res["sweeps"]["seconds"]["rows"]
+    assert [r["random_weights"] for r in rows] == [False, True] and rows[1]["wall_s"] > 0
+    assert [r["steps"] for r in res["sweeps"]["steps"]["rows"]] == [2, 4]
+    assert json.loads((tmp_path / "s.json").read_text())["sweeps"]["batch"]["rows"][1]["batch"] == 2
