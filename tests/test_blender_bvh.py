@@ -24,3 +24,30 @@ def test_blender_imports_our_bvh_with_the_same_joint_positions(tmp_path):
             got = np.array(obj.matrix_world @ obj.pose.bones[name].head)
             worst = max(worst, float(np.abs(got - heads[f, b]).max()))
     assert worst < 1e-4, worst   # 0.1 mm, in Blender's Z-up metres
+
+
+@pytest.mark.parametrize("model", ["human", "quadruped", "ball"])
+def test_generated_motions_of_every_shipped_model_play_in_blender(tmp_path, model):
+    from mas_engine.checkpoint import load_checkpoint
+    from mas_engine.sampler import MasSettings, sample_mas
+    from retarget.api import retarget
+
+    loaded = load_checkpoint(model)
+    res = sample_mas(loaded, [3], int(loaded.fps), MasSettings(steps=20))
+    motion = {"joints": res.joints[0], "fps": loaded.fps, "joint_names": loaded.layout.joints,
+              "layout": loaded.layout.name}
+    track, report = retarget(motion, rig="horse" if model == "quadruped" else "human")
+    assert report["jitter_after"] <= report["jitter_before"] and report.get("skating_after", 0) <= report.get("skating_before", 0)
+    path = write_bvh(tmp_path / f"{model}.bvh", track)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.import_anim.bvh(filepath=str(path), update_scene_fps=True, update_scene_duration=True)
+    obj = bpy.context.selected_objects[0]
+    scene = bpy.context.scene
+    first, last = obj.animation_data.action.frame_range
+    assert scene.render.fps == int(loaded.fps) and round(last - first) + 1 == len(track.root)
+    heads, worst = track.heads(), 0.0
+    for f in (0, len(track.root) // 2, len(track.root) - 1):
+        scene.frame_set(scene.frame_start + f)
+        for b, name in enumerate(track.armature.bones):
+            worst = max(worst, float(np.abs(np.array(obj.matrix_world @ obj.pose.bones[name].head) - heads[f, b]).max()))
+    assert worst < 1e-4, worst
