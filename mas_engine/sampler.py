@@ -37,6 +37,7 @@ class MasSettings:
     triangulation: str = "fast"         # "reference": the reference code's Adam loop (benchmarks only)
     remove_alternation: bool = True     # band-stop at half the frame rate (see remove_alternation)
     gauss_newton_iters: int = 0         # extra Gauss-Newton steps after the depth-weighted solve
+    rigid_bones: bool = False           # after each triangulation, every bone at its median length (rigid_bones)
     batch_size: int | None = None       # motions per model call; None: 8 on CPU, 256 on GPU
 
 
@@ -70,6 +71,21 @@ def ancestral_loop(denoise, schedule: Schedule, x_t: torch.Tensor, noise_at, con
     return x_t
 
 
+def rigid_bones(X: torch.Tensor, parents, keep=()) -> torch.Tensor:
+    """Each bone of X (motions x frames x joints x 3) at its median length over the frames, in its
+    own direction: a real skeleton is rigid, and triangulated views need not be. Joints are placed
+    parents first (the layout's order); the root and the joints in ``keep`` (a prop such as the
+    ball, not a bone) stay where they are."""
+    out = X.clone()
+    for j, p in enumerate(parents):
+        if p < 0 or j in keep:
+            continue
+        d = X[:, :, j] - X[:, :, p]
+        length = d.norm(dim=-1, keepdim=True)
+        out[:, :, j] = out[:, :, p] + d / length.clamp(min=1e-9) * length.median(dim=1, keepdim=True).values
+    return out
+
+
 class MultiViewConsistency:
     """The MAS consistency block: triangulate the views' x0 into 3D, project back.
 
@@ -80,10 +96,11 @@ class MultiViewConsistency:
     then minimises the reprojection error itself (what a Gauss-Newton step would reach), at the
     cost of one linear solve. ``iters`` adds Gauss-Newton steps on top (off by default: at the
     sampling cameras' distance they change the reprojection error by less than 0.01%).
+    ``bones``: (parents, joints to keep) to make every step's 3D motion rigid (``rigid_bones``).
     """
 
-    def __init__(self, cams: Cameras, iters: int = 0):
-        self.cams, self.iters = cams, iters
+    def __init__(self, cams: Cameras, iters: int = 0, bones=None):
+        self.cams, self.iters, self.bones = cams, iters, bones
         self.X = None
         self.depth_weights = None
         self.seconds = 0.0
@@ -96,6 +113,8 @@ class MultiViewConsistency:
             X = torch.where(ok[..., None], X, self.X)
         for _ in range(self.iters):
             X = gauss_newton_step(self.cams, X, uv)
+        if self.bones is not None:
+            X = rigid_bones(X, *self.bones)
         self.X = X
         p = self.cams.to_camera(X)                           # B, L, J, V, 3
         z = p[..., 2:3]
@@ -178,7 +197,9 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
         from .reference import ReferenceConsistency
         consistency = ReferenceConsistency(cams)
     else:
-        consistency = MultiViewConsistency(cams, settings.gauss_newton_iters)
+        layout = loaded.layout
+        bones = (layout.parents, {layout.index(n) for n in layout.optional}) if settings.rigid_bones else None
+        consistency = MultiViewConsistency(cams, settings.gauss_newton_iters, bones)
     t0 = time.perf_counter()
     ancestral_loop(_denoiser(loaded, frames), schedule, noise_at(K), noise_at, consistency, progress, cancel)
     if device.type == "cuda":

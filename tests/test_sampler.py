@@ -8,7 +8,8 @@ from torch import nn
 from mas_engine.checkpoint import LoadedModel, load_checkpoint
 from mas_engine.errors import Cancelled, MasError
 from mas_engine.model import ModelConfig
-from mas_engine.sampler import MasSettings, mas_cameras, sample_2d_batch, sample_mas, sample_mas_batch
+from mas_engine.sampler import MasSettings, mas_cameras, rigid_bones, sample_2d_batch, sample_mas, sample_mas_batch
+from rigs.keypoints import HUMAN16
 from conftest import tiny_card, walking_figure
 
 
@@ -105,3 +106,28 @@ def test_remove_alternation_stops_only_the_half_frame_rate_pattern():
     assert np.abs(out[inner] - slow[inner]).max() < 0.01          # the pattern is gone, the motion stays
     assert np.abs(remove_alternation(slow)[inner] - slow[inner]).max() < 0.01
     assert remove_alternation(slow[:3]).shape == (3, 3, 1)
+
+
+def test_rigid_bones_fixes_lengths_and_keeps_directions(tiny_checkpoint):
+    X = torch.from_numpy(walking_figure(40)).double()[None]
+    once = rigid_bones(X, HUMAN16.parents)
+    torch.testing.assert_close(rigid_bones(once, HUMAN16.parents), once)            # a rigid motion stays as it is
+    g = torch.Generator().manual_seed(0)
+    wobbly = X + 0.03 * torch.randn(X.shape, generator=g, dtype=X.dtype)
+    out = rigid_bones(wobbly, HUMAN16.parents, keep={HUMAN16.index("nose")})
+    for j, p in enumerate(HUMAN16.parents):
+        if p < 0:
+            torch.testing.assert_close(out[:, :, j], wobbly[:, :, j])                   # the root stays
+            continue
+        d_in, d_out = wobbly[:, :, j] - wobbly[:, :, p], out[:, :, j] - out[:, :, p]
+        if j == HUMAN16.index("nose"):
+            torch.testing.assert_close(out[:, :, j], wobbly[:, :, j])                   # kept as it is
+            continue
+        length = d_out.norm(dim=-1)
+        assert float(length.std()) < 1e-9 and abs(float(length[0, 0] - d_in.norm(dim=-1).median())) < 1e-9
+        torch.testing.assert_close(d_out / length[..., None], d_in / d_in.norm(dim=-1, keepdim=True))
+    # in MAS: every step's 3D motion is rigid, so the result is too
+    loaded = load_checkpoint(tiny_checkpoint)
+    X3, _, _ = sample_mas_batch(loaded, [5], 24, MasSettings(views=4, rigid_bones=True), torch.device("cpu"))
+    bones = torch.stack([(X3[:, :, j] - X3[:, :, p]).norm(dim=-1) for j, p in enumerate(HUMAN16.parents) if p >= 0], -1)
+    assert float((bones.std(1) / bones.mean(1)).max()) < 1e-5
