@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
 from rigs.keypoints import KeypointLayout
 
+from .atomic import atomic_write
 from .dataset import is_validation_clip
-from .motion_io import resample
 from .errors import MasError
+from .motion_io import resample
 from .metrics import bone_length_variation, foot_skating, frechet_distance, jitter
 
 # per layout: the capture kind that has its 3D, the joint that sets the height, the feet, and the
@@ -109,7 +109,8 @@ def summarise(motions: np.ndarray, layout: KeypointLayout, fps: float) -> dict:
             "skating": float(np.mean([foot_skating(m[:, feet], fps) for m in motions]))}
 
 
-ROWS = {"mas5": dict(views=5), "mas2": dict(views=2), "no3dnoise": dict(views=5, noise_3d=False)}
+ROWS = {"mas5": dict(views=5), "mas2": dict(views=2), "no3dnoise": dict(views=5, noise_3d=False),
+        "mas5rigid": dict(views=5, rigid_bones=True)}
 
 
 def evaluate_3d(model="human", capture=None, names_file=None, num=64, seconds=4.0, rows=("mas5", "mas2", "no3dnoise"),
@@ -138,5 +139,5 @@ def evaluate_3d(model="human", capture=None, names_file=None, num=64, seconds=4.
     for name, r in results.items():
         log(f"| {name} | {r['fd']:.3f} | {100 * r['bone_cv']:.2f}% | {r['jitter']:.2f} | {100 * r['skating']:.1f}% |")
     if json_out:
-        Path(json_out).write_text(json.dumps(results, indent=1))
+        atomic_write(json_out, lambda tmp: tmp.write_text(json.dumps(results, indent=1)))
     return results

@@ -23,6 +23,7 @@ from torch import nn
 
 from rigs.keypoints import KeypointLayout
 
+from .atomic import atomic_write
 from .errors import MasError
 from .metrics import diversity, frechet_distance, precision_recall
 
@@ -150,8 +151,9 @@ def save_evaluator(path, model: MotionVAE, card: dict) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path.with_suffix(".safetensors")))
-    path.with_suffix(".json").write_text(json.dumps(dict(card, config=asdict(model.cfg)), indent=1))
+    atomic_write(path.with_suffix(".safetensors"),
+                 lambda tmp: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp)))
+    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(dict(card, config=asdict(model.cfg)), indent=1)))
 
 
 def load_evaluator(path) -> tuple[MotionVAE, dict]:
@@ -231,6 +233,8 @@ def facing_azimuth(motion: np.ndarray, layout: KeypointLayout) -> float:
 
 
 ROWS_2D = ("ground truth", "2D model", "MAS 5 views", "MAS 2 views", "MAS without 3D noise", "score distillation")
+MAS_ROWS = {"MAS 5 views": dict(views=5), "MAS 2 views": dict(views=2), "MAS without 3D noise": dict(views=5, noise_3d=False),
+            "MAS 5 views (rigid bones)": dict(views=5, rigid_bones=True)}
 
 
 def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10, quick=False, rows=ROWS_2D,
@@ -244,9 +248,9 @@ def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10,
 
     if quick:
         num, reps = min(num, 64), min(reps, 3)
-    unknown = [r for r in rows if r not in ROWS_2D]
+    unknown = [r for r in rows if r not in ROWS_2D and r not in MAS_ROWS]
     if unknown:
-        raise MasError(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(ROWS_2D)}")
+        raise MasError(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(dict.fromkeys(ROWS_2D + tuple(MAS_ROWS)))}")
     dev = pick_device(device)
     loaded = load_checkpoint(model, device=dev)
     layout, fps, frames = loaded.layout, loaded.fps, int(round(seconds * loaded.fps))
@@ -297,9 +301,7 @@ def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10,
                 uv = one_view(np.concatenate([score_distillation(loaded, seeds[i:i + 64], frames, dev)
                                               for i in range(0, num, 64)]), r)
             else:
-                settings = {"MAS 5 views": MasSettings(views=5), "MAS 2 views": MasSettings(views=2),
-                            "MAS without 3D noise": MasSettings(views=5, noise_3d=False)}[row]
-                uv = one_view(sample_mas(loaded, seeds, frames, settings, dev).joints, r)
+                uv = one_view(sample_mas(loaded, seeds, frames, MasSettings(**MAS_ROWS[row]), dev).joints, r)
             per_rep[row].append(dict(score(real_feat, features(vae, to_evaluator_units(uv, scale)), rep),
                                      seconds=time.perf_counter() - t0))
         log(f"repetition {rep + 1}/{reps} done")
@@ -318,6 +320,6 @@ def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10,
     if out:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-        out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        atomic_write(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+        atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     return result
