@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from .atomic import atomic_write
 from .checkpoint import load_checkpoint
 from .device import pick_device
 from .sampler import MasSettings, sample_mas
@@ -50,6 +51,43 @@ def time_mas(loaded, batch: int, frames: int, views: int, steps, device, repeats
     return row
 
 
+def model_flops_per_motion(loaded, frames: int, views: int, steps: int) -> float:
+    """Floating-point operations of the denoiser for one MAS motion: one call on ``views`` 2D
+    motions, counted by torch's FlopCounterMode (matrix products), times the steps. The fused
+    inference path of torch's transformer layers is invisible to the counter: off while counting."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    p = next(loaded.model.parameters())
+    x = torch.zeros(views, frames, loaded.config.num_joints, 2, device=p.device)
+    t = torch.zeros(views, dtype=torch.long, device=p.device)
+    fused = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            loaded.model(x, t)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fused)
+    return float(counter.get_total_flops()) * steps
+
+
+def matmul_flops_per_second(device, n: int = 1024, seconds: float = 0.5) -> float:
+    """Measured float32 matrix-multiply throughput of ``device`` (n x n products, best of a few)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    best = 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or best == 0.0:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = max(best, 4 * 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
 def run_bench(model="human", device="auto", seconds=4.0, views=5, steps=None, batch=8, gpu_batch=256,
               json_out=None, reference=True, log=print) -> list[dict]:
     dev = pick_device(device)
@@ -66,6 +104,8 @@ def run_bench(model="human", device="auto", seconds=4.0, views=5, steps=None, ba
     if dev.type == "cuda":
         gpu = load_checkpoint(model, device=dev)
         rows.append(time_mas(gpu, 1, frames, views, steps, dev, repeats=3))
+        if reference:
+            rows.append(time_mas(gpu, 1, frames, views, steps, dev, triangulation="reference"))
         rows.append(time_mas(gpu, gpu_batch, frames, views, steps, dev, repeats=2))
     cpu_name = platform.processor() or platform.machine()
     log(f"MAS with model {loaded.name!r}: {seconds:g} s at {loaded.fps:g} fps ({frames} frames), {views} views, "
@@ -78,17 +118,29 @@ def run_bench(model="human", device="auto", seconds=4.0, views=5, steps=None, ba
                                                      if "peak_gpu_memory_mb" in r else "")
         log(f"| {r['device']} | {r['mode']} | {r['batch']} | {r['seconds_per_motion']:.3f} | {r['motions_per_second']:.2f} | "
             f"{100 * r['triangulation_share']:.1f}% | {mem} |")
-    fast = [r for r in rows if r["mode"] == "fast" and r["batch"] == 1 and r["device"] == "cpu"]
-    ref = [r for r in rows if r["mode"] == "reference"]
-    if fast and ref:
-        diff = 1000 * float(abs(fast[0]["joints"][0] - ref[0]["joints"][0]).max())
-        log(f"reference-style vs fast, same seed: {ref[0]['seconds_per_motion'] / fast[0]['seconds_per_motion']:.1f}x "
-            f"the time; largest joint difference of the final motions {diff:.1f} mm")
+    for kind in ("cpu", "cuda"):
+        fast = [r for r in rows if r["mode"] == "fast" and r["batch"] == 1 and r["device"] == kind]
+        ref = [r for r in rows if r["mode"] == "reference" and r["device"] == kind]
+        if fast and ref:
+            diff = 1000 * float(abs(fast[0]["joints"][0] - ref[0]["joints"][0]).max())
+            log(f"{kind}: reference-style vs fast, same seed: {ref[0]['seconds_per_motion'] / fast[0]['seconds_per_motion']:.1f}x "
+                f"the time; largest joint difference of the final motions {diff:.1f} mm")
+    flop = model_flops_per_motion(loaded, frames, views, K)
+    floors = {}
+    for kind in dict.fromkeys(r["device"] for r in rows):
+        d = torch.device(kind) if kind == "cpu" else dev
+        tput = matmul_flops_per_second(d)
+        floors[kind] = {"matmul_flops_per_second": tput, "floor_seconds_per_motion": flop / tput}
+        best = min(r["seconds_per_motion"] for r in rows if r["device"] == kind and r["mode"] == "fast")
+        log(f"{kind}: the model needs {flop / 1e9:.1f} GFLOP per motion ({K} steps x {views} views); this {kind}'s "
+            f"matrix multiply runs at {tput / 1e9:.0f} GFLOP/s, so the floor is {flop / tput:.3f} s per motion; "
+            f"the fast path's best is {best / (flop / tput):.1f}x that")
     for r in rows:
         r.pop("joints")
     if json_out:
-        with open(json_out, "w") as f:
-            json.dump({"model": loaded.name, "frames": frames, "views": views, "steps": K, "rows": rows}, f, indent=1)
+        summary = {"model": loaded.name, "frames": frames, "views": views, "steps": K, "rows": rows,
+                   "flop_per_motion": flop, "floors": floors}
+        atomic_write(json_out, lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     return rows
 
 
@@ -218,8 +270,7 @@ def run_scaling(model="human", device="auto", png=None, json_out=None, sweeps=No
     if any(r["random_weights"] for s in result["sweeps"].values() for r in s["rows"]):
         log(f"\n* longer than the model's {loaded.config.max_frames} frames: the same architecture with random weights")
     if json_out:
-        with open(json_out, "w") as f:
-            json.dump(result, f, indent=1)
+        atomic_write(json_out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
     if png:
         plot_scaling(result, png)
         log(f"wrote {png}")
@@ -230,8 +281,6 @@ def plot_scaling(result: dict, png) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .atomic import atomic_write
 
     mem_key = "peak_gpu_mb" if result["device"] == "cuda" else "extra_rss_mb"
     labels = {"seconds": "motion length (s)", "views": "views", "batch": "batch size (motions per call)",

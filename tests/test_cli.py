@@ -96,8 +96,21 @@ def test_bench_prints_a_table(tiny_checkpoint, capsys):
     rows = run_bench(model=str(tiny_checkpoint), device="cpu", seconds=0.5, steps=3, batch=2)
     out = capsys.readouterr().out
     assert "| cpu | fast | 1 |" in out and "| cpu | reference | 1 |" in out and "| cpu | fast | 2 |" in out
-    assert "largest joint difference" in out
+    assert "largest joint difference" in out and "GFLOP per motion" in out and "the floor is" in out
     assert all(r["seconds_per_motion"] > 0 and 0 <= r["triangulation_share"] <= 1 for r in rows)
+
+
+def test_model_flops_grow_with_views_and_steps_and_count_every_layer(tiny_checkpoint):
+    from mas_engine.bench import model_flops_per_motion
+    from mas_engine.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(tiny_checkpoint)
+    one = model_flops_per_motion(loaded, 24, 2, 1)
+    assert model_flops_per_motion(loaded, 24, 4, 10) == 20 * one
+    c = loaded.config                 # the layers' matrix products alone: a lower bound the count must pass
+    tokens = 24 // c.frames_per_token + 1
+    per_layer = 2 * tokens * (4 * c.width * c.width + 2 * c.width * c.ff_width)
+    assert per_layer * c.layers * 2 <= one < 2 * per_layer * c.layers * 2
 
 
 def test_bench_scaling_sweeps_tables_and_plot(tiny_checkpoint, tmp_path, capsys):
