@@ -212,7 +212,7 @@ def prepare_2d(folder, out, fmt: str, layout=None, fps: float | None = None, cfg
                 got = read_openpose(p, fps or 30.0, layout)
             elif fmt == "video":
                 log(f"[{k + 1}/{len(files)}] {p.name}: finding the person (MediaPipe Pose)")
-                got = read_video(p, fps, layout, progress=lambda n, total: log(f"  frame {n}" + (f" of {total}" if total else "")))
+                got = read_video(p, fps, layout, progress=lambda n, total: log(f"  frame {n}" + (f" of {total}" if total > 0 else "")))
             else:
                 got = read_deeplabcut(p, fps or 30.0, layout, body_parts)
         except MissingDependency:
