@@ -32,7 +32,8 @@ def peak_rss_mb() -> float:
 
 def time_mas(loaded, batch: int, frames: int, views: int, steps, device, repeats: int = 1,
              triangulation: str = "fast") -> dict:
-    settings = MasSettings(views=views, steps=steps, batch_size=batch, triangulation=triangulation)
+    # the paper's chain (no bone prior) in both modes, so their motions can be compared
+    settings = MasSettings(views=views, steps=steps, batch_size=batch, triangulation=triangulation, rigid_bones=False)
     sample_mas(loaded, list(range(batch)), frames, MasSettings(views=views, steps=2, batch_size=batch), device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

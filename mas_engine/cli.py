@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     e2.add_argument("--reps", type=_positive_int, default=10, help="repetitions (mean and 95%% interval)")
     e2.add_argument("--quick", action="store_true", help="at most 64 samples x 3 repetitions, a shorter evaluator training")
     e2.add_argument("--rows", default="all", help="all, or a comma-separated list of: ground truth, 2D model, "
-                                                  "MAS 5 views, MAS 2 views, MAS without 3D noise, score distillation; also MAS 5 views (rigid bones)")
+                                                  "MAS 5 views, MAS 5 views (rigid bones), MAS 2 views, MAS without 3D noise, score distillation")
     e2.add_argument("--side", action="store_true", help="only side views (azimuth 45 to 135 degrees from the facing)")
     e2.add_argument("--evaluator", default=None, help="evaluator checkpoint (trained and saved there if missing)")
     e2.add_argument("--seconds", type=_positive_float, default=4.0)
@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default="human")
     ev.add_argument("--num", type=_positive_int, default=64, help="motions per row")
     ev.add_argument("--seconds", type=_positive_float, default=4.0)
-    ev.add_argument("--rows", default="mas5,mas2,no3dnoise", help="comma-separated: mas5, mas2, no3dnoise, mas5rigid")
+    ev.add_argument("--rows", default="mas5,mas5rigid,mas2,no3dnoise",
+                    help="comma-separated: mas5 (the paper's MAS), mas5rigid (the default: rigid bones), mas2, no3dnoise")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--json", default=None)

@@ -37,7 +37,8 @@ class MasSettings:
     triangulation: str = "fast"         # "reference": the reference code's Adam loop (benchmarks only)
     remove_alternation: bool = True     # band-stop at half the frame rate (see remove_alternation)
     gauss_newton_iters: int = 0         # extra Gauss-Newton steps after the depth-weighted solve
-    rigid_bones: bool = False           # after each triangulation, every bone at its median length (rigid_bones)
+    rigid_bones: bool = True            # after each triangulation, every bone at its median length (rigid_bones);
+                                        # off: the paper's MAS (see docs/results.md for both)
     batch_size: int | None = None       # motions per model call; None: 8 on CPU, 256 on GPU
 
 
