@@ -32,7 +32,7 @@ def cmd_generate(a) -> None:
 
     generate_to_files(model=a.model, num=a.num, seconds=a.seconds, seed=a.seed, views=a.views, steps=a.steps,
                       device=a.device, out=a.out, batch_size=a.batch_size, noise_3d=not a.no_3d_noise,
-                      elevation_deg=a.elevation, distance_m=a.distance, preview=a.preview, formats=a.format,
+                      rigid_bones=not a.no_rigid_bones, elevation_deg=a.elevation, distance_m=a.distance, preview=a.preview, formats=a.format,
                       rig=a.rig)
 
 
@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--elevation", type=float, default=None, help="view elevation in degrees (default: the model's)")
     g.add_argument("--distance", type=_positive_float, default=None, help="view distance in metres (default: the model's)")
     g.add_argument("--no-3d-noise", action="store_true", help="ablation: independent noise per view")
+    g.add_argument("--no-rigid-bones", action="store_true",
+                   help="the paper's MAS: no bone-length prior after each triangulation (bones may stretch)")
     g.add_argument("--preview", action="store_true", help="also write a stick-figure GIF per motion")
     g.add_argument("--format", default="npz", choices=["npz", "bvh", "both"],
                    help="joint positions (.npz), a rotation track on --rig (.bvh), or both")

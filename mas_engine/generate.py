@@ -13,7 +13,7 @@ from .sampler import MasSettings, check_request, sample_mas
 
 
 def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=None, device="auto",
-                      out="motions", batch_size=None, noise_3d=True, elevation_deg=None, distance_m=None,
+                      out="motions", batch_size=None, noise_3d=True, rigid_bones=True, elevation_deg=None, distance_m=None,
                       preview=False, formats="npz", rig="human", log=print) -> list[Path]:
     """Generate ``num`` motions (seeds seed .. seed+num-1) into ``out``.
 
@@ -26,7 +26,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     loaded = load_checkpoint(model, device=dev)
     frames = int(round(seconds * loaded.fps))
-    settings = MasSettings(views=views, steps=steps, noise_3d=noise_3d, batch_size=batch_size,
+    settings = MasSettings(views=views, steps=steps, noise_3d=noise_3d, rigid_bones=rigid_bones, batch_size=batch_size,
                            elevation_deg=elevation_deg, distance_m=distance_m)
     check_request(loaded, frames, settings)
     seeds = list(range(seed, seed + num))

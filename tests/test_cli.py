@@ -128,3 +128,16 @@ def test_bench_scaling_sweeps_tables_and_plot(tiny_checkpoint, tmp_path, capsys)
     assert [r["random_weights"] for r in rows] == [False, True] and rows[1]["wall_s"] > 0
     assert [r["steps"] for r in res["sweeps"]["steps"]["rows"]] == [2, 4]
     assert json.loads((tmp_path / "s.json").read_text())["sweeps"]["batch"]["rows"][1]["batch"] == 2
+
+
+def test_bones_are_rigid_unless_asked_for_the_papers_mas(tmp_path):
+    from mas_engine.metrics import bone_length_variation
+    from rigs.keypoints import HUMAN16
+
+    cv = {}
+    for flag in ([], ["--no-rigid-bones"]):
+        out = tmp_path / ("paper" if flag else "default")
+        assert main(["generate", "--model", "human", "--seconds", "2", "--steps", "25", "--device", "cpu",
+                     "--out", str(out)] + flag) == 0
+        cv[bool(flag)] = bone_length_variation(load_motion(out / "human_seed00000.npz")["joints"], HUMAN16)
+    assert cv[False] < 0.005 and cv[True] > 0.02
