@@ -75,10 +75,14 @@ def ancestral_loop(denoise, schedule: Schedule, x_t: torch.Tensor, noise_at, con
 def rigid_bones(X: torch.Tensor, parents, keep=()) -> torch.Tensor:
     """Each bone of X (motions x frames x joints x 3) at its median length over the frames, in its
     own direction: a real skeleton is rigid, and triangulated views need not be. Joints are placed
-    parents first (the layout's order); the root and the joints in ``keep`` (a prop such as the
+    parents first, from the root out; the root and the joints in ``keep`` (a prop such as the
     ball, not a bone) stay where they are."""
     out = X.clone()
-    for j, p in enumerate(parents):
+    order = [j for j, p in enumerate(parents) if p < 0]
+    for j in order:                      # breadth first: a layout need not list parents first
+        order += [c for c, p in enumerate(parents) if p == j]
+    for j in order:
+        p = parents[j]
         if p < 0 or j in keep:
             continue
         d = X[:, :, j] - X[:, :, p]

@@ -126,6 +126,12 @@ def test_rigid_bones_fixes_lengths_and_keeps_directions(tiny_checkpoint):
         length = d_out.norm(dim=-1)
         assert float(length.std()) < 1e-9 and abs(float(length[0, 0] - d_in.norm(dim=-1).median())) < 1e-9
         torch.testing.assert_close(d_out / length[..., None], d_in / d_in.norm(dim=-1, keepdim=True))
+    # a layout that does not list parents first (COCO's root is a hip): still rigid
+    from rigs.keypoints import COCO17
+    Y = torch.randn(1, 10, 17, 3, generator=g, dtype=torch.float64)
+    R = rigid_bones(Y, COCO17.parents)
+    lengths = torch.stack([(R[:, :, j] - R[:, :, p]).norm(dim=-1) for j, p in enumerate(COCO17.parents) if p >= 0], -1)
+    assert float(lengths.std(1).max()) < 1e-9
     # in MAS: every step's 3D motion is rigid, so the result is too
     loaded = load_checkpoint(tiny_checkpoint)
     X3, _, _ = sample_mas_batch(loaded, [5], 24, MasSettings(views=4, rigid_bones=True), torch.device("cpu"))
