@@ -72,23 +72,30 @@ def ancestral_loop(denoise, schedule: Schedule, x_t: torch.Tensor, noise_at, con
     return x_t
 
 
+def ancestry(parents) -> torch.Tensor:
+    """J x J matrix A with A[j, k] = 1 where k is j or one of its ancestors (its chain to the root)."""
+    A = torch.zeros(len(parents), len(parents))
+    for j in range(len(parents)):
+        k = j
+        while k >= 0:
+            A[j, k] = 1.0
+            k = parents[k]
+    return A
+
+
 def rigid_bones(X: torch.Tensor, parents, keep=()) -> torch.Tensor:
     """Each bone of X (motions x frames x joints x 3) at its median length over the frames, in its
-    own direction: a real skeleton is rigid, and triangulated views need not be. Joints are placed
-    parents first, from the root out; the root and the joints in ``keep`` (a prop such as the
-    ball, not a bone) stay where they are."""
-    out = X.clone()
-    order = [j for j, p in enumerate(parents) if p < 0]
-    for j in order:                      # breadth first: a layout need not list parents first
-        order += [c for c, p in enumerate(parents) if p == j]
-    for j in order:
-        p = parents[j]
-        if p < 0 or j in keep:
-            continue
-        d = X[:, :, j] - X[:, :, p]
-        length = d.norm(dim=-1, keepdim=True)
-        out[:, :, j] = out[:, :, p] + d / length.clamp(min=1e-9) * length.median(dim=1, keepdim=True).values
-    return out
+    own direction: a real skeleton is rigid, and triangulated views need not be. A joint is its
+    root plus the rescaled bones of its chain (one product with ``ancestry``, whatever the
+    layout's order). The root and the joints in ``keep`` (a prop such as the ball, not a bone)
+    stay where they are; a kept joint's children hang from it as from a root."""
+    parents = [-1 if j in keep else p for j, p in enumerate(parents)]
+    roots = [j for j, p in enumerate(parents) if p < 0]
+    d = X - X[:, :, [p if p >= 0 else j for j, p in enumerate(parents)]]
+    length = d.norm(dim=-1, keepdim=True)
+    bones = d / length.clamp(min=1e-9) * length.median(dim=1, keepdim=True).values
+    bones[:, :, roots] = X[:, :, roots]
+    return torch.einsum("jk,bfkc->bfjc", ancestry(parents).to(X), bones)
 
 
 class MultiViewConsistency:
