@@ -110,6 +110,8 @@ def test_evaluate_2d_protocol_runs_every_row(tiny_checkpoint, tmp_path):
         again = evaluate_2d(model=str(tiny_checkpoint), capture=SAMPLES / "bandai", num=12, reps=2, seconds=1.0,
                             rows=("ground truth",), side=True, evaluator=tmp_path / "ev", device="cpu",
                             log=lambda *a: None)
+        alone = evaluate_2d(model=str(tiny_checkpoint), capture=SAMPLES / "bandai", num=12, reps=2, seconds=1.0,
+                            rows=("MAS 2 views",), evaluator=tmp_path / "ev", device="cpu", log=lambda *a: None)
     finally:
         ev.is_validation_clip = orig
     assert list(res["rows"]) == list(ROWS_2D)
@@ -118,5 +120,6 @@ def test_evaluate_2d_protocol_runs_every_row(tiny_checkpoint, tmp_path):
     assert (tmp_path / "t.json").exists() and "| MAS 5 views |" in (tmp_path / "t.md").read_text()
     vae, card = load_evaluator(tmp_path / "ev")                # trained once, then reused
     assert card["steps"] == 3 and again["views"] == "side"
+    assert alone["rows"]["MAS 2 views"] == res["rows"]["MAS 2 views"]   # a row's numbers do not depend on the others run
     # facing: the test figure walks along +X with its left hip at +Y
     assert abs(facing_azimuth(walking_figure(10, heading=0.0), HUMAN16)) < 1e-6
