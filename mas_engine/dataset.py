@@ -239,14 +239,9 @@ def normalisation_scale(pose: np.ndarray, length: np.ndarray) -> float:
     return float(np.sqrt(np.mean(uv.astype(np.float64) ** 2)))
 
 
-def atomic_save_npz(path, **arrays) -> None:
-    """Write an .npz next to ``path`` and rename it into place (no half-written file)."""
-    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
-
-
 def save_monocular_set(path, built: dict) -> None:
     arrays = {k: v for k, v in built.items() if k not in ("meta", "rejected")}
-    atomic_save_npz(path, meta=np.array(json.dumps(built["meta"])), **arrays)
+    atomic_write(path, lambda tmp: np.savez(tmp, meta=np.array(json.dumps(built["meta"])), **arrays))
 
 
 class MotionData2D:

@@ -202,19 +202,20 @@ def prepare_2d(folder, out, fmt: str, layout=None, fps: float | None = None, cfg
         raise MasError(f"frame rate {fps} is not plausible; give the videos' frame rate with --fps (1 to 1000)")
     if fmt in ("coco", "openpose", "video") and layout.name != "coco17":
         raise MasError(f"{fmt} input gives COCO keypoints: use --layout coco17 (a layout of your own is for DeepLabCut)")
+    key_fps = fps or 30.0                   # keypoint files carry no frame rate
     tracks, rejected = [], []
     files = inputs_2d(folder, fmt)
     for k, p in enumerate(files):
         try:
             if fmt == "coco":
-                got = read_coco_json(p, fps or 30.0, layout)
+                got = read_coco_json(p, key_fps, layout)
             elif fmt == "openpose":
-                got = read_openpose(p, fps or 30.0, layout)
+                got = read_openpose(p, key_fps, layout)
             elif fmt == "video":
                 log(f"[{k + 1}/{len(files)}] {p.name}: finding the person (MediaPipe Pose)")
                 got = read_video(p, fps, layout, progress=lambda n, total: log(f"  frame {n}" + (f" of {total}" if total > 0 else "")))
             else:
-                got = read_deeplabcut(p, fps or 30.0, layout, body_parts)
+                got = read_deeplabcut(p, key_fps, layout, body_parts)
         except MissingDependency:
             raise                           # not this file's fault: every file would fail the same way
         except MasError as e:

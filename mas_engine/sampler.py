@@ -11,6 +11,7 @@ All in normalised units (metres / the model's scale); cameras look at the origin
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -72,8 +73,10 @@ def ancestral_loop(denoise, schedule: Schedule, x_t: torch.Tensor, noise_at, con
     return x_t
 
 
-def ancestry(parents) -> torch.Tensor:
-    """J x J matrix A with A[j, k] = 1 where k is j or one of its ancestors (its chain to the root)."""
+@functools.lru_cache(maxsize=32)
+def ancestry(parents: tuple) -> torch.Tensor:
+    """J x J matrix A with A[j, k] = 1 where k is j or one of its ancestors (its chain to the root).
+    Cached per layout: the sampling loop asks for it at every step (treat it as read-only)."""
     A = torch.zeros(len(parents), len(parents))
     for j in range(len(parents)):
         k = j
@@ -89,7 +92,7 @@ def rigid_bones(X: torch.Tensor, parents, keep=()) -> torch.Tensor:
     root plus the rescaled bones of its chain (one product with ``ancestry``, whatever the
     layout's order). The root and the joints in ``keep`` (a prop such as the ball, not a bone)
     stay where they are; a kept joint's children hang from it as from a root."""
-    parents = [-1 if j in keep else p for j, p in enumerate(parents)]
+    parents = tuple(-1 if j in keep else p for j, p in enumerate(parents))
     roots = [j for j, p in enumerate(parents) if p < 0]
     d = X - X[:, :, [p if p >= 0 else j for j, p in enumerate(parents)]]
     length = d.norm(dim=-1, keepdim=True)
