@@ -1,20 +1,54 @@
-"""Atomic file writes: a failure never leaves a half-written result."""
+"""Atomic file writes: a failure never leaves a half-written result, and nothing is replaced unasked.
+
+The temporary file is created exclusively (``O_EXCL``, a random name) in the target folder, so a
+symlink planted beside the target cannot redirect the write and two processes writing the same
+file never share a temporary. The finished file is renamed into place; a rename replaces a link
+at the target path itself, never the file it points to.
+"""
 from __future__ import annotations
 
 import os
+import stat
+import tempfile
 from pathlib import Path
 
+from .errors import MasError
 
-def atomic_write(path, write) -> Path:
-    """Call ``write(tmp)`` with a temporary path beside ``path`` (same extension, so writers that go
-    by it, like numpy's savez or matplotlib's savefig, keep working), then rename it into place.
+
+class FileExists(MasError):
+    """The target file exists and replacing it was not asked for."""
+
+
+def atomic_write(path, write, overwrite: bool = True) -> Path:
+    """Call ``write(tmp)`` with a fresh temporary path beside ``path`` (same extension, so writers that
+    go by it, like numpy's savez or matplotlib's savefig, keep working), then move it into place.
+
+    overwrite=False: an existing ``path`` is never replaced (``FileExists``), even when another
+    process creates it while we write (the move is a hard link, which fails if the name exists).
     The temporary file is removed if anything fails."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp" + path.suffix)
+    if not overwrite and os.path.lexists(path):
+        raise FileExists(f"{path} exists; pass --overwrite to replace it, or choose another name or folder")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    tmp = Path(name)
     try:
+        os.close(fd)
         write(tmp)
-        os.replace(tmp, path)
+        if not stat.S_ISREG(os.lstat(tmp).st_mode):      # some writers replace the file: a plain file is fine, a link is not
+            raise MasError(f"the temporary file {tmp} was replaced by a link while writing {path}; is another "
+                           f"program writing into {path.parent}?")
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExists(f"{path} exists; pass --overwrite to replace it, or choose another name or folder") from None
+            except OSError:                     # a file system without hard links: the check above has to do
+                if os.path.lexists(path):
+                    raise FileExists(f"{path} exists; pass --overwrite to replace it") from None
+                os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        if os.path.lexists(tmp):
             tmp.unlink()
     return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,8 @@ def save_checkpoint(path, model: MotionDenoiser, card: dict, state_dict: dict | 
 def resolve(name_or_path) -> tuple[str, Path, Path]:
     """A shipped model's name or a checkpoint path -> (name, weights path, card path)."""
     s = str(name_or_path)
+    if not s.strip():
+        raise MasError("no model given; pass a shipped model's name (see 'mas models') or a checkpoint path")
     shipped = shipped_models()
     if s in shipped:
         w, c = _paths(shipped[s])
@@ -111,7 +114,45 @@ def resolve(name_or_path) -> tuple[str, Path, Path]:
         missing = [str(p) for p in (w, c) if not p.exists()]
         raise MasError(f"checkpoint not found: {', '.join(missing)} missing (a checkpoint is NAME.safetensors "
                        f"plus NAME.json, as 'mas train' writes them)")
+    for p in (w, c):
+        if not p.is_file():                 # a FIFO or device would hang or never end
+            raise MasError(f"checkpoint file {p} is not a regular file")
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise MasError(f"checkpoint file {p} is {p.stat().st_size / 1e9:.1f} GB, more than any MAS model; "
+                           f"is it the right file?")
     return w.stem, w, c
+
+
+MAX_FILE_BYTES = 2_000_000_000
+# what a sane card may say (the model is built before its weights are read: an absurd size would
+# try to allocate it)
+CARD_LIMITS = {"max_frames": (2, 100_000), "width": (8, 8192), "layers": (1, 128), "heads": (1, 128),
+               "ff_width": (8, 32768), "num_joints": (1, 1000), "frames_per_token": (1, 64),
+               "diffusion_steps": (1, 10_000)}
+
+
+def check_card(card: dict, card_path) -> ModelConfig:
+    """The model config of a card, each number within CARD_LIMITS and the card's fps and scale
+    positive and finite, else MasError naming the field."""
+    import math
+
+    try:
+        cfg = ModelConfig.from_dict(card["model"])
+        fps, scale = float(card["fps"]), float(card["normalisation"]["scale"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise MasError(f"checkpoint card {card_path} is incomplete or invalid: {e}") from None
+    for key, (lo, hi) in CARD_LIMITS.items():
+        v = getattr(cfg, key)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise MasError(f"checkpoint card {card_path}: model {key} {v!r} is not an integer in {lo}..{hi}; "
+                           f"the card is damaged")
+    if cfg.width % cfg.heads:
+        raise MasError(f"checkpoint card {card_path}: width {cfg.width} is not a multiple of heads {cfg.heads}")
+    for key, v, hi in (("fps", fps, 1000.0), ("normalisation scale", scale, 1e6)):
+        if not (math.isfinite(v) and 0 < v <= hi):
+            raise MasError(f"checkpoint card {card_path}: {key} {v} is not a positive number up to {hi:g}; "
+                           f"the card is damaged")
+    return cfg
 
 
 def read_card(card_path: Path) -> dict:
@@ -133,10 +174,9 @@ def load_checkpoint(name_or_path, device="cpu", layout: KeypointLayout | None = 
     """
     name, weights_path, card_path = resolve(name_or_path)
     card = read_card(card_path)
+    cfg = check_card(card, card_path)
     try:
-        cfg = ModelConfig.from_dict(card["model"])
         ck_layout = KeypointLayout.from_dict(card["layout"])
-        float(card["normalisation"]["scale"]), float(card["fps"])
     except (KeyError, TypeError, ValueError) as e:
         raise MasError(f"checkpoint card {card_path} is incomplete or invalid: {e}") from None
     if cfg.num_joints != ck_layout.num_joints:
@@ -160,11 +200,23 @@ def load_checkpoint(name_or_path, device="cpu", layout: KeypointLayout | None = 
     return LoadedModel(name, model, card)
 
 
-def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None) -> Path:
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None, overwrite: bool = False) -> Path:
     """Copy a checkpoint (EMA weights from 'mas train') into ``dest`` as NAME, in float16 (half the size).
 
     Returns the card's path. ``note`` is added to the card (how it was trained, where the data came from).
+    NAME is a plain file name (no folders); an existing model of that name is kept unless ``overwrite``.
     """
+    if not MODEL_NAME.fullmatch(str(name)) or ".." in str(name):
+        raise MasError(f"model name {name!r} must be letters, digits, '_' or '-' (no folders, at most 64); "
+                       f"use --dest to choose the folder")
+    target = Path(dest) / name
+    if not overwrite:
+        existing = [p for p in (target.with_suffix(".json"), target.with_suffix(".safetensors")) if os.path.lexists(p)]
+        if existing:
+            raise MasError(f"{existing[0]} exists; pass --overwrite to replace model {name!r}, or choose another --name")
     loaded = load_checkpoint(src)
     card = {k: v for k, v in loaded.card.items() if k not in ("format", "version", "model", "weights_dtype")}
     if note:

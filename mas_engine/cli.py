@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -33,16 +34,22 @@ def cmd_generate(a) -> None:
     generate_to_files(model=a.model, num=a.num, seconds=a.seconds, seed=a.seed, views=a.views, steps=a.steps,
                       device=a.device, out=a.out, batch_size=a.batch_size, noise_3d=not a.no_3d_noise,
                       rigid_bones=not a.no_rigid_bones, elevation_deg=a.elevation, distance_m=a.distance, preview=a.preview, formats=a.format,
-                      rig=a.rig)
+                      rig=a.rig, overwrite=a.overwrite)
 
 
 def cmd_retarget(a) -> None:
-    from retarget.api import retarget, write_track
+    from retarget.api import check_rig, retarget, write_track
     from .motion_io import load_motion
 
-    track, report = retarget(load_motion(a.motion), rig=a.rig, in_place=a.in_place, foot_lock=not a.no_foot_lock,
+    if Path(a.out).suffix.lower() not in (".bvh", ".npz"):
+        raise MasError(f"output {a.out}: use a .bvh or .npz file name")
+    if os.path.lexists(a.out) and not a.overwrite:
+        raise MasError(f"{a.out} exists; pass --overwrite to replace it, or choose another name")
+    motion = load_motion(a.motion)
+    check_rig(a.rig)
+    track, report = retarget(motion, rig=a.rig, in_place=a.in_place, foot_lock=not a.no_foot_lock,
                              smpl_model=a.smpl_model)
-    write_track(a.out, track)
+    write_track(a.out, track, overwrite=a.overwrite)
     line = f"wrote {a.out}: {len(track.armature.bones)} bones, {len(track.root)} frames; keypoint error " \
            f"{1000 * report['marker_error_m']:.1f} mm"
     if "skating_before" in report:
@@ -54,7 +61,8 @@ def cmd_prepare(a) -> None:
     from .dataset import MonocularConfig
     from .prepare import prepare_2d, prepare_capture
 
-    cfg = MonocularConfig(root_motion=not a.in_place, seed=a.seed, max_frames=a.max_frames, min_frames=a.min_frames)
+    cfg = MonocularConfig(root_motion=not a.in_place, seed=a.seed, max_frames=a.max_frames, min_frames=a.min_frames,
+                          stride_seconds=a.stride)
     if a.from_2d:
         layout, body_parts = _layout_arg(a.layout)
         prepare_2d(a.folder, a.out, a.from_2d, layout, a.fps, cfg, body_parts or None, a.size)
@@ -83,8 +91,8 @@ def cmd_train(a) -> None:
     mc = ModelConfig(width=a.width, layers=a.layers, heads=a.heads, ff_width=a.ff_width, max_frames=a.max_frames,
                      schedule=a.schedule)
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
-                     mirror=not a.no_mirror)
-    summary = train(a.data, a.out, mc, tc, device=a.device, resume=not a.restart)
+                     mirror=not a.no_mirror, bf16=a.bf16)
+    summary = train(a.data, a.out, mc, tc, device=a.device, resume=not a.restart, init=a.init)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: {summary['steps']} steps in {summary['seconds']:.0f} s; checkpoint {Path(a.out) / 'model'}.json")
 
@@ -106,7 +114,7 @@ def cmd_models(a) -> None:
 def cmd_export(a) -> None:
     from .checkpoint import MODELS_DIR, export_model
 
-    card = export_model(a.checkpoint, a.name, a.dest or MODELS_DIR, a.note)
+    card = export_model(a.checkpoint, a.name, a.dest or MODELS_DIR, a.note, overwrite=a.overwrite)
     size = card.with_suffix(".safetensors").stat().st_size
     print(f"wrote {card} and its weights ({size / 1e6:.1f} MB, float16)")
 
@@ -168,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--format", default="npz", choices=["npz", "bvh", "both"],
                    help="joint positions (.npz), a rotation track on --rig (.bvh), or both")
     g.add_argument("--rig", default="human", help="rig for --format bvh: human or a BVH file of your armature")
+    g.add_argument("--overwrite", action="store_true", help="replace motion files of the same name in --out "
+                                                            "(default: skip those seeds and say so)")
     g.set_defaults(func=cmd_generate)
 
     rt = sub.add_parser("retarget", help="joint positions (.npz) -> rotations of a rig (.bvh or .npz)")
@@ -178,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--out", required=True, help="OUT.bvh or OUT.npz (rotation track)")
     rt.add_argument("--in-place", action="store_true", help="remove the horizontal root trajectory")
     rt.add_argument("--no-foot-lock", action="store_true", help="do not pin the feet during ground contact")
+    rt.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     rt.set_defaults(func=cmd_retarget)
 
     r = sub.add_parser("prepare", help="build a 2D training set from 3D capture or from 2D keypoint files")
@@ -189,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--min-frames", type=_positive_int, default=40)
     r.add_argument("--max-frames", type=_positive_int, default=120)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--stride", type=_positive_float, default=1.0,
+                   help="seconds between window starts in a clip (each window gets its own camera; smaller: more windows)")
     r.add_argument("--workers", type=_positive_int, default=None)
     r.add_argument("--from", dest="from_2d", choices=("coco", "openpose", "deeplabcut", "video"), default=None,
                    help="the folder holds 2D keypoints from a pose estimator in this format, or video files "
@@ -218,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", default="cosine", choices=["cosine", "cosine_tau_2"])
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
+    t.add_argument("--init", default=None, help="start from this checkpoint's weights (a shipped model or a path; "
+                                                "same model settings), not from random weights")
+    t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass (about 1.5x faster "
+                                                       "on CPUs with AVX-512 bf16; see docs/results.md)")
     t.add_argument("--device", default="auto")
     t.set_defaults(func=cmd_train)
 
@@ -226,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--name", required=True, help="the model's name (e.g. human)")
     e.add_argument("--dest", default=None, help="folder (default: the package's models folder)")
     e.add_argument("--note", default=None, help="a line for the model card")
+    e.add_argument("--overwrite", action="store_true", help="replace a model of that name in --dest")
     e.set_defaults(func=cmd_export)
 
     e2 = sub.add_parser("evaluate", help="the paper's 2D protocol: FID, diversity, precision, recall of one-view "
@@ -251,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "SPL JSON for coco17_ball); the held-out clips of the split are used")
     ev.add_argument("--names", default=None, help="text file naming the clips to consider")
     ev.add_argument("--model", default="human")
-    ev.add_argument("--num", type=_positive_int, default=64, help="motions per row")
+    ev.add_argument("--num", type=_positive_int, default=128, help="motions per row")
     ev.add_argument("--seconds", type=_positive_float, default=4.0)
     ev.add_argument("--rows", default="mas5,mas5rigid,mas2,no3dnoise",
                     help="comma-separated: mas5 (the paper's MAS), mas5rigid (the default: rigid bones), mas2, no3dnoise")
@@ -287,8 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum, frame):
+    """A polite kill (SIGTERM) unwinds like Ctrl-C: files in flight are removed, finished ones stay."""
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         args.func(args)
     except MasError as e:

@@ -188,7 +188,11 @@ def build_monocular_set(clips, layout: KeypointLayout, cfg: MonocularConfig, pro
         except MasError as e:
             rejected.append((name, str(e)))
             continue
-        joints = resample(joints, fps, cfg.fps)
+        try:
+            joints = resample(joints, fps, cfg.fps)
+        except MasError as e:
+            rejected.append((name, str(e)))
+            continue
         wins = windows_of_clip(joints.shape[0], cfg, rng)
         if not wins:
             rejected.append((name, f"shorter than {cfg.min_frames} frames at {cfg.fps:g} fps"))
@@ -219,8 +223,8 @@ def assemble_set(data: dict, layout: KeypointLayout, cfg: MonocularConfig, rejec
     if not data["train"][0] and data["val"][0]:
         data = {"train": data["val"], "val": ([], [])}
     if not data["train"][0]:
-        reasons = "; ".join(f"{n}: {w}" for n, w in rejected[:3])
-        raise MasError(f"no usable training windows: everything was rejected or too short ({reasons})")
+        reasons = "; ".join(f"{n}: {w}" for n, w in rejected[:3]) or "no clip was given"
+        raise MasError(f"no usable training windows: {len(rejected)} clip(s) rejected ({reasons})")
     out = {}
     for split, (poses, lengths) in data.items():
         out[f"{split}_pose"] = np.stack(poses) if poses else np.zeros((0, cfg.max_frames, layout.num_joints, 3), np.float32)

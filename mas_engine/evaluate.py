@@ -9,7 +9,10 @@ and compared with N real windows of the same length:
   distance between two disjoint real sets as the floor;
 - bone-length variation (coefficient of variation over frames, mean over bones; capture: 0),
 - jitter (mean joint acceleration, m/s^2) and foot skating (share of frames with a foot near
-  the floor sliding faster than 0.1 m/s), each next to the real data's value.
+  the floor sliding faster than 0.1 m/s), each next to the real data's value;
+- the motion as a user sees it, in 4 s windows (``metrics.motion_statistics``): the share of
+  nearly still windows, limb-speed quantiles, root travel, the floor (range of the lowest
+  foot's height), stepping while travelling (bipeds) and leg speed (quadrupeds).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from .atomic import atomic_write
 from .dataset import is_validation_clip
 from .errors import MasError
 from .motion_io import resample
-from .metrics import bone_length_variation, foot_skating, frechet_distance, jitter
+from .metrics import bone_length_variation, cut_windows, foot_skating, frechet_distance, jitter, motion_statistics
 
 # per layout: the capture kind that has its 3D, the joint that sets the height, the feet, and the
 # distances (extents) and joints (speeds) that describe a motion
@@ -34,12 +37,21 @@ HUMAN_EXTENTS = [("left_wrist", "right_wrist"), ("left_ankle", "right_ankle"), (
 COCO_EXTENTS = [(a.replace("pelvis", "left_hip").replace("head", "nose"), b.replace("pelvis", "left_hip").replace("head", "nose"))
                 for a, b in HUMAN_EXTENTS]
 HOOVES = ["left_front_hoof", "right_front_hoof", "left_back_hoof", "right_back_hoof"]
+# the 12 limb joints whose mean speed says whether a person moves (the same names in human16 and COCO)
+HUMAN_LIMBS = [f"{s}_{j}" for s in ("left", "right") for j in ("hip", "knee", "ankle", "shoulder", "elbow", "wrist")]
+HORSE_LEGS = [[f"{s}_{j}" for j in joints] for s, joints in
+              (("left_front", ("knee", "hoof")), ("right_front", ("knee", "hoof")),
+               ("left_back", ("knee", "hoof")), ("right_back", ("knee", "hoof")))]
+HORSE_BODY = ["left_front_shoulder", "right_front_shoulder", "left_back_hip", "right_back_hip"]
 SPECS = {
     "human16": dict(kind="bandai", top="head", feet=["left_ankle", "right_ankle"], extents=HUMAN_EXTENTS,
-                    speeds=["pelvis", "left_wrist", "right_wrist", "left_ankle", "right_ankle", "head"]),
+                    speeds=["pelvis", "left_wrist", "right_wrist", "left_ankle", "right_ankle", "head"],
+                    limbs=HUMAN_LIMBS, centre=["pelvis"]),
     "coco17_ball": dict(kind="spl", top="nose", feet=["left_ankle", "right_ankle"], extents=COCO_EXTENTS,
-                        speeds=["left_hip", "left_wrist", "right_wrist", "left_ankle", "right_ankle", "nose"]),
+                        speeds=["left_hip", "left_wrist", "right_wrist", "left_ankle", "right_ankle", "nose"],
+                        limbs=HUMAN_LIMBS, centre=["left_hip", "right_hip"]),
     "horse17": dict(kind="dog", top="neck", feet=HOOVES, speeds=["neck", "tail", "nose"] + HOOVES,
+                    limbs=HORSE_BODY + [j for leg in HORSE_LEGS for j in leg], centre=HORSE_BODY, legs=HORSE_LEGS,
                     extents=[("left_front_hoof", "right_back_hoof"), ("right_front_hoof", "left_back_hoof"),
                              ("left_front_hoof", "right_front_hoof"), ("left_back_hoof", "right_back_hoof"),
                              ("nose", "tail"), ("nose", "left_front_hoof"), ("neck", "left_front_hoof"),
@@ -109,12 +121,46 @@ def summarise(motions: np.ndarray, layout: KeypointLayout, fps: float) -> dict:
             "skating": float(np.mean([foot_skating(m[:, feet], fps) for m in motions]))}
 
 
+def motion_summary(motions: np.ndarray, layout: KeypointLayout, fps: float, window_s: float = 4.0) -> dict:
+    """``metrics.motion_statistics`` of motions (N x frames x J x 3) cut into windows of ``window_s`` seconds."""
+    spec, j = _spec(layout), layout.index
+    frames = int(round(window_s * fps))
+    windows = np.concatenate([cut_windows(m, frames) for m in motions])
+    legs = [[j(n) for n in leg] for leg in spec["legs"]] if "legs" in spec else None
+    return motion_statistics(windows, fps, [j(n) for n in spec["limbs"]], [j(n) for n in spec["feet"]],
+                             [j(n) for n in spec["centre"]], legs)
+
+
+def motion_table(results: dict) -> list[str]:
+    """The motion statistics of each row as Markdown lines."""
+    first = next(iter(results.values()))["motion"]
+    biped, legs = "step_lift" in first, "leg_speed" in first
+    head = ("| row | nearly still | limb speed p25 / p50 / p75 / p90 (m/s) | root travel p50 / p90 (m/s) | "
+            "lowest foot's range p50 / p90 / p95 (m) | within 5 cm")
+    head += " | travelling | step lift p10 / p50 (m) | stepping" if biped else ""
+    head += " | leg speed p25 / p50 / p75 / p90 (m/s)" if legs else ""
+    lines = [head + " |", "|---" + "|---:" * (head.count("|") - 1) + "|"]
+    q = lambda d, ks: " / ".join(f"{d[k]:.2f}" for k in ks)  # noqa: E731
+    for name, r in results.items():
+        m = r["motion"]
+        line = (f"| {name} | {100 * m['still_share']:.0f}% | {q(m['limb_speed'], ('p25', 'p50', 'p75', 'p90'))} | "
+                f"{q(m['root_travel'], ('p50', 'p90'))} | {q(m['floor_range'], ('p50', 'p90', 'p95'))} | "
+                f"{100 * m['floor_flat_share']:.0f}%")
+        if biped:
+            line += (f" | {100 * m['travelling_share']:.0f}% | {q(m['step_lift'], ('p10', 'p50'))} | "
+                     f"{100 * m['stepping_share']:.0f}%")
+        if legs:
+            line += f" | {q(m['leg_speed'], ('p25', 'p50', 'p75', 'p90'))}"
+        lines.append(line + " |")
+    return lines
+
+
 # the paper's MAS and its ablations (no bone prior), and the product's default (rigid bones)
 ROWS = {"mas5": dict(views=5, rigid_bones=False), "mas2": dict(views=2, rigid_bones=False),
         "no3dnoise": dict(views=5, noise_3d=False, rigid_bones=False), "mas5rigid": dict(views=5, rigid_bones=True)}
 
 
-def evaluate_3d(model="human", capture=None, names_file=None, num=64, seconds=4.0, rows=("mas5", "mas5rigid", "mas2", "no3dnoise"),
+def evaluate_3d(model="human", capture=None, names_file=None, num=128, seconds=4.0, rows=("mas5", "mas5rigid", "mas2", "no3dnoise"),
                 seed=0, device="auto", json_out=None, log=print) -> dict:
     from .checkpoint import load_checkpoint
     from .device import pick_device
@@ -127,18 +173,23 @@ def evaluate_3d(model="human", capture=None, names_file=None, num=64, seconds=4.
                                                    _spec(loaded.layout)["kind"])
     feat = lambda ms: np.stack([features_3d(m, layout, loaded.fps) for m in ms])  # noqa: E731
     fa, fb = feat(real_a), feat(real_b)
-    results = {"real (held-out A vs B)": dict(summarise(real_b, layout, loaded.fps), fd=frechet_distance(fa, fb))}
+    real = np.concatenate([real_a, real_b])
+    results = {"real (held-out A vs B)": dict(summarise(real_b, layout, loaded.fps), fd=frechet_distance(fa, fb),
+                                             motion=motion_summary(real, layout, loaded.fps))}
     for name in rows:
         t0 = time.perf_counter()
         res = sample_mas(loaded, list(range(seed, seed + num)), frames, MasSettings(**ROWS[name]), dev)
         results[name] = dict(summarise(res.joints, layout, loaded.fps), fd=frechet_distance(fa, feat(res.joints)),
-                             seconds=time.perf_counter() - t0)
+                             motion=motion_summary(res.joints, layout, loaded.fps), seconds=time.perf_counter() - t0)
     log(f"3D evaluation of {loaded.name!r}: {num} motions of {seconds:g} s per row, against {num} windows of "
         f"held-out capture (A; B: {num} more from other clips; {n_clips} validation clips of the split)")
     log("| row | 3D Frechet distance | bone-length variation | jitter (m/s^2) | foot skating |")
     log("|---|---:|---:|---:|---:|")
     for name, r in results.items():
         log(f"| {name} | {r['fd']:.3f} | {100 * r['bone_cv']:.2f}% | {r['jitter']:.2f} | {100 * r['skating']:.1f}% |")
+    log(f"\nMotion, in windows of 4 s (real: {len(real)} windows, A and B):")
+    for line in motion_table(results):
+        log(line)
     if json_out:
         atomic_write(json_out, lambda tmp: tmp.write_text(json.dumps(results, indent=1)))
     return results

@@ -6,21 +6,32 @@ from pathlib import Path
 
 import torch
 
+from . import validate
+from .atomic import FileExists
 from .checkpoint import load_checkpoint
 from .device import pick_device
 from .motion_io import save_motion
 from .sampler import MasSettings, check_request, sample_mas
 
+FORMATS = ("npz", "bvh", "both")
+
 
 def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=None, device="auto",
                       out="motions", batch_size=None, noise_3d=True, rigid_bones=True, elevation_deg=None, distance_m=None,
-                      preview=False, formats="npz", rig="human", log=print) -> list[Path]:
-    """Generate ``num`` motions (seeds seed .. seed+num-1) into ``out``.
+                      preview=False, formats="npz", rig="human", overwrite=False, log=print) -> list[Path]:
+    """Generate ``num`` motions (seeds seed .. seed+num-1) into ``out``; returns the files written.
 
-    formats: "npz" (joint positions), "bvh" (a rotation track on ``rig``) or "both".
+    formats: "npz" (joint positions), "bvh" (a rotation track on ``rig``) or "both". Every argument
+    is checked, and the output folder probed, before sampling starts. Each batch's files are
+    written as soon as the batch is done, so an interrupt loses at most the batch in flight.
+    A motion whose files already exist is skipped (and named) unless ``overwrite``.
     """
     from tqdm import tqdm
 
+    all_seeds = validate.seeds(seed, num)
+    seconds = validate.number("--seconds", seconds, 1e-3, 3600.0)
+    if formats not in FORMATS:
+        raise validate.MasError(f"unknown format {formats!r}; use {', '.join(FORMATS)}")
     dev = pick_device(device)
     if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -29,33 +40,64 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     settings = MasSettings(views=views, steps=steps, noise_3d=noise_3d, rigid_bones=rigid_bones, batch_size=batch_size,
                            elevation_deg=elevation_deg, distance_m=distance_m)
     check_request(loaded, frames, settings)
-    seeds = list(range(seed, seed + num))
+    if formats != "npz":
+        from retarget.api import check_rig
+        check_rig(rig, loaded.layout)
     # under torchrun every process takes every WORLD_SIZE-th seed: one folder, no seed twice or missing
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    seeds = seeds[rank::world]
+    seeds = all_seeds[rank::world]
+    out = Path(out)
+    suffixes = {"npz": [".npz"], "bvh": [".bvh"], "both": [".npz", ".bvh"]}[formats] + ([".gif"] if preview else [])
+    stem = lambda s: out / f"{loaded.name}_seed{s:05d}"  # noqa: E731
+    skipped = [s for s in seeds if not overwrite and any(stem(s).with_suffix(x).exists() for x in suffixes)]
+    seeds = [s for s in seeds if s not in set(skipped)]
+    if skipped:
+        names = ", ".join(stem(s).with_suffix(suffixes[0]).name for s in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        log(f"skipped {len(skipped)} motion(s) whose files exist in {out}/ ({names}); pass --overwrite to replace them")
+    # a motion file is about frames x joints x 3 float32 plus its names; a BVH or GIF is larger
+    validate.output_folder(out, len(seeds) * len(suffixes) * (frames * loaded.layout.num_joints * 12 + 4096) * 4)
     if not seeds:
         return []
+    paths = []
+
+    def write(batch_seeds, batch_joints):
+        for s, joints in zip(batch_seeds, batch_joints):
+            paths.extend(write_motion(stem(s), joints, loaded, s, settings, formats, rig, preview, overwrite))
+
     with tqdm(total=1, desc=f"MAS {len(seeds)} x {seconds:g} s on {dev}", unit="step", disable=rank > 0) as bar:
         def progress(done, total):
             bar.total = total
             bar.update(done - bar.n)    # update() honours tqdm's refresh interval
-        result = sample_mas(loaded, seeds, frames, settings, dev, progress=progress)
-    paths = []
-    for s, joints in zip(seeds, result.joints):
-        path = Path(out) / f"{loaded.name}_seed{s:05d}.npz"
-        meta = dict(model=loaded.name, seed=s, views=views, steps=steps or loaded.config.diffusion_steps,
-                    noise_3d=noise_3d)
+        bs = settings.batch_size or (256 if dev.type == "cuda" else 8)
+        elapsed = 0.0
+        for i in range(0, len(seeds), bs):  # one batch at a time: memory stays bounded whatever num is
+            chunk = seeds[i:i + bs]
+            res = sample_mas(loaded, chunk, frames, settings, dev, on_batch=write,
+                             progress=lambda d, n, i=i: progress(i // bs * n + d, -(-len(seeds) // bs) * n))
+            elapsed += res.stats["seconds"]
+    log(f"{'' if world == 1 else f'rank {rank}: '}wrote {len(paths)} file(s) for {len(seeds)} motion(s) of {frames} frames "
+        f"({frames / loaded.fps:g} s at {loaded.fps:g} fps) to {out}/ in {elapsed:.1f} s")
+    return paths
+
+
+def write_motion(stem: Path, joints, loaded, seed: int, settings: MasSettings, formats: str, rig: str,
+                 preview: bool, overwrite: bool) -> list[Path]:
+    """One generated motion's files (``stem``.npz / .bvh / .gif), each written atomically."""
+    meta = dict(model=loaded.name, seed=seed, views=settings.views,
+                steps=settings.steps or loaded.config.diffusion_steps, noise_3d=settings.noise_3d)
+    written = []
+    try:
         if formats in ("npz", "both"):
-            save_motion(path, joints, loaded.fps, loaded.layout, **meta)
-            paths.append(path)
+            written.append(save_motion(stem.with_suffix(".npz"), joints, loaded.fps, loaded.layout,
+                                       overwrite=overwrite, **meta))
         if formats in ("bvh", "both"):
             from retarget.api import retarget, write_track
             motion = dict(meta, joints=joints, fps=loaded.fps, joint_names=loaded.layout.joints, layout=loaded.layout.name)
             track, _ = retarget(motion, rig=rig)
-            paths.append(write_track(path.with_suffix(".bvh"), track))
+            written.append(write_track(stem.with_suffix(".bvh"), track, overwrite=overwrite))
         if preview:
             from .viz import write_animation
-            write_animation(path.with_suffix(".gif"), joints, loaded.layout, loaded.fps)
-    log(f"{'' if world == 1 else f'rank {rank}: '}wrote {len(paths)} motion(s) of {frames} frames ({frames / loaded.fps:g} s at {loaded.fps:g} fps) to {out}/ "
-        f"in {result.stats['seconds']:.1f} s")
-    return paths
+            written.append(write_animation(stem.with_suffix(".gif"), joints, loaded.layout, loaded.fps, overwrite=overwrite))
+    except FileExists:          # another process wrote it meanwhile: theirs stays
+        pass
+    return written

@@ -212,7 +212,7 @@ def read_openpose(folder, fps: float, layout: KeypointLayout = COCO17) -> list[T
 
 
 def read_deeplabcut(path, fps: float, layout: KeypointLayout, body_parts: dict[str, str] | None = None) -> list[Track2D]:
-    """DeepLabCut output (.csv, or .h5 with pandas + PyTables): one track per individual.
+    """DeepLabCut output (.csv, or .h5 read with h5py, never unpickled): one track per individual.
 
     body_parts: {DeepLabCut body part: layout joint}; default: the same names.
     """
@@ -248,21 +248,146 @@ def read_deeplabcut(path, fps: float, layout: KeypointLayout, body_parts: dict[s
 
 
 def _dlc_rows(path: Path) -> list[list[str]]:
-    if path.suffix.lower() == ".h5":
-        try:
-            import pandas as pd
-        except ImportError:
-            raise MasError(f"{path}: reading DeepLabCut .h5 needs pandas and PyTables (pip install pandas tables), "
-                           f"or export the CSV from DeepLabCut") from None
-        df = pd.read_hdf(path)
-        names = list(df.columns.names)
-        rows = [[n] + [str(c[k]) for c in df.columns] for k, n in enumerate(names)]
-        return rows + [[str(i)] + [str(v) for v in row] for i, row in zip(df.index, df.to_numpy())]
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return _dlc_rows_h5(path)
     try:
         with open(path, newline="") as f:
             return list(csv.reader(f))
     except (OSError, UnicodeDecodeError) as e:
         raise MasError(f"{path}: cannot read ({e})") from None
+
+
+DLC_LEVELS = {3: ("scorer", "bodyparts", "coords"), 4: ("scorer", "individuals", "bodyparts", "coords")}
+
+
+def _dlc_rows_h5(path: Path) -> list[list[str]]:
+    """DeepLabCut's .h5 (a pandas HDFStore, 'table' or 'fixed' format) as the rows of its CSV, read
+    with h5py: only numeric arrays and fixed-width strings are read, never a pickle (pandas'
+    ``read_hdf`` unpickles object nodes, which can run code). The column names of the 'table'
+    format sit in protocol-0 pickled attributes: those are parsed opcode by opcode
+    (``_pickled_names``) and refused unless they are plain lists and tuples of strings."""
+    try:
+        import h5py
+    except ImportError:
+        raise MissingDependency(f"{path}: reading DeepLabCut .h5 needs h5py (pip install h5py), or export "
+                                f"the CSV from DeepLabCut") from None
+    bad = f"{path}: not a DeepLabCut .h5 of plain numbers (export the CSV from DeepLabCut instead)"
+    try:
+        with h5py.File(path, "r") as h:
+            groups = [g for g in h.values() if isinstance(g, h5py.Group)]
+            if len(groups) != 1:
+                raise MasError(bad)
+            g = groups[0]
+            if "table" in g:                                     # format="table" (what DeepLabCut writes)
+                table = g["table"]
+                blocks = [n for n in (table.dtype.names or ()) if n.startswith("values_block_")]
+                columns, values = [], []
+                for b in blocks:
+                    columns += _pickled_names(table.attrs.get(f"{b}_kind"), bad)
+                    values.append(_numeric(table.fields(b)[...], bad).reshape(table.shape[0], -1))
+            elif "block0_values" in g:                            # format="fixed"
+                nlev = sum(1 for k in g if k.startswith("block0_items_level"))
+                levels = [[_text(v, bad) for v in _strings(g[f"block0_items_level{k}"], bad)] for k in range(nlev)]
+                labels = [_numeric(g[f"block0_items_label{k}"][...], bad).astype(int) for k in range(nlev)]
+                columns = [tuple(levels[k][labels[k][c]] for k in range(nlev)) for c in range(len(labels[0]))] if nlev else []
+                values = [_numeric(g["block0_values"][...], bad)]
+                if int(g.attrs.get("nblocks", 1)) != 1:
+                    raise MasError(bad)
+            else:
+                raise MasError(bad)
+    except OSError as e:
+        raise MasError(f"{path}: cannot read as HDF5 ({e})") from None
+    if not columns or len({len(c) for c in columns}) != 1 or len(columns[0]) not in DLC_LEVELS:
+        raise MasError(bad)
+    data = np.concatenate(values, 1)
+    if data.shape[1] != len(columns):
+        raise MasError(bad)
+    names = DLC_LEVELS[len(columns[0])]
+    rows = [[n] + [c[k] for c in columns] for k, n in enumerate(names)]
+    return rows + [[str(i)] + [repr(float(v)) for v in row] for i, row in enumerate(data)]
+
+
+def _numeric(a: np.ndarray, bad: str) -> np.ndarray:
+    if a.dtype.kind not in "fiu":
+        raise MasError(bad)
+    return np.asarray(a, np.float64)
+
+
+def _strings(ds, bad: str):
+    if ds.dtype.kind != "S":                                     # fixed-width bytes only, never objects
+        raise MasError(bad)
+    return ds[...]
+
+
+def _text(v, bad: str) -> str:
+    try:
+        return bytes(v).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MasError(bad) from None
+
+
+# the opcodes of a pickle that only builds lists and tuples of strings and small integers
+_DATA_OPCODES = {"MARK", "LIST", "EMPTY_LIST", "TUPLE", "EMPTY_TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "APPEND", "APPENDS",
+                 "UNICODE", "STRING", "BINUNICODE", "SHORT_BINUNICODE", "SHORT_BINSTRING", "BINSTRING", "INT",
+                 "BININT", "BININT1", "BININT2", "PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET",
+                 "PROTO", "FRAME", "MEMOIZE", "STOP"}
+
+
+def _pickled_names(raw, bad: str) -> list[tuple[str, ...]]:
+    """Column names from a pandas 'table' attribute: a pickled list of tuples of strings, read with
+    ``pickletools.genops`` (a disassembler: nothing is built by pickle, nothing can run). Any opcode
+    outside plain lists, tuples, strings and integers (a global, a call, an object) is refused."""
+    import pickletools
+
+    if not isinstance(raw, (bytes, np.bytes_)):
+        raise MasError(bad)
+    stack, memo = [], {}
+    try:
+        for op, arg, _ in pickletools.genops(bytes(raw)):
+            name = op.name
+            if name not in _DATA_OPCODES:
+                raise MasError(f"{bad} (it holds a pickled {name}: refused)")
+            if name == "MARK":
+                stack.append(_MARK)
+            elif name in ("LIST", "TUPLE"):
+                k = len(stack) - 1 - stack[::-1].index(_MARK)
+                items = stack[k + 1:]
+                del stack[k:]
+                stack.append(list(items) if name == "LIST" else tuple(items))
+            elif name in ("EMPTY_LIST", "EMPTY_TUPLE"):
+                stack.append([] if name == "EMPTY_LIST" else ())
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                n = int(name[-1])
+                items = tuple(stack[-n:])
+                del stack[-n:]
+                stack.append(items)
+            elif name == "APPEND":
+                item = stack.pop()
+                stack[-1].append(item)
+            elif name == "APPENDS":
+                k = len(stack) - 1 - stack[::-1].index(_MARK)
+                items = stack[k + 1:]
+                del stack[k:]
+                stack[-1].extend(items)
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = stack[-1]
+            elif name == "MEMOIZE":
+                memo[len(memo)] = stack[-1]
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo[arg])
+            elif name in ("PROTO", "FRAME", "STOP"):
+                pass
+            else:                                                # strings and integers
+                stack.append(arg.decode("latin-1") if isinstance(arg, bytes) else arg)
+    except (ValueError, IndexError, KeyError, AttributeError, TypeError):
+        raise MasError(bad) from None
+    names = stack[-1] if len(stack) == 1 else None
+    if not isinstance(names, list) or not all(isinstance(c, tuple) and all(isinstance(x, str) for x in c) for c in names):
+        raise MasError(bad)
+    return names
+
+
+_MARK = object()
 
 
 # MediaPipe Pose's 33 landmarks -> COCO-17 (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles)

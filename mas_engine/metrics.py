@@ -82,3 +82,91 @@ def jitter(track: np.ndarray, fps: float) -> float:
         return 0.0
     acc = (track[2:] - 2 * track[1:-1] + track[:-2]) * fps * fps
     return float(np.linalg.norm(acc, axis=-1).mean())
+
+
+# --- The motion as a user sees it: is it alive, on the floor, stepping? (per window of a few seconds) ---
+
+STILL_SPEED = 0.1      # m/s: a window whose limbs move slower than this on average is nearly still
+TRAVEL_SPEED = 0.5     # m/s: a window whose root travels faster than this is travelling
+STEP_LIFT = 0.08       # m: a travelling window steps when one foot lifts this far above the other
+FLAT_FLOOR = 0.05      # m: the lowest foot's height stays within this range: on the floor
+QUANTILES = (25, 50, 75, 90)
+
+
+def cut_windows(motion: np.ndarray, frames: int) -> np.ndarray:
+    """Non-overlapping windows of ``frames`` frames of one motion (frames x J x 3) -> N x frames x J x 3;
+    a motion no longer than ``frames`` is one window, a remainder shorter than ``frames`` is dropped."""
+    if len(motion) <= frames:
+        return motion[None]
+    n = len(motion) // frames
+    return motion[:n * frames].reshape(n, frames, *motion.shape[1:])
+
+
+def mean_speed(track: np.ndarray, fps: float) -> float:
+    """Mean speed (m/s) over frames and joints of frames x joints x 3 positions."""
+    if len(track) < 2:
+        return 0.0
+    return float(np.linalg.norm(np.diff(track, axis=0), axis=-1).mean() * fps)
+
+
+def root_travel(root: np.ndarray, fps: float, every: float = 0.2) -> float:
+    """Horizontal travel per second (m/s) of a root track (frames x 3): the path length sampled every
+    ``every`` seconds (so tremor does not count) over the duration."""
+    step = max(1, int(round(every * fps)))
+    pts = root[::step, :2]
+    if len(pts) < 2:
+        return 0.0
+    return float(np.linalg.norm(np.diff(pts, axis=0), axis=-1).sum() / ((len(pts) - 1) * step / fps))
+
+
+def floor_range(feet: np.ndarray) -> float:
+    """Range (m) over frames of the lowest foot's height; feet: frames x feet x 3 (Z up). Near 0 when the
+    subject stands on one floor; large when it floats up or sinks."""
+    low = feet[..., 2].min(1)
+    return float(low.max() - low.min())
+
+
+def step_lift(feet: np.ndarray) -> float:
+    """Highest lift (m) of one foot over the other within a window; feet: frames x 2 x 3 (Z up)."""
+    return float(np.abs(feet[:, 0, 2] - feet[:, 1, 2]).max())
+
+
+def _quantiles(values) -> dict:
+    v = np.asarray(values, np.float64)
+    if v.size == 0:
+        return {f"p{q}": float("nan") for q in QUANTILES}
+    return {f"p{q}": float(np.percentile(v, q)) for q in QUANTILES}
+
+
+def motion_statistics(windows: np.ndarray, fps: float, limbs: list[int], feet: list[int], root: list[int],
+                      legs: list[list[int]] | None = None) -> dict:
+    """How alive, grounded and stepping a set of windows (N x frames x J x 3, metres, Z up) is.
+
+    limbs: joints whose mean speed says whether the body moves; feet: the lowest joints (two for a
+    biped: stepping is measured); root: joints whose mean is the body centre; legs: for quadrupeds,
+    joints of each leg whose speed relative to the body centre is the leg speed.
+
+    Returns the share of nearly still windows, limb-speed quantiles (m/s), root travel quantiles (m/s),
+    the floor (the lowest foot's height range per window, its quantiles and the share within 5 cm),
+    the share of travelling windows, and for bipeds the lift of one foot over the other in travelling
+    windows with the share that step; for quadrupeds leg-speed quantiles.
+    """
+    limb = np.array([mean_speed(w[:, limbs], fps) for w in windows])
+    travel = np.array([root_travel(w[:, root].mean(1), fps) for w in windows])
+    floor = np.array([floor_range(w[:, feet]) for w in windows])
+    out = {"windows": int(len(windows)), "still_share": float((limb < STILL_SPEED).mean()),
+           "limb_speed": _quantiles(limb), "root_travel": _quantiles(travel),
+           "floor_range": dict(_quantiles(floor), p95=float(np.percentile(floor, 95))),
+           "floor_flat_share": float((floor <= FLAT_FLOOR).mean()),
+           "travelling_share": float((travel > TRAVEL_SPEED).mean())}
+    if len(feet) == 2:
+        moving = travel > TRAVEL_SPEED
+        lift = np.array([step_lift(w[:, feet]) for w in windows[moving]])
+        out["step_lift"] = {"p10": float(np.percentile(lift, 10)) if lift.size else float("nan"),
+                            "p50": float(np.percentile(lift, 50)) if lift.size else float("nan")}
+        out["stepping_share"] = float((lift >= STEP_LIFT).mean()) if lift.size else float("nan")
+    if legs:
+        centre = windows[:, :, root].mean(2, keepdims=True)
+        rel = windows - centre
+        out["leg_speed"] = _quantiles([np.mean([mean_speed(w[:, leg], fps) for leg in legs]) for w in rel])
+    return out

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rigs.keypoints import KeypointLayout
+from rigs.keypoints import KeypointLayout, get_layout
 
 from .atomic import atomic_write
 from .errors import MasError
 
 
-def save_motion(path, joints: np.ndarray, fps: float, layout: KeypointLayout, **meta) -> Path:
-    """Write a motion atomically (a temporary file renamed into place)."""
+def save_motion(path, joints: np.ndarray, fps: float, layout: KeypointLayout, overwrite: bool = True, **meta) -> Path:
+    """Write a motion atomically (a temporary file renamed into place); ``overwrite=False`` never replaces a file."""
     joints = np.asarray(joints, dtype=np.float32)
     if joints.ndim != 3 or joints.shape[1:] != (layout.num_joints, 3):
         raise MasError(f"motion must be frames x {layout.num_joints} x 3, got {joints.shape}")
@@ -28,22 +28,59 @@ def save_motion(path, joints: np.ndarray, fps: float, layout: KeypointLayout, **
     return atomic_write(path, lambda tmp: np.savez(
         tmp, joints=joints, fps=np.float32(fps), joint_names=np.array(layout.joints),
         parents=np.array(layout.parents, dtype=np.int32), layout=np.array(layout.name),
-        **{k: np.array(v) for k, v in meta.items()}))
+        **{k: np.array(v) for k, v in meta.items()}), overwrite=overwrite)
 
 
 def load_motion(path) -> dict:
-    """Read a motion file into a dict of numpy values (scalars unwrapped)."""
+    """Read a motion file into a dict of numpy values (scalars unwrapped), checked by ``check_motion``."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise MasError(f"motion file {path} is not a regular file; give a .npz from 'mas generate'")
     try:
         with np.load(path, allow_pickle=False) as f:
             out = {k: (f[k].item() if f[k].ndim == 0 else f[k]) for k in f.files}
     except FileNotFoundError:
         raise MasError(f"motion file {path} not found") from None
-    except (ValueError, OSError) as e:
-        raise MasError(f"{path} is not a MAS motion file: {e}") from None
+    except (ValueError, OSError, EOFError, KeyError) as e:
+        raise MasError(f"{path} is not a MAS motion file (an .npz from 'mas generate'): {e}") from None
+    except Exception as e:  # noqa: BLE001 - zipfile raises its own kinds on a truncated or damaged file
+        raise MasError(f"{path} is not a readable .npz (damaged or truncated: {type(e).__name__}); "
+                       f"generate it again") from None
     for key in ("joints", "fps", "joint_names", "parents"):
         if key not in out:
             raise MasError(f"{path} is not a MAS motion file: no '{key}'")
+    check_motion(out, str(path))
     return out
+
+
+def check_motion(m: dict, where: str = "the motion") -> None:
+    """Raise MasError unless m holds a usable motion: joints frames x J x 3 finite numbers (at least
+    2 frames), J joint names and parents, a positive finite frame rate below 10,000."""
+    joints = np.asarray(m["joints"])
+    if joints.dtype.kind not in "fiu":
+        raise MasError(f"{where}: joints must be numbers, got {joints.dtype}")
+    if joints.ndim != 3 or joints.shape[-1] != 3:
+        raise MasError(f"{where}: joints must be frames x joints x 3 (metres), got shape {joints.shape}")
+    if joints.shape[0] < 2:
+        raise MasError(f"{where}: a motion needs at least 2 frames, got {joints.shape[0]}")
+    names, parents = np.atleast_1d(m["joint_names"]), np.atleast_1d(m["parents"])
+    if len(names) != joints.shape[1] or len(parents) != joints.shape[1]:
+        raise MasError(f"{where}: {joints.shape[1]} joints but {len(names)} joint names and {len(parents)} parents")
+    fps = m["fps"]
+    try:
+        fps = float(fps)
+    except (TypeError, ValueError):
+        raise MasError(f"{where}: fps must be a number, got {fps!r}") from None
+    if not (np.isfinite(fps) and 0 < fps <= 10000):
+        raise MasError(f"{where}: frame rate {fps} is not a positive, finite number of frames per second")
+    if not np.isfinite(joints).all():
+        try:                                            # a prop (the ball) may be NaN where unseen
+            optional = set(get_layout(str(m.get("layout", ""))).optional)
+        except KeyError:
+            optional = set()
+        body = joints[:, [j for j, n in enumerate(names) if str(n) not in optional]]
+        if not np.isfinite(body).all() or np.isinf(joints).any():
+            raise MasError(f"{where}: joints hold NaN or infinite values; clean the motion")
 
 
 def resample(joints: np.ndarray, fps_in: float, fps_out: float) -> np.ndarray:

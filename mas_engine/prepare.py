@@ -9,10 +9,12 @@ import numpy as np
 
 from rigs.keypoints import COCO17_BALL, HORSE17, HUMAN16
 
+from . import validate
 from .bvh import read_bvh
 from .capture import bandai_to_human16, dog_to_horse17, read_spl_trial
 from .dataset import CONFIDENCE_THRESHOLD, MonocularConfig, build_monocular_set, save_monocular_set
 from .errors import MasError, MissingDependency
+
 
 def _read_bandai(path: Path):
     motion = read_bvh(path)
@@ -51,6 +53,8 @@ def _load_one(args):
         return path.stem, joints, fps, layout, None
     except MasError as e:
         return path.stem, None, None, None, str(e)
+    except (ValueError, IndexError, KeyError, OSError, UnicodeDecodeError) as e:   # a damaged file: named, skipped
+        return path.stem, None, None, None, f"cannot read {path.name} as {kind} capture ({type(e).__name__}: {e})"
 
 
 def capture_files(folder, kind: str, names_file=None) -> list[Path]:
@@ -87,7 +91,14 @@ def prepare_capture(folder, out, kind: str = "bandai", names_file=None, cfg: Mon
                 else:
                     yield name, joints, fps
 
-    built = build_monocular_set(clips(), CAPTURE_KINDS[kind][2], cfg)
+    check_output(out)
+    try:
+        built = build_monocular_set(clips(), CAPTURE_KINDS[kind][2], cfg)
+    except MasError as e:
+        if rejected:
+            reasons = "; ".join(f"{n}: {w}" for n, w in rejected[:3])
+            raise MasError(f"no usable training windows in {folder}: {len(rejected)} file(s) rejected ({reasons})") from None
+        raise
     rejected += built["rejected"]
     built["meta"]["licence"] = LICENCES[kind]
     save_monocular_set(out, built)
@@ -101,6 +112,16 @@ def prepare_capture(folder, out, kind: str = "bandai", names_file=None, cfg: Mon
         f"{frames} frames ({frames / cfg.fps / 3600:.2f} h), scale {report['scale_m']:.3f} m")
     _log_report(hist, rejected, log)
     return report
+
+
+def check_output(out) -> None:
+    """The set's file must be new (never replaced unasked) and its folder writable, before the work."""
+    out = Path(out)
+    if out.suffix.lower() != ".npz":
+        raise MasError(f"output {out}: give a .npz file name")
+    if os.path.lexists(out):
+        raise MasError(f"{out} exists; remove it or choose another --out (a data set is never replaced)")
+    validate.output_folder(out.parent)
 
 
 def _log_report(hist, rejected, log) -> None:
@@ -198,6 +219,8 @@ def prepare_2d(folder, out, fmt: str, layout=None, fps: float | None = None, cfg
 
     cfg = cfg or MonocularConfig()
     layout = layout or COCO17
+    validate.number("--size (the subject's spread in metres)", size_m, 0.01, 100.0, "0.5 fits a standing adult")
+    check_output(out)
     if fps is not None and not (np.isfinite(fps) and 1.0 <= fps <= 1000.0):
         raise MasError(f"frame rate {fps} is not plausible; give the videos' frame rate with --fps (1 to 1000)")
     if fmt in ("coco", "openpose", "video") and layout.name != "coco17":

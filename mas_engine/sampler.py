@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import validate
 from .cameras import Cameras
 from .checkpoint import LoadedModel
 from .diffusion import Schedule, posterior_step
@@ -166,11 +167,19 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
     """Raise MasError for a request the model cannot serve, before any work starts."""
     _check_frames(loaded, frames)
     if settings is not None:
-        if settings.views < 2:
-            raise MasError(f"MAS needs at least 2 views, got {settings.views}")
-        if settings.steps is not None and not 1 <= settings.steps <= loaded.config.diffusion_steps:
-            raise MasError(f"steps must be between 1 and {loaded.config.diffusion_steps} for model "
-                           f"{loaded.name!r}, got {settings.steps}")
+        validate.integer("views", settings.views, 2, 64, "MAS needs at least 2 views; 5 is the default")
+        if settings.steps is not None:
+            validate.integer("steps", settings.steps, 1, loaded.config.diffusion_steps,
+                             f"model {loaded.name!r} has {loaded.config.diffusion_steps} diffusion steps")
+        if settings.elevation_deg is not None:
+            validate.number("the views' elevation (degrees)", settings.elevation_deg, -80, 80,
+                            "at +-90 every view looks straight down or up and sees no depth")
+        if settings.distance_m is not None:
+            validate.number("the views' distance (metres)", settings.distance_m, 1.0, 1000.0,
+                            "the cameras must stand outside the subject; the model's default is "
+                            f"{loaded.cameras['distance_m']:g}")
+        if settings.batch_size is not None:
+            validate.integer("batch size", settings.batch_size, 1, 4096)
 
 
 def _check_frames(loaded: LoadedModel, frames: int) -> None:
@@ -265,10 +274,12 @@ def place_on_floor(X: np.ndarray, floor_offset: float) -> np.ndarray:
 
 
 def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: MasSettings | None = None,
-               device=None, progress=None, cancel=None) -> SampleResult:
+               device=None, progress=None, cancel=None, on_batch=None) -> SampleResult:
     """Generate one 3D motion per seed with MAS, in batches; joints in metres, Z up, on the floor.
 
-    progress(done, total) counts diffusion steps over all batches.
+    progress(done, total) counts diffusion steps over all batches. on_batch(seeds, joints) is
+    called as soon as each batch is finished (joints: motions x frames x joints x 3, metres), so
+    a caller can write results before the next batch starts.
     """
     settings = settings or MasSettings()
     check_request(loaded, frames, settings)
@@ -276,19 +287,25 @@ def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: Mas
     bs = settings.batch_size or (256 if device.type == "cuda" else 8)
     K = len(Schedule.create(loaded.config.schedule, loaded.config.diffusion_steps, settings.steps))
     chunks = [seeds[i:i + bs] for i in range(0, len(seeds), bs)]
-    Xs, views = [], []
+    joints, views = [], []
     stats = {"seconds": 0.0, "triangulation_seconds": 0.0}
     for c, chunk in enumerate(chunks):
         prog = None if progress is None else (lambda d, n, c=c: progress(c * K + d, len(chunks) * K))
         X, v, st = sample_mas_batch(loaded, chunk, frames, settings, device, prog, cancel)
-        Xs.append(X.float().cpu())
+        joints.append(finish_motions(loaded, X.float().cpu().numpy(), settings))
         views.append(v.float().cpu())
         for k in stats:
             stats[k] += st[k]
-    X = torch.cat(Xs).numpy() * loaded.scale
+        if on_batch is not None:
+            on_batch(chunk, joints[-1])
+    return SampleResult(np.concatenate(joints), torch.cat(views).numpy(), list(seeds), loaded.fps, stats)
+
+
+def finish_motions(loaded: LoadedModel, X: np.ndarray, settings: MasSettings) -> np.ndarray:
+    """Sampled motions (motions x frames x joints x 3, normalised) -> metres, on the floor, float32."""
+    X = X * loaded.scale
     if not np.isfinite(X).all():
         raise MasError("sampling produced non-finite joints; the checkpoint may be damaged or untrained")
     if settings.remove_alternation and loaded.config.frames_per_token > 1:
         X = np.stack([remove_alternation(x) for x in X])
-    joints = np.stack([place_on_floor(x, loaded.layout.floor_offset) for x in X]).astype(np.float32)
-    return SampleResult(joints, torch.cat(views).numpy(), list(seeds), loaded.fps, stats)
+    return np.stack([place_on_floor(x, loaded.layout.floor_offset) for x in X]).astype(np.float32)

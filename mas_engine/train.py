@@ -43,6 +43,7 @@ class TrainConfig:
     seed: int = 0
     mirror: bool = True
     grad_clip: float = 1.0
+    bf16: bool = False  # CPU/GPU autocast to bfloat16 for the forward pass (weights, EMA, optimiser stay float32)
 
 
 def masked_x0_loss(pred: torch.Tensor, x0: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -117,9 +118,40 @@ def save_train_state(out: Path, model, ema, opt, step: int, extra: dict) -> None
     atomic_write(out / "train_state.json", lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
 
 
+def check_resume(info: dict, model_cfg: ModelConfig | None, cfg: TrainConfig, out: Path) -> None:
+    """Refuse to resume a run whose saved model or step count does not fit what was asked."""
+    saved = ModelConfig.from_dict(info["model"])
+    done = int(info["step"])
+    if model_cfg is not None:
+        asked = dict(model_cfg.to_dict(), num_joints=saved.num_joints)
+        differ = [f"{k} {getattr(saved, k)} (asked {v})" for k, v in asked.items() if getattr(saved, k) != v]
+        if differ:
+            raise MasError(f"{out} holds a run with another model: {', '.join(differ)}; resume with the same "
+                           f"settings, or start over with --restart")
+    if cfg.steps <= done:
+        raise MasError(f"{out} has already trained {done} steps, and --steps {cfg.steps} asks for no more; "
+                       f"give --steps above {done} to train further")
+
+
+def warm_start(model: MotionDenoiser, init) -> None:
+    """Start from the weights of a checkpoint (a shipped model's name or a path) of the same architecture."""
+    from .checkpoint import load_checkpoint
+
+    src = load_checkpoint(init)
+    if src.config.to_dict() != model.cfg.to_dict():
+        differ = [f"{k} {v} (here {getattr(model.cfg, k)})" for k, v in src.config.to_dict().items()
+                  if getattr(model.cfg, k) != v]
+        raise MasError(f"--init {init} is another architecture: {', '.join(differ)}; give the same model settings")
+    model.load_state_dict(src.model.state_dict())
+
+
 def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig | None = None,
-          device: str = "auto", resume: bool = True, data_note: str | None = None, log=print) -> dict:
-    """Train (or resume) a denoiser on a monocular 2D set; returns a summary of the run."""
+          device: str = "auto", resume: bool = True, data_note: str | None = None, log=print,
+          init=None) -> dict:
+    """Train (or resume) a denoiser on a monocular 2D set; returns a summary of the run.
+
+    ``init``: a checkpoint to start from (warm start) instead of random weights; ignored on resume.
+    """
     from safetensors.torch import load_file
     from tqdm import tqdm
 
@@ -140,6 +172,7 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
     resuming = resume and state_file.exists()
     if resuming:
         info = json.loads(state_file.read_text())
+        check_resume(info, model_cfg, cfg, out)
         model_cfg = ModelConfig.from_dict(info["model"])
         done = int(info["step"])
     else:
@@ -153,6 +186,8 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = MotionDenoiser(model_cfg).to(dev)
+    if init is not None and not resuming:
+        warm_start(model, init)
     ema = MotionDenoiser(model_cfg).to(dev)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False).eval()
@@ -175,7 +210,8 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
             "mas_cameras": {"elevation_deg": 11.25,
                             "distance_m": 0.5 * (data.meta["config"]["cameras"]["distance_min"]
                                                  + data.meta["config"]["cameras"]["distance_max"])},
-            "training": {"data": str(data_path), "windows": len(data), "train": asdict(cfg)},
+            "training": {"data": str(data_path), "windows": len(data), "train": asdict(cfg),
+                         **({"init": str(init)} if init is not None else {})},
             "licence": data_note or data.meta.get("licence", DATA_NOTE)}
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +241,8 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
         lr *= 0.5 * (1 + math.cos(math.pi * step / cfg.steps)) * 0.9 + 0.1  # cosine decay to 10%
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = training_loss(net, alpha_bar, x0, conf, length, gen)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = training_loss(net, alpha_bar, x0, conf, length, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:

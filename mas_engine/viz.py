@@ -34,7 +34,8 @@ def _draw(ax, pose, layout, trail=None):
     return lines
 
 
-def write_animation(path, joints: np.ndarray, layout: KeypointLayout, fps: float, step: int = 2) -> Path:
+def write_animation(path, joints: np.ndarray, layout: KeypointLayout, fps: float, step: int = 2,
+                    overwrite: bool = True) -> Path:
     """A GIF of a motion (frames x joints x 3, metres, Z up); every ``step``-th frame. Atomic."""
     import matplotlib
     matplotlib.use("Agg")
@@ -52,7 +53,7 @@ def write_animation(path, joints: np.ndarray, layout: KeypointLayout, fps: float
 
     anim = FuncAnimation(fig, update, frames=frames, blit=False)
     try:
-        return atomic_write(path, lambda tmp: anim.save(tmp, writer=PillowWriter(fps=fps / step)))
+        return atomic_write(path, lambda tmp: anim.save(tmp, writer=PillowWriter(fps=fps / step)), overwrite=overwrite)
     finally:
         plt.close(fig)
 

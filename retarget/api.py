@@ -201,6 +201,26 @@ def armature_from_skeleton(name: str, bones, parents, heads: np.ndarray, tails: 
     return Armature(name, names_k, parents_k, H, T, layout.name, markers, hinges, flat, scale=s)
 
 
+BUILTIN_RIGS = ("human", "horse", "smpl")
+
+
+def check_rig(rig, layout: KeypointLayout | None = None) -> None:
+    """Raise MasError for a rig that cannot be used, before any work: a built-in name or an existing BVH file."""
+    if isinstance(rig, Armature):
+        return
+    r = str(rig)
+    if r in BUILTIN_RIGS:
+        if layout is not None and r == "horse" and layout.name != "horse17":
+            raise MasError(f"rig horse is for horse17 motions, not {layout.name}; use --rig human")
+        if layout is not None and r in ("human", "smpl") and layout.name == "horse17":
+            raise MasError(f"rig {r} is for human motions, not {layout.name}; use --rig horse")
+        return
+    if not r.lower().endswith(".bvh"):
+        raise MasError(f"unknown rig {r!r}: use {', '.join(BUILTIN_RIGS)} or a .bvh file of your armature")
+    if not Path(r).is_file():
+        raise MasError(f"rig file {r} not found; give the path of a BVH file of your armature")
+
+
 def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock: bool = True,
              iters: int = 30, smpl_model=None) -> tuple[RotationTrack, dict]:
     """Fit a rig to a motion (as load_motion returns it). Returns the track and quality numbers:
@@ -300,23 +320,23 @@ def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock
     return track, report
 
 
-def save_track(path, track: RotationTrack) -> Path:
+def save_track(path, track: RotationTrack, overwrite: bool = True) -> Path:
     """Write a rotation track .npz atomically."""
     arm = track.armature
     return atomic_write(path, lambda tmp: np.savez(
         tmp, root=track.root.astype(np.float32), quaternions=track.quaternions.astype(np.float32),
         fps=np.float32(track.fps), bone_names=np.array(arm.bones), parents=np.array(arm.parents, np.int32),
         rest_heads=arm.heads.astype(np.float32), rest_tails=arm.tails.astype(np.float32),
-        rig=np.array(arm.name), **{f"prop_{k}": v.astype(np.float32) for k, v in track.props.items()}))
+        rig=np.array(arm.name), **{f"prop_{k}": v.astype(np.float32) for k, v in track.props.items()}), overwrite=overwrite)
 
 
-def write_track(path, track: RotationTrack) -> Path:
-    """BVH or .npz by the path's suffix."""
+def write_track(path, track: RotationTrack, overwrite: bool = True) -> Path:
+    """BVH or .npz by the path's suffix; ``overwrite=False`` never replaces a file."""
     from .bvh_writer import write_bvh
 
     suffix = Path(path).suffix.lower()
     if suffix == ".bvh":
-        return write_bvh(path, track)
+        return write_bvh(path, track, overwrite=overwrite)
     if suffix == ".npz":
-        return save_track(path, track)
+        return save_track(path, track, overwrite)
     raise MasError(f"output {path}: use a .bvh or .npz file name")

@@ -20,8 +20,8 @@ Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 _UNITS = {"m": 1.0, "cm": 100.0}
 
 
-def write_bvh(path, track, units: str = "m") -> Path:
-    """Write a RotationTrack as BVH (atomically). Returns the path."""
+def write_bvh(path, track, units: str = "m", overwrite: bool = True) -> Path:
+    """Write a RotationTrack as BVH (atomically; ``overwrite=False`` never replaces a file). Returns the path."""
     if units not in _UNITS:
         raise ValueError(f"units must be 'm' or 'cm', got {units!r}")
     arm = track.armature
@@ -61,7 +61,7 @@ def write_bvh(path, track, units: str = "m") -> Path:
     values = np.concatenate([root, euler.reshape(F, -1)], 1)
     lines += ["MOTION", f"Frames: {F}", f"Frame Time: {1.0 / track.fps:.8f}"]
     lines += [" ".join(f"{v:.6f}" for v in row) for row in values]
-    return atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    return atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"), overwrite=overwrite)
 
 
 def _depth_first(arm):
