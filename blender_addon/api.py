@@ -402,10 +402,9 @@ class Batch(Operation):
                     self.target.animation_data.action = None
 
     def finish(self):
-        report = self.folder / "batch_report.json"
-        tmp = report.with_name(report.name + ".tmp")
-        tmp.write_text(json.dumps(self.summary, indent=2))
-        os.replace(tmp, report)
+        from mas_engine.atomic import atomic_write
+
+        atomic_write(self.folder / "batch_report.json", lambda tmp: tmp.write_text(json.dumps(self.summary, indent=2)))
         return self.summary
 
     def abort(self):
@@ -416,9 +415,10 @@ class Batch(Operation):
 
 
 def _export(fmt: str, path: Path, objects, action, track) -> None:
-    """Write one format atomically: to a hidden partial file in the same folder, then renamed."""
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
+    """Write one format atomically (``mas_engine.atomic``: a unique temporary in the same folder, then renamed)."""
+    from mas_engine.atomic import atomic_write
+
+    def write(tmp: Path):
         if fmt == "BVH":
             from retarget.api import write_track
 
@@ -441,12 +441,10 @@ def _export(fmt: str, path: Path, objects, action, track) -> None:
                                                   export_animations=True, export_animation_mode="ACTIVE_ACTIONS")
                 finally:
                     sc.frame_start, sc.frame_end = old
-        if not tmp.exists():
+        if not tmp.exists() or tmp.stat().st_size == 0:
             raise MasError(f"the {fmt} exporter wrote nothing to {tmp.name}")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(path, write)
 
 
 def generate_batch(folder, count=10, seed=0, settings_file="", rows=None, formats=("BVH",), overwrite=False,

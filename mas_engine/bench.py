@@ -19,10 +19,11 @@ import time
 import numpy as np
 import torch
 
+from . import validate
 from .atomic import atomic_write
 from .checkpoint import load_checkpoint
 from .device import pick_device
-from .sampler import MasSettings, sample_mas
+from .sampler import MasSettings, check_request, sample_mas
 
 
 def peak_rss_mb() -> float:
@@ -92,9 +93,11 @@ def matmul_flops_per_second(device, n: int = 1024, seconds: float = 0.5) -> floa
 
 def run_bench(model="human", device="auto", seconds=4.0, views=5, steps=None, batch=8, gpu_batch=256,
               json_out=None, reference=True, log=print) -> list[dict]:
+    seconds = validate.number("--seconds", seconds, 1e-3, 3600.0)
     dev = pick_device(device)
     loaded = load_checkpoint(model, device="cpu")
     frames = int(round(seconds * loaded.fps))
+    check_request(loaded, frames, MasSettings(views=views, steps=steps, batch_size=batch))
     K = steps or loaded.config.diffusion_steps
     rows = []
     if dev.type == "cpu" or device == "auto":

@@ -9,9 +9,10 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
-from .errors import MasError
+from .errors import Cancelled, MasError
 
 
 def _positive_int(s: str) -> int:
@@ -28,10 +29,15 @@ def _positive_float(s: str) -> float:
     return v
 
 
+_STOP = threading.Event()      # set by SIGTERM: commands that can stop between batches do so
+_GRACEFUL = []                 # non-empty while such a command runs
+
+
 def cmd_generate(a) -> None:
     from .generate import generate_to_files
 
-    generate_to_files(model=a.model, num=a.num, seconds=a.seconds, seed=a.seed, views=a.views, steps=a.steps,
+    _GRACEFUL.append(True)
+    generate_to_files(cancel=_STOP.is_set, model=a.model, num=a.num, seconds=a.seconds, seed=a.seed, views=a.views, steps=a.steps,
                       device=a.device, out=a.out, batch_size=a.batch_size, noise_3d=not a.no_3d_noise,
                       rigid_bones=not a.no_rigid_bones, elevation_deg=a.elevation, distance_m=a.distance, preview=a.preview, formats=a.format,
                       rig=a.rig, overwrite=a.overwrite)
@@ -306,7 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _interrupt(signum, frame):
-    """A polite kill (SIGTERM) unwinds like Ctrl-C: files in flight are removed, finished ones stay."""
+    """A polite kill (SIGTERM): generation stops after the file in flight (every finished file stays,
+    none is left half-written); other commands unwind like Ctrl-C, removing the file in flight."""
+    if _GRACEFUL and not _STOP.is_set():
+        _STOP.set()
+        return
     raise KeyboardInterrupt
 
 
@@ -315,6 +325,9 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         args.func(args)
+    except Cancelled:
+        print("mas: interrupted; the files finished before it are kept", file=sys.stderr)
+        return 130
     except MasError as e:
         print(f"mas: error: {e}", file=sys.stderr)
         return 2

@@ -18,13 +18,14 @@ FORMATS = ("npz", "bvh", "both")
 
 def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=None, device="auto",
                       out="motions", batch_size=None, noise_3d=True, rigid_bones=True, elevation_deg=None, distance_m=None,
-                      preview=False, formats="npz", rig="human", overwrite=False, log=print) -> list[Path]:
+                      preview=False, formats="npz", rig="human", overwrite=False, cancel=None, log=print) -> list[Path]:
     """Generate ``num`` motions (seeds seed .. seed+num-1) into ``out``; returns the files written.
 
     formats: "npz" (joint positions), "bvh" (a rotation track on ``rig``) or "both". Every argument
     is checked, and the output folder probed, before sampling starts. Each batch's files are
     written as soon as the batch is done, so an interrupt loses at most the batch in flight.
-    A motion whose files already exist is skipped (and named) unless ``overwrite``.
+    A motion whose files already exist is skipped (and named) unless ``overwrite``. cancel() True
+    stops between diffusion steps with ``Cancelled`` (the files finished by then are kept).
     """
     from tqdm import tqdm
 
@@ -72,7 +73,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
         elapsed = 0.0
         for i in range(0, len(seeds), bs):  # one batch at a time: memory stays bounded whatever num is
             chunk = seeds[i:i + bs]
-            res = sample_mas(loaded, chunk, frames, settings, dev, on_batch=write,
+            res = sample_mas(loaded, chunk, frames, settings, dev, on_batch=write, cancel=cancel,
                              progress=lambda d, n, i=i: progress(i // bs * n + d, -(-len(seeds) // bs) * n))
             elapsed += res.stats["seconds"]
     log(f"{'' if world == 1 else f'rank {rank}: '}wrote {len(paths)} file(s) for {len(seeds)} motion(s) of {frames} frames "

@@ -78,6 +78,7 @@ def prepare_capture(folder, out, kind: str = "bandai", names_file=None, cfg: Mon
     from tqdm import tqdm
 
     cfg = cfg or MonocularConfig()
+    check_output(out)
     files = capture_files(folder, kind, names_file)
     workers = workers or min(os.cpu_count() or 1, 8)
     rejected = []
@@ -91,7 +92,6 @@ def prepare_capture(folder, out, kind: str = "bandai", names_file=None, cfg: Mon
                 else:
                     yield name, joints, fps
 
-    check_output(out)
     try:
         built = build_monocular_set(clips(), CAPTURE_KINDS[kind][2], cfg)
     except MasError as e:
@@ -249,7 +249,8 @@ def prepare_2d(folder, out, fmt: str, layout=None, fps: float | None = None, cfg
         tracks += got
     if not tracks:
         _log_report([], rejected, log)
-        raise MasError(f"nothing to prepare in {folder}: every file was rejected")
+        reasons = "; ".join(f"{n}: {w}" for n, w in rejected[:3]) + (" ..." if len(rejected) > 3 else "")
+        raise MasError(f"nothing to prepare in {folder}: every file was rejected ({reasons})")
     built = build_2d_set(tracks, layout, cfg, size_m)
     rejected += built["rejected"]
     save_monocular_set(out, built)

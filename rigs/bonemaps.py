@@ -107,11 +107,17 @@ def missing_bones(rig: str, bone_map: dict[str, str]) -> list[str]:
 def save_bone_map(path, rig: str, bone_map: dict[str, str]) -> Path:
     """Write a map as JSON ({"rig": ..., "bones": {built-in: user}}), atomically."""
     import os
+    import tempfile
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"rig": rig, "bones": bone_map}, indent=2))
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # unique, exclusive
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"rig": rig, "bones": bone_map}, indent=2))
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
     return path
 
 
