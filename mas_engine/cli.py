@@ -40,7 +40,8 @@ def cmd_generate(a) -> None:
     generate_to_files(cancel=_STOP.is_set, model=a.model, num=a.num, seconds=a.seconds, seed=a.seed, views=a.views, steps=a.steps,
                       device=a.device, out=a.out, batch_size=a.batch_size, noise_3d=not a.no_3d_noise,
                       rigid_bones=not a.no_rigid_bones, elevation_deg=a.elevation, distance_m=a.distance, preview=a.preview, formats=a.format,
-                      rig=a.rig, overwrite=a.overwrite)
+                      rig=a.rig, overwrite=a.overwrite, loop=a.loop, start_from=a.start_from, continue_from=a.continue_from,
+                      end_at=a.end_at, keys=a.keys, path=a.path)
 
 
 def cmd_retarget(a) -> None:
@@ -166,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default="human", help="a shipped model name (see 'mas models') or a checkpoint path")
     g.add_argument("-n", "--num", type=_positive_int, default=1,
                    help="number of motions (seeds seed, seed+1, ...); write -n under torchrun, whose own options take --num")
-    g.add_argument("--seconds", type=_positive_float, default=4.0, help="length of each motion")
+    g.add_argument("--seconds", type=_positive_float, default=4.0,
+                   help="length of each motion (up to 600; beyond the model's own length it is made in overlapping windows)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--views", type=_positive_int, default=5, help="MAS views (at least 2)")
     g.add_argument("--steps", type=_positive_int, default=None, help="diffusion steps (default: all the model has)")
@@ -184,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rig", default="human", help="rig for --format bvh: human or a BVH file of your armature")
     g.add_argument("--overwrite", action="store_true", help="replace motion files of the same name in --out "
                                                             "(default: skip those seeds and say so)")
+    g.add_argument("--loop", action="store_true", help="a seamless loop: the last frame flows into the first "
+                                                       "(the root returns to where it started)")
+    g.add_argument("--start-from", default=None, metavar="MOTION.npz",
+                   help="begin where this motion ends (its last pose and velocity)")
+    g.add_argument("--continue", dest="continue_from", default=None, metavar="MOTION.npz",
+                   help="like --start-from, and write that motion followed by --seconds of new motion")
+    g.add_argument("--end-at", default=None, metavar="POSE.npz", help="end in the first pose of this motion or pose file")
+    g.add_argument("--keys", default=None, metavar="KEYS.npz",
+                   help="keyframes: the motion format (joints frames x joints x 3, metres, Z up; joint_names) "
+                        "with NaN where free, or a 'mask' (frames x joints): the motion passes through them")
+    g.add_argument("--path", default=None, metavar="'x,y x,y ...'",
+                   help="the root's path on the floor in metres, walked at constant speed over the motion")
     g.set_defaults(func=cmd_generate)
 
     rt = sub.add_parser("retarget", help="joint positions (.npz) -> rotations of a rig (.bvh or .npz)")

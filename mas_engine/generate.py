@@ -4,13 +4,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from . import validate
+from . import constraints, validate
 from .atomic import FileExists
 from .checkpoint import load_checkpoint
 from .device import pick_device
-from .motion_io import save_motion
+from .motion_io import load_motion, save_motion
 from .sampler import MasSettings, check_request, sample_mas
 
 FORMATS = ("npz", "bvh", "both")
@@ -18,7 +19,8 @@ FORMATS = ("npz", "bvh", "both")
 
 def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=None, device="auto",
                       out="motions", batch_size=None, noise_3d=True, rigid_bones=True, elevation_deg=None, distance_m=None,
-                      preview=False, formats="npz", rig="human", overwrite=False, cancel=None, log=print) -> list[Path]:
+                      preview=False, formats="npz", rig="human", overwrite=False, cancel=None, loop=False,
+                      start_from=None, continue_from=None, end_at=None, keys=None, path=None, log=print) -> list[Path]:
     """Generate ``num`` motions (seeds seed .. seed+num-1) into ``out``; returns the files written.
 
     formats: "npz" (joint positions), "bvh" (a rotation track on ``rig``) or "both". Every argument
@@ -26,6 +28,14 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     written as soon as the batch is done, so an interrupt loses at most the batch in flight.
     A motion whose files already exist is skipped (and named) unless ``overwrite``. cancel() True
     stops between diffusion steps with ``Cancelled`` (the files finished by then are kept).
+
+    Any length up to 10 minutes (windows beyond the model's own length, see windows.py); ``loop``:
+    the last frame flows into the first. Constraints (constraints.py), each a motion file's path
+    (or a dict as load_motion gives it): ``start_from`` (begin where that motion ends, with its
+    velocity), ``continue_from`` (the same, and the file written is that motion followed by the
+    new ``seconds``), ``end_at`` (end in that file's first pose), ``keys`` (keyframes: joints with
+    NaN where free, or a mask); ``path``: the root's path on the floor, 'x,y x,y ...' or K x 2
+    metres, walked at constant speed.
     """
     from tqdm import tqdm
 
@@ -38,9 +48,21 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     loaded = load_checkpoint(model, device=dev)
     frames = int(round(seconds * loaded.fps))
+    if loop and loaded.config.frames_per_token > 1:
+        frames += frames % 2        # the band-stop needs an even loop (remove_alternation)
     settings = MasSettings(views=views, steps=steps, noise_3d=noise_3d, rigid_bones=rigid_bones, batch_size=batch_size,
-                           elevation_deg=elevation_deg, distance_m=distance_m)
+                           elevation_deg=elevation_deg, distance_m=distance_m, loop=loop)
+    before = None
+    if continue_from is not None:
+        if start_from is not None:
+            raise validate.MasError("give --start-from or --continue, not both")
+        before, start_from = _motion(continue_from), continue_from
+        frames += constraints.START_FRAMES
     check_request(loaded, frames, settings)
+    wanted = build_constraints(loaded, frames, start_from, end_at, keys, path)
+    if wanted is not None and loop and (start_from is not None or end_at is not None):
+        raise validate.MasError("a loop has no start or end: --loop goes with --keys or --path, not --start-from, "
+                                "--continue or --end-at")
     if formats != "npz":
         from retarget.api import check_rig
         check_rig(rig, loaded.layout)
@@ -63,6 +85,8 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
 
     def write(batch_seeds, batch_joints):
         for s, joints in zip(batch_seeds, batch_joints):
+            if before is not None:      # the motion continued, then the new part after its last frames
+                joints = np.concatenate([np.asarray(before["joints"], np.float32)[:-constraints.START_FRAMES], joints])
             paths.extend(write_motion(stem(s), joints, loaded, s, settings, formats, rig, preview, overwrite))
 
     with tqdm(total=1, desc=f"MAS {len(seeds)} x {seconds:g} s on {dev}", unit="step", disable=rank > 0) as bar:
@@ -73,7 +97,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
         elapsed = 0.0
         for i in range(0, len(seeds), bs):  # one batch at a time: memory stays bounded whatever num is
             chunk = seeds[i:i + bs]
-            res = sample_mas(loaded, chunk, frames, settings, dev, on_batch=write, cancel=cancel,
+            res = sample_mas(loaded, chunk, frames, settings, dev, on_batch=write, cancel=cancel, constraints=wanted,
                              progress=lambda d, n, i=i: progress(i // bs * n + d, -(-len(seeds) // bs) * n))
             elapsed += res.stats["seconds"]
     log(f"{'' if world == 1 else f'rank {rank}: '}wrote {len(paths)} file(s) for {len(seeds)} motion(s) of {frames} frames "
@@ -81,11 +105,57 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     return paths
 
 
+def _motion(m) -> dict:
+    """A motion or pose: a dict as load_motion gives it, or a .npz file (a pose may have one frame)."""
+    if isinstance(m, dict):
+        return m
+    if Path(str(m)).suffix.lower() != ".npz":
+        raise validate.MasError(f"{m}: give a motion or pose file (.npz, as 'mas generate' writes)")
+    return load_motion(m, min_frames=1)
+
+
+def build_constraints(loaded, frames: int, start_from=None, end_at=None, keys=None, path=None):
+    """The constraints a request asks for (None: none), checked against the model's skeleton."""
+    layout, fps = loaded.layout, loaded.fps
+    parts = []
+    if start_from is not None:
+        parts.append(constraints.start_from(_motion(start_from), frames, layout, fps))
+    if end_at is not None:
+        parts.append(constraints.end_at(_motion(end_at), frames, layout, fps))
+    if keys is not None:
+        k = keys if isinstance(keys, dict) else _keys_file(keys)
+        parts.append(constraints.keyframes(k, frames, layout, fps))
+    if path is not None:
+        pts = constraints.parse_path(path) if isinstance(path, str) else np.asarray(path, np.float64)
+        parts.append(constraints.root_path(pts, frames, layout, fps))
+    if not parts:
+        return None
+    out = parts[0]
+    for c in parts[1:]:
+        out = out.merge(c)
+    return out
+
+
+def _keys_file(path) -> dict:
+    """A keyframe file: the motion format with NaN where free (load_motion would refuse the NaN)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            d = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise validate.MasError(f"--keys {path}: not a readable .npz ({e})") from None
+    for key in ("joints", "joint_names"):
+        if key not in d:
+            raise validate.MasError(f"--keys {path}: no '{key}' (a keyframe file is the motion format with NaN where free)")
+    if np.asarray(d["joints"]).dtype.kind not in "fiu":
+        raise validate.MasError(f"--keys {path}: joints must be numbers")
+    return d
+
+
 def write_motion(stem: Path, joints, loaded, seed: int, settings: MasSettings, formats: str, rig: str,
                  preview: bool, overwrite: bool) -> list[Path]:
     """One generated motion's files (``stem``.npz / .bvh / .gif), each written atomically."""
     meta = dict(model=loaded.name, seed=seed, views=settings.views,
-                steps=settings.steps or loaded.config.diffusion_steps, noise_3d=settings.noise_3d)
+                steps=settings.steps or loaded.config.diffusion_steps, noise_3d=settings.noise_3d, loop=settings.loop)
     written = []
     try:
         if formats in ("npz", "both"):

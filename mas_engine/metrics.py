@@ -170,3 +170,40 @@ def motion_statistics(windows: np.ndarray, fps: float, limbs: list[int], feet: l
         rel = windows - centre
         out["leg_speed"] = _quantiles([np.mean([mean_speed(w[:, leg], fps) for leg in legs]) for w in rel])
     return out
+
+
+# --- Seams: where windows of a long motion meet, and where a loop closes ---
+
+def acceleration(track: np.ndarray, fps: float) -> np.ndarray:
+    """Per frame, the mean joint acceleration magnitude (m/s^2) of frames x joints x 3 positions;
+    frames - 2 values (value k belongs to frame k + 1)."""
+    acc = (track[2:] - 2 * track[1:-1] + track[:-2]) * fps * fps
+    return np.linalg.norm(acc, axis=-1).mean(-1)
+
+
+def seam_ratio(motion: np.ndarray, joins, centres, fps: float, span_s: float = 1.0, loop: bool = False) -> float:
+    """How much a seam shows: the median over ``joins`` (frames) of the largest acceleration within
+    ``span_s`` around each, over the same at ``centres`` (frames inside windows, away from joins).
+    1 means the seams are as smooth as the rest; a pop at the seams gives more."""
+    a = acceleration(np.concatenate([motion[-1:], motion, motion[:1]]) if loop else motion, fps)
+    shift = 0 if loop else 1          # index of frame f in a
+    half = max(1, int(round(span_s * fps / 2)))
+
+    def peak(c):
+        idx = np.arange(int(round(c)) - half, int(round(c)) + half + 1) - shift
+        idx = idx % len(a) if loop else idx[(idx >= 0) & (idx < len(a))]
+        return a[idx].max()
+    return float(np.median([peak(c) for c in joins]) / max(np.median([peak(c) for c in centres]), 1e-12))
+
+
+def loop_closure(motion: np.ndarray) -> dict:
+    """A loop's seam from its last frame to its first, against the frame-to-frame changes inside it
+    (frames x joints x 3): the position step and the velocity change (mean over joints, metres per
+    frame) at the seam, and the 95th percentiles of both inside the motion."""
+    step = np.linalg.norm(np.diff(motion, axis=0), axis=-1).mean(-1)
+    dv = np.linalg.norm(np.diff(motion, n=2, axis=0), axis=-1).mean(-1)
+    seam_step = float(np.linalg.norm(motion[0] - motion[-1], axis=-1).mean())
+    seam_dv = max(float(np.linalg.norm((motion[0] - motion[-1]) - (motion[-1] - motion[-2]), axis=-1).mean()),
+                  float(np.linalg.norm((motion[1] - motion[0]) - (motion[0] - motion[-1]), axis=-1).mean()))
+    return {"step": seam_step, "step_p95": float(np.percentile(step, 95)),
+            "velocity_change": seam_dv, "velocity_change_p95": float(np.percentile(dv, 95))}

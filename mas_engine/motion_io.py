@@ -31,7 +31,7 @@ def save_motion(path, joints: np.ndarray, fps: float, layout: KeypointLayout, ov
         **{k: np.array(v) for k, v in meta.items()}), overwrite=overwrite)
 
 
-def load_motion(path) -> dict:
+def load_motion(path, min_frames: int = 2) -> dict:
     """Read a motion file into a dict of numpy values (scalars unwrapped), checked by ``check_motion``."""
     path = Path(path)
     if path.exists() and not path.is_file():
@@ -49,20 +49,20 @@ def load_motion(path) -> dict:
     for key in ("joints", "fps", "joint_names", "parents"):
         if key not in out:
             raise MasError(f"{path} is not a MAS motion file: no '{key}'")
-    check_motion(out, str(path))
+    check_motion(out, str(path), min_frames)
     return out
 
 
-def check_motion(m: dict, where: str = "the motion") -> None:
+def check_motion(m: dict, where: str = "the motion", min_frames: int = 2) -> None:
     """Raise MasError unless m holds a usable motion: joints frames x J x 3 finite numbers (at least
-    2 frames), J joint names and parents, a positive finite frame rate below 10,000."""
+    ``min_frames``; 1 is a pose), J joint names and parents, a positive finite frame rate below 10,000."""
     joints = np.asarray(m["joints"])
     if joints.dtype.kind not in "fiu":
         raise MasError(f"{where}: joints must be numbers, got {joints.dtype}")
     if joints.ndim != 3 or joints.shape[-1] != 3:
         raise MasError(f"{where}: joints must be frames x joints x 3 (metres), got shape {joints.shape}")
-    if joints.shape[0] < 2:
-        raise MasError(f"{where}: a motion needs at least 2 frames, got {joints.shape[0]}")
+    if joints.shape[0] < min_frames:
+        raise MasError(f"{where}: a motion needs at least {min_frames} frame(s), got {joints.shape[0]}")
     names, parents = np.atleast_1d(m["joint_names"]), np.atleast_1d(m["parents"])
     if len(names) != joints.shape[1] or len(parents) != joints.shape[1]:
         raise MasError(f"{where}: {joints.shape[1]} joints but {len(names)} joint names and {len(parents)} parents")

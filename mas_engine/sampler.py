@@ -22,9 +22,11 @@ import torch
 from . import validate
 from .cameras import Cameras
 from .checkpoint import LoadedModel
-from .diffusion import Schedule, posterior_step
+from .constraints import Constraints, pull_to_targets
+from .diffusion import Schedule, alpha_bar_schedule, posterior_step
 from .errors import Cancelled, MasError
 from .triangulate import gauss_newton_step, triangulate_linear
+from .windows import plan_windows, windowed_denoiser
 
 
 @dataclass
@@ -42,6 +44,9 @@ class MasSettings:
     rigid_bones: bool = True            # after each triangulation, every bone at its median length (rigid_bones);
                                         # off: the paper's MAS (see docs/results.md for both)
     batch_size: int | None = None       # motions per model call; None: 8 on CPU, 256 on GPU
+    loop: bool = False                  # the last frame flows into the first (windows wrap around)
+    window_overlap_s: float = 0.5       # seconds that windows of a long motion overlap (windows.py; 1 s made
+                                        # 12 s motions stiller: 79% against 67% nearly still windows)
 
 
 @dataclass
@@ -113,10 +118,14 @@ class MultiViewConsistency:
     cost of one linear solve. ``iters`` adds Gauss-Newton steps on top (off by default: at the
     sampling cameras' distance they change the reprojection error by less than 0.01%).
     ``bones``: (parents, joints to keep) to make every step's 3D motion rigid (``rigid_bones``).
+    ``constraints``: (targets, mask, falloff) to pull every step's 3D motion onto
+    (``constraints.pull_to_targets``; ``loop``: the falloff wraps around the end).
     """
 
-    def __init__(self, cams: Cameras, iters: int = 0, bones=None):
+    def __init__(self, cams: Cameras, iters: int = 0, bones=None, constraints=None, loop: bool = False):
         self.cams, self.iters, self.bones = cams, iters, bones
+        self.constraints, self.loop = constraints, loop      # (targets, mask, falloff) in normalised units
+        self.shift = None                                    # the translation that puts X on its targets
         self.X = None
         self.depth_weights = None
         self.seconds = 0.0
@@ -131,6 +140,8 @@ class MultiViewConsistency:
             X = gauss_newton_step(self.cams, X, uv)
         if self.bones is not None:
             X = rigid_bones(X, *self.bones)
+        if self.constraints is not None:
+            X, self.shift = pull_to_targets(X, *self.constraints, loop=self.loop)
         self.X = X
         p = self.cams.to_camera(X)                           # B, L, J, V, 3
         z = p[..., 2:3]
@@ -165,8 +176,9 @@ def _denoiser(loaded: LoadedModel, frames):
 
 def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None = None) -> None:
     """Raise MasError for a request the model cannot serve, before any work starts."""
-    _check_frames(loaded, frames)
+    _check_frames(loaded, frames, windowed=settings is not None)
     if settings is not None:
+        validate.number("window overlap (seconds)", settings.window_overlap_s, 0.0, 60.0)
         validate.integer("views", settings.views, 2, 64, "MAS needs at least 2 views; 5 is the default")
         if settings.steps is not None:
             validate.integer("steps", settings.steps, 1, loaded.config.diffusion_steps,
@@ -182,30 +194,58 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
             validate.integer("batch size", settings.batch_size, 1, 4096)
 
 
-def _check_frames(loaded: LoadedModel, frames: int) -> None:
+MAX_SECONDS = 600.0      # one motion: 10 minutes (its 3D noise alone is about 20 MB a minute)
+
+
+def _check_frames(loaded: LoadedModel, frames: int, windowed: bool = False) -> None:
     if frames < 2:
         raise MasError(f"a motion needs at least 2 frames, got {frames}")
-    if frames > loaded.config.max_frames:
+    limit = int(MAX_SECONDS * loaded.fps) if windowed else loaded.config.max_frames
+    if frames > limit:
         raise MasError(f"{frames} frames is longer than model {loaded.name!r} can make "
-                       f"({loaded.config.max_frames} frames = {loaded.config.max_frames / loaded.fps:g} s)")
+                       f"({limit} frames = {limit / loaded.fps:g} s)")
 
 
-def mas_cameras(loaded: LoadedModel, settings: MasSettings, device) -> Cameras:
-    """The V sampling views in normalised units: a ring at the model's elevation and distance."""
+def mas_cameras(loaded: LoadedModel, settings: MasSettings, device, frames: int | None = None) -> Cameras:
+    """The V sampling views in normalised units: a ring at the model's elevation and distance.
+
+    A motion longer than the model may travel far from the origin: its cameras stand further
+    back, in proportion to its length (twice the model's distance per model length), so the
+    subject stays in front of every camera and keeps its apparent size (each window is
+    re-centred in 2D, see windows.py)."""
     if settings.views < 2:
         raise MasError(f"MAS needs at least 2 views, got {settings.views}")
     elev = math.radians(settings.elevation_deg if settings.elevation_deg is not None else loaded.cameras["elevation_deg"])
     dist = (settings.distance_m if settings.distance_m is not None else loaded.cameras["distance_m"]) / loaded.scale
+    if frames is not None and frames > loaded.config.max_frames:
+        dist *= 2.0 * frames / loaded.config.max_frames
     return Cameras.ring(settings.views, elev, dist, device=device)
+
+
+def is_windowed(loaded: LoadedModel, frames: int, settings: MasSettings) -> bool:
+    """Whether a request needs windows: longer than the model, or a loop."""
+    return settings.loop or frames > loaded.config.max_frames
+
+
+def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings):
+    """The model as MAS calls it: directly up to the model's length, in blended windows beyond it or for a loop."""
+    if not is_windowed(loaded, frames, settings):
+        return _denoiser(loaded, frames)
+    overlap = int(round(settings.window_overlap_s * loaded.fps))
+    plan = plan_windows(frames, loaded.config.max_frames, overlap, settings.loop, loaded.config.frames_per_token)
+    alpha_bar = alpha_bar_schedule(loaded.config.schedule, loaded.config.diffusion_steps)
+    return windowed_denoiser(loaded.model, plan, loaded.config.num_joints, loaded.layout.root, alpha_bar)
 
 
 @torch.inference_mode()
 def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, settings: MasSettings,
-                     device, progress=None, cancel=None):
-    """MAS for one batch of motions; returns (X motions x frames x joints x 3, views, stats), normalised."""
-    _check_frames(loaded, frames)
+                     device, progress=None, cancel=None, constraints: Constraints | None = None):
+    """MAS for one batch of motions; returns (X motions x frames x joints x 3, views, stats), normalised.
+    stats["shift"]: with constraints, the translation (motions x 3, normalised) that puts X on them."""
+    windowed = is_windowed(loaded, frames, settings)
+    _check_frames(loaded, frames, windowed)
     schedule = Schedule.create(loaded.config.schedule, loaded.config.diffusion_steps, settings.steps)
-    cams = mas_cameras(loaded, settings, device)
+    cams = mas_cameras(loaded, settings, device, frames)
     K, V, J = len(schedule), settings.views, loaded.config.num_joints
     if settings.noise_3d:
         noise3d = draw_noise(seeds, (K + 1, frames, J, 3), device)      # K+1, B, L, J, 3
@@ -217,18 +257,23 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
 
         def noise_at(k):
             return noise2d[k]
+    pull = None
+    if constraints is not None:
+        to = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+        pull = (to(constraints.targets / loaded.scale), to(constraints.mask), constraints.falloff)
     if settings.triangulation == "reference":
         from .reference import ReferenceConsistency
         consistency = ReferenceConsistency(cams)
     else:
         layout = loaded.layout
         bones = (layout.parents, {layout.index(n) for n in layout.optional}) if settings.rigid_bones else None
-        consistency = MultiViewConsistency(cams, settings.gauss_newton_iters, bones)
+        consistency = MultiViewConsistency(cams, settings.gauss_newton_iters, bones, pull, settings.loop)
     t0 = time.perf_counter()
-    ancestral_loop(_denoiser(loaded, frames), schedule, noise_at(K), noise_at, consistency, progress, cancel)
+    ancestral_loop(mas_denoiser(loaded, frames, settings), schedule, noise_at(K), noise_at, consistency, progress, cancel)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    stats = {"seconds": time.perf_counter() - t0, "triangulation_seconds": consistency.seconds}
+    stats = {"seconds": time.perf_counter() - t0, "triangulation_seconds": consistency.seconds,
+             "shift": getattr(consistency, "shift", None)}
     return consistency.X, cams.project(consistency.X).permute(0, 3, 1, 2, 4), stats
 
 
@@ -243,21 +288,22 @@ def sample_2d_batch(loaded: LoadedModel, seeds: list[int], frames: int, steps: i
                           lambda k: noise[k], None, progress, cancel)
 
 
-def remove_alternation(X: np.ndarray) -> np.ndarray:
+def remove_alternation(X: np.ndarray, loop: bool = False) -> np.ndarray:
     """Remove the part of a motion (frames x ...) that alternates sign every frame.
 
     A denoiser that outputs two frames per token leaves a small offset between a token's two
     frames, a pattern at exactly half the frame rate (15 Hz at 30 fps; the shipped human model
     has 36x real capture's power there, and it is most of its jitter). A band-stop around that
     frequency: demodulate by (-1)^f, low-pass with a 9-tap binomial filter, subtract. Gains:
-    1 up to 5 Hz (0.996), 0.94 at 7.5 Hz, 0 at 15 Hz (at 30 fps). Edges are reflected.
+    1 up to 5 Hz (0.996), 0.94 at 7.5 Hz, 0 at 15 Hz (at 30 fps). Edges are reflected (a loop:
+    wrapped, and an odd-length loop is left as it is: the alternation has no consistent phase there).
     """
     F = X.shape[0]
-    if F < 5:
+    if F < 5 or (loop and F % 2):
         return X
     taps = np.array([1, 8, 28, 56, 70, 56, 28, 8, 1], dtype=np.float64) / 256.0
     pad = len(taps) // 2
-    Xp = np.pad(X.astype(np.float64), [(pad, pad)] + [(0, 0)] * (X.ndim - 1), mode="reflect")
+    Xp = np.pad(X.astype(np.float64), [(pad, pad)] + [(0, 0)] * (X.ndim - 1), mode="wrap" if loop else "reflect")
     sign = ((-1.0) ** np.arange(F + 2 * pad)).reshape((-1,) + (1,) * (X.ndim - 1))
     y = Xp * sign
     env = sum(w * y[k:k + F] for k, w in enumerate(taps))
@@ -274,15 +320,18 @@ def place_on_floor(X: np.ndarray, floor_offset: float) -> np.ndarray:
 
 
 def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: MasSettings | None = None,
-               device=None, progress=None, cancel=None, on_batch=None) -> SampleResult:
+               device=None, progress=None, cancel=None, on_batch=None, constraints: Constraints | None = None) -> SampleResult:
     """Generate one 3D motion per seed with MAS, in batches; joints in metres, Z up, on the floor.
 
     progress(done, total) counts diffusion steps over all batches. on_batch(seeds, joints) is
     called as soon as each batch is finished (joints: motions x frames x joints x 3, metres), so
-    a caller can write results before the next batch starts.
+    a caller can write results before the next batch starts. ``constraints`` (metres, Z up): joint
+    positions every motion passes through (``constraints.py``); the motions are then placed by them.
     """
     settings = settings or MasSettings()
     check_request(loaded, frames, settings)
+    if constraints is not None and constraints.frames != frames:
+        raise MasError(f"constraints for {constraints.frames} frames given for a motion of {frames}")
     device = torch.device(device) if device is not None else next(loaded.model.parameters()).device
     bs = settings.batch_size or (256 if device.type == "cuda" else 8)
     K = len(Schedule.create(loaded.config.schedule, loaded.config.diffusion_steps, settings.steps))
@@ -291,8 +340,9 @@ def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: Mas
     stats = {"seconds": 0.0, "triangulation_seconds": 0.0}
     for c, chunk in enumerate(chunks):
         prog = None if progress is None else (lambda d, n, c=c: progress(c * K + d, len(chunks) * K))
-        X, v, st = sample_mas_batch(loaded, chunk, frames, settings, device, prog, cancel)
-        joints.append(finish_motions(loaded, X.float().cpu().numpy(), settings))
+        X, v, st = sample_mas_batch(loaded, chunk, frames, settings, device, prog, cancel, constraints)
+        shift = None if st["shift"] is None else st["shift"].float().cpu().numpy()
+        joints.append(finish_motions(loaded, X.float().cpu().numpy(), settings, shift, constraints))
         views.append(v.float().cpu())
         for k in stats:
             stats[k] += st[k]
@@ -301,11 +351,22 @@ def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: Mas
     return SampleResult(np.concatenate(joints), torch.cat(views).numpy(), list(seeds), loaded.fps, stats)
 
 
-def finish_motions(loaded: LoadedModel, X: np.ndarray, settings: MasSettings) -> np.ndarray:
-    """Sampled motions (motions x frames x joints x 3, normalised) -> metres, on the floor, float32."""
+def finish_motions(loaded: LoadedModel, X: np.ndarray, settings: MasSettings, shift=None,
+                   constraints: Constraints | None = None) -> np.ndarray:
+    """Sampled motions (motions x frames x joints x 3, normalised) -> metres, float32: on the floor,
+    or, with constraints, moved by ``shift`` (motions x 3) onto them (a coordinate that no
+    constraint fixes, such as the height under a root path, still goes on the floor)."""
     X = X * loaded.scale
     if not np.isfinite(X).all():
         raise MasError("sampling produced non-finite joints; the checkpoint may be damaged or untrained")
     if settings.remove_alternation and loaded.config.frames_per_token > 1:
-        X = np.stack([remove_alternation(x) for x in X])
+        X = np.stack([remove_alternation(x, settings.loop) for x in X])
+    if constraints is not None:
+        # the band-stop moved the constrained values by a little: pull them back, smoothly
+        X, rest = pull_to_targets(torch.from_numpy(X + shift[:, None, None, :] * loaded.scale),
+                                  torch.from_numpy(constraints.targets), torch.from_numpy(constraints.mask),
+                                  constraints.falloff, settings.loop)
+        X = (X + rest[:, None, None, :]).numpy()
+        if constraints.mask[..., 2].any():
+            return X.astype(np.float32)
     return np.stack([place_on_floor(x, loaded.layout.floor_offset) for x in X]).astype(np.float32)

@@ -119,13 +119,13 @@ def test_bench_scaling_sweeps_tables_and_plot(tiny_checkpoint, tmp_path, capsys)
     x = [1, 2, 4, 8]
     assert growth_exponent(x, [3 * v for v in x]) == pytest.approx(1.0)
     assert growth_exponent(x, [0.5 * v * v for v in x]) == pytest.approx(2.0)
-    # the tiny model holds 1.6 s: 2 s runs on a longer copy with random weights, and says so
+    # the tiny model holds 1.6 s: 2 s runs in overlapping windows, and says so
     res = run_scaling(str(tiny_checkpoint), device="cpu", png=tmp_path / "s.png", json_out=tmp_path / "s.json",
                       sweeps={"seconds": [0.5, 2], "views": [2, 4], "batch": [1, 2], "steps": [2, 4]})
     out = capsys.readouterr().out
-    assert "| 2 * |" in out and "random weights" in out and (tmp_path / "s.png").stat().st_size > 10_000
+    assert "| 2 * |" in out and "overlapping windows" in out and (tmp_path / "s.png").stat().st_size > 10_000
     rows = res["sweeps"]["seconds"]["rows"]
-    assert [r["random_weights"] for r in rows] == [False, True] and rows[1]["wall_s"] > 0
+    assert [r["windowed"] for r in rows] == [False, True] and rows[1]["wall_s"] > 0
     assert [r["steps"] for r in res["sweeps"]["steps"]["rows"]] == [2, 4]
     assert json.loads((tmp_path / "s.json").read_text())["sweeps"]["batch"]["rows"][1]["batch"] == 2
 

@@ -1,0 +1,114 @@
+"""Motions longer than the model, and loops: the denoiser runs on overlapping windows.
+
+The 2D model makes at most ``max_frames`` frames. A longer motion (or a loop, whose last frame
+flows into its first) is covered by windows of at most that length; every window of every view
+is denoised as one batch, and the windows' x0 predictions are blended where they overlap with a
+raised-cosine cross-fade (as DoubleTake in PriorMDM and MultiDiffusion do). MAS then triangulates
+the whole blended motion at once, with one 3D noise for the whole length, so the windows agree
+in 3D as the views do. For a loop the windows wrap around the end.
+
+A window is centred in 2D before the model sees it (as the training windows were centred on
+their mean root; the centre is the window's mean root in the previous step's prediction) and
+the centre added back after: a long motion may travel far from where the cameras look.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Windows:
+    """index: n x L frame indices of each window (modulo the motion's length for a loop);
+    weight: n x L cross-fade weights (positive; 1 inside, a raised-cosine ramp at inner edges)."""
+
+    index: torch.Tensor
+    weight: torch.Tensor
+    frames: int
+    loop: bool = False
+
+    def __len__(self) -> int:
+        return self.index.shape[0]
+
+    def joins(self) -> list[float]:
+        """The frame at the middle of each overlap of consecutive windows (and, for a loop, of the last
+        with the first): where a seam would show."""
+        starts = self.index[:, 0].tolist()
+        L, out = self.index.shape[1], []
+        for a, b in zip(starts, starts[1:] + ([starts[0] + self.frames] if self.loop else [])):
+            out.append(((b + a + L) / 2) % self.frames)
+        return out
+
+
+def _ramp(n: int) -> torch.Tensor:
+    """n weights rising smoothly from near 0 to near 1 (raised cosine, never exactly 0)."""
+    x = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    return 0.5 - 0.5 * torch.cos(math.pi * x)
+
+
+def plan_windows(frames: int, length: int, overlap: int, loop: bool = False, align: int = 1) -> Windows:
+    """Windows of ``length`` frames covering ``frames`` (wrapping around for a loop), overlapping by
+    at least ``overlap``, starting on multiples of ``align`` (the model's frames per token) where
+    possible. A loop no longer than ``length`` gets windows of three quarters of its length, so
+    every window still sees the seam from both sides."""
+    if loop and frames <= length:
+        length = max(2 * align, (3 * frames // 4) // align * align)
+        overlap = min(overlap, length // 3)
+    overlap = min(overlap, length // 2)
+    stride = length - overlap
+    if loop:
+        n = max(2, math.ceil(frames / stride))
+        starts = [int(round(i * frames / n)) // align * align for i in range(n)]
+    else:
+        if frames <= length:
+            starts = [0]
+            length = frames
+        else:
+            n = math.ceil((frames - overlap) / stride)
+            starts = [int(round(i * (frames - length) / (n - 1))) // align * align for i in range(n)]
+            starts[-1] = frames - length
+    offsets = torch.arange(length)
+    index = torch.stack([(s + offsets) % frames for s in starts])
+    ramp = _ramp(max(overlap, 1))
+    weight = torch.ones(len(starts), length, dtype=torch.float64)
+    for w in range(len(starts)):
+        if loop or w > 0:
+            weight[w, :len(ramp)] = torch.minimum(weight[w, :len(ramp)], ramp)
+        if loop or w < len(starts) - 1:
+            weight[w, -len(ramp):] = torch.minimum(weight[w, -len(ramp):], ramp.flip(0))
+    return Windows(index, weight.float(), frames, loop)
+
+
+def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha_bar: torch.Tensor, chunk: int = 512):
+    """denoise(x_t, t) for motions of any length: x_t (..., frames, joints, 2) -> x0 of the same shape.
+
+    ``model(x, t)`` takes (N, L, joints, 2) and an (N,) step; windows go through it ``chunk`` at a
+    time. Each window is moved to the origin as the training windows were: by c, its mean root
+    in the previous step's x0 (0 at the first step), which means x_t - sqrt(alpha_bar_t) c in
+    (the noisy version of x0 - c) and c added to what comes out. ``alpha_bar``: the schedule's
+    cumulative products, indexed by t."""
+    idx, w = windows.index, windows.weight
+    state = {"x0": None}
+
+    def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
+        lead, F = x_t.shape[:-3], x_t.shape[-3]
+        x = x_t.reshape(-1, F, num_joints, 2)                        # M, F, J, 2
+        where = idx.to(x.device)
+        win = x[:, where]                                            # M, n, L, J, 2
+        if state["x0"] is None:
+            centre = torch.zeros_like(win[:, :, :1, :1])
+        else:
+            centre = state["x0"][:, where][..., root:root + 1, :].mean(dim=2, keepdim=True)
+        flat = (win - float(alpha_bar[t]) ** 0.5 * centre).reshape(-1, idx.shape[1], num_joints, 2)
+        out = torch.cat([model(part, torch.full((part.shape[0],), t, dtype=torch.long, device=x.device))
+                         for part in flat.split(chunk)])
+        pred = out.reshape(win.shape) + centre
+        wd = w.to(x)
+        blended = torch.zeros_like(x).index_add_(1, where.flatten(), (pred * wd[None, :, :, None, None]).flatten(1, 2))
+        total = torch.zeros(F, dtype=x.dtype, device=x.device).index_add_(0, where.flatten(), wd.flatten())
+        x0 = blended / total[None, :, None, None]
+        state["x0"] = x0
+        return x0.reshape(*lead, F, num_joints, 2)
+    return denoise

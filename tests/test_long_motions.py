@@ -1,0 +1,150 @@
+"""Any length, loops and constraints: windows that cover the motion, a blend that is exact where
+the windows agree, constraints that are met, seams measured on the shipped model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mas_engine import constraints as C
+from mas_engine.checkpoint import load_checkpoint, shipped_models
+from mas_engine.cli import main
+from mas_engine.errors import MasError
+from mas_engine.metrics import loop_closure, seam_ratio
+from mas_engine.motion_io import load_motion, save_motion
+from mas_engine.sampler import MasSettings, sample_mas
+from mas_engine.windows import plan_windows, windowed_denoiser
+from rigs.keypoints import HUMAN16
+
+from conftest import walking_figure
+
+
+@pytest.mark.parametrize("frames, loop", [(48, False), (49, False), (200, False), (1800, False), (60, True), (30, True), (333, True)])
+def test_windows_cover_every_frame_within_the_models_length(frames, loop):
+    plan = plan_windows(frames, 48, 8, loop, align=2)
+    assert plan.index.shape[1] <= 48 and (plan.weight > 0).all()
+    covered = torch.zeros(frames).index_add_(0, plan.index.flatten(), plan.weight.flatten())
+    assert (covered > 0.5).all()
+    if loop:      # every window is shorter than the loop, and some window runs over the seam
+        assert plan.index.shape[1] < frames and any((w[1:] < w[:-1]).any() for w in plan.index)
+        assert len(plan.joins()) == len(plan)
+    elif frames > 48:
+        assert plan.index[0, 0] == 0 and plan.index[-1, -1] == frames - 1 and len(plan.joins()) == len(plan) - 1
+
+
+def test_windowed_blend_is_exact_where_windows_agree():
+    """A 'model' that returns its input: whatever the windows and weights, the blend gives x_t back."""
+    plan = plan_windows(200, 48, 8, False, 2)
+    x = torch.randn(3, 200, 16, 2)
+    denoise = windowed_denoiser(lambda xw, t: xw, plan, 16, 0, torch.ones(20))
+    assert torch.allclose(denoise(x, 5), x, atol=1e-6)
+    assert torch.allclose(denoise(x, 5), x, atol=1e-6)     # later steps centre windows: exact at alpha_bar 1
+
+
+def test_long_motions_and_loops_from_a_small_model(tiny_checkpoint):
+    m = load_checkpoint(tiny_checkpoint)                    # makes 48 frames itself
+    long = sample_mas(m, [1, 2], 5 * 48, MasSettings(steps=4, views=3))
+    again = sample_mas(m, [2], 5 * 48, MasSettings(steps=4, views=3))
+    assert long.joints.shape == (2, 240, 16, 3) and np.isfinite(long.joints).all()
+    assert np.allclose(again.joints[0], long.joints[1], atol=1e-5)          # a seed's motion, whatever the batch
+    short = sample_mas(m, [3], 40, MasSettings(steps=4, views=3))
+    assert short.joints.shape == (1, 40, 16, 3)
+    loop = sample_mas(m, [1], 40, MasSettings(steps=4, views=3, loop=True))
+    assert loop.joints.shape == (1, 40, 16, 3) and np.isfinite(loop.joints).all()
+    with pytest.raises(MasError, match="longer than model"):
+        sample_mas(m, [1], int(601 * m.fps), MasSettings(steps=2))
+
+
+def _as_motion(joints):
+    return {"joints": joints, "joint_names": np.array(HUMAN16.joints), "fps": 30.0}
+
+
+def test_constraints_are_met_within_2_cm(tiny_checkpoint):
+    m = load_checkpoint(tiny_checkpoint)
+    F = 90
+    walk = walking_figure(60)
+    cases = {"start": C.start_from(_as_motion(walk), F, HUMAN16, 30.0),
+             "end": C.end_at(_as_motion(walk[10:11]), F, HUMAN16, 30.0),
+             "path": C.root_path(C.parse_path("0,0 2,0 2,2"), F, HUMAN16, 30.0)}
+    keys = np.full((F, 16, 3), np.nan)
+    keys[20], keys[70, :3] = walk[5], walk[40, :3]
+    cases["keys"] = C.keyframes({"joints": keys, "joint_names": np.array(HUMAN16.joints)}, F, HUMAN16, 30.0)
+    cases["start + end"] = cases["start"].merge(cases["end"])
+    for name, c in cases.items():
+        x = sample_mas(m, [4], F, MasSettings(steps=5, views=3), constraints=c).joints[0]
+        err = np.abs(x - c.targets)[c.mask]
+        assert err.max() < 0.02, (name, err.max())
+        if name == "path":      # walked at constant speed: 4 m over 90 frames
+            step = np.linalg.norm(np.diff(x[:, 0, :2], axis=0), axis=1)
+            assert np.median(step) == pytest.approx(4 / 89, abs=1e-4) and step.max() < 4 / 89 + 1e-4
+
+
+def test_constraints_say_what_is_wrong():
+    walk = _as_motion(walking_figure(20))
+    with pytest.raises(MasError, match="skeleton"):
+        C.start_from(dict(walk, joint_names=np.array(HUMAN16.joints[::-1])), 60, HUMAN16, 30.0)
+    with pytest.raises(MasError, match="fps"):
+        C.start_from(dict(walk, fps=60.0), 60, HUMAN16, 30.0)
+    keys = np.full((100, 16, 3), np.nan)
+    keys[95] = walk["joints"][0]
+    with pytest.raises(MasError, match="key at frame 95"):
+        C.keyframes({"joints": keys, "joint_names": walk["joint_names"]}, 60, HUMAN16, 30.0)
+    with pytest.raises(MasError, match="NaN"):
+        C.keyframes({"joints": keys, "joint_names": walk["joint_names"], "mask": np.ones((100, 16), bool)}, 100, HUMAN16, 30.0)
+    with pytest.raises(MasError, match="no joint is fixed"):
+        C.keyframes({"joints": np.full((5, 16, 3), np.nan), "joint_names": walk["joint_names"]}, 60, HUMAN16, 30.0)
+    with pytest.raises(MasError, match="x,y"):
+        C.parse_path("0,0 1")
+    with pytest.raises(MasError, match="goes somewhere"):
+        C.root_path(np.zeros((3, 2)), 60, HUMAN16, 30.0)
+    with pytest.raises(MasError, match="NaN"):
+        C.end_at(_as_motion(np.full((1, 16, 3), np.nan)), 60, HUMAN16, 30.0)
+
+
+def test_cli_long_loop_continue_keys_and_path(tiny_checkpoint, tmp_path):
+    base = ["generate", "--model", str(tiny_checkpoint), "--steps", "3", "--views", "2", "--device", "cpu"]
+    assert main(base + ["--seconds", "5", "--out", str(tmp_path / "long")]) == 0
+    assert load_motion(tmp_path / "long" / "tiny_seed00000.npz")["joints"].shape == (150, 16, 3)
+    assert main(base + ["--seconds", "1.5", "--loop", "--out", str(tmp_path / "loop")]) == 0
+    m = load_motion(tmp_path / "loop" / "tiny_seed00000.npz")
+    assert m["joints"].shape == (46, 16, 3) and bool(m["loop"])      # 45 frames made even for the band-stop
+    first = tmp_path / "long" / "tiny_seed00000.npz"
+    assert main(base + ["--seconds", "2", "--continue", str(first), "--out", str(tmp_path / "cont")]) == 0
+    cont = load_motion(tmp_path / "cont" / "tiny_seed00000.npz")["joints"]
+    before = load_motion(first)["joints"]
+    assert cont.shape == (150 + 60, 16, 3)
+    assert np.array_equal(cont[:147], before[:147]) and np.abs(cont[147:150] - before[147:]).max() < 0.02
+    keys = np.full((30, 16, 3), np.nan, np.float32)
+    keys[29] = before[0]
+    np.savez(tmp_path / "keys.npz", joints=keys, joint_names=np.array(HUMAN16.joints), fps=np.float32(30))
+    assert main(base + ["--seconds", "1", "--keys", str(tmp_path / "keys.npz"), "--out", str(tmp_path / "keys")]) == 0
+    k = load_motion(tmp_path / "keys" / "tiny_seed00000.npz")["joints"]
+    assert np.abs(k[29] - before[0]).max() < 0.02
+    assert main(base + ["--seconds", "1", "--path", "0,0 1,0", "--out", str(tmp_path / "path")]) == 0
+    p = load_motion(tmp_path / "path" / "tiny_seed00000.npz")["joints"]
+    assert np.abs(p[[0, -1], 0, :2] - [[0, 0], [1, 0]]).max() < 0.02
+    assert main(base + ["--seconds", "1", "--loop", "--start-from", str(first), "--out", str(tmp_path / "x")]) == 2
+    assert main(base + ["--seconds", "1", "--keys", str(tmp_path / "keys.npz"), "--seconds", "0.5",
+                        "--out", str(tmp_path / "x")]) == 2           # a key past the end
+    assert not (tmp_path / "x").exists()
+
+
+needs_human = pytest.mark.skipif("human" not in shipped_models(), reason="the shipped human model is not installed")
+
+
+@needs_human
+def test_loops_close_and_long_motions_have_no_seam_on_the_shipped_model():
+    m = load_checkpoint("human")
+    fast = MasSettings(steps=25)
+    loops = sample_mas(m, [11, 12, 13, 14], 90, MasSettings(steps=25, loop=True)).joints
+    plain = sample_mas(m, [11, 12, 13, 14], 90, fast).joints
+    closed = [loop_closure(x) for x in loops]
+    opened = [loop_closure(x) for x in plain]
+    # a loop's seam is like any other frame step; an ordinary motion's end-to-start jump is not
+    assert np.median([c["step"] / c["step_p95"] for c in closed]) < 1.5
+    assert np.median([c["velocity_change"] / c["velocity_change_p95"] for c in closed]) < 1.5
+    assert np.median([c["step"] / c["step_p95"] for c in opened]) > 3 * np.median([c["step"] / c["step_p95"] for c in closed])
+    long = sample_mas(m, [21, 22], 360, fast).joints
+    plan = plan_windows(360, m.config.max_frames, int(0.5 * m.fps), False, 2)
+    ratios = [seam_ratio(x, plan.joins(), [s + 60 for s in plan.index[:, 0].tolist()], m.fps) for x in long]
+    assert np.median(ratios) < 1.5, ratios
