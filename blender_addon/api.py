@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import bpy
+import numpy as np
 
 from . import engine, scene
 from .engine import Request
@@ -30,7 +31,8 @@ except ImportError:                        # the engine is not importable yet: s
 
 FORMATS = {"BLEND": ".blend", "BVH": ".bvh", "FBX": ".fbx", "GLB": ".glb"}
 SETTINGS = {"model": str, "seed": int, "seconds": float, "views": int, "steps": int, "device": str,
-            "in_place": lambda v: str(v).strip().lower() in ("1", "true", "yes", "on"), "name": str}
+            "in_place": lambda v: str(v).strip().lower() in ("1", "true", "yes", "on"), "name": str,
+            "loop": lambda v: str(v).strip().lower() in ("1", "true", "yes", "on")}
 
 
 def scene_fps(sc=None) -> float:
@@ -87,7 +89,7 @@ def check_target(obj):
 
 
 def requests_for(seeds, model="human", seconds=4.0, views=5, steps=0, device="auto", in_place=False,
-                 target=None, bone_map="auto", fps=None, models_folder="") -> list[Request]:
+                 target=None, bone_map="auto", fps=None, models_folder="", loop=False, constraints=None) -> list[Request]:
     """One request per seed; the rig is the model's built-in character or ``target`` (an armature object)."""
     info = model_info(model, models_folder)
     if not info["rig"]:
@@ -100,7 +102,8 @@ def requests_for(seeds, model="human", seconds=4.0, views=5, steps=0, device="au
         rig = spec
     fps = fps or scene_fps()
     return [Request(model=info["path"] if not info["shipped"] else model, seed=int(s), seconds=float(seconds),
-                    fps=float(fps), views=int(views), steps=int(steps), device=device, in_place=bool(in_place), rig=rig)
+                    fps=float(fps), views=int(views), steps=int(steps), device=device, in_place=bool(in_place),
+                    loop=bool(loop), rig=rig, extra={"constraints": constraints} if constraints else {})
             for s in seeds]
 
 
@@ -126,6 +129,9 @@ def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, col
             obj["mas_model"], obj["mas_seed"] = model_name(req.model), req.seed
         action = scene.apply_track(obj, track, name, frame_start)
         created.append(action)
+        scene.remember_markers(obj, track.armature)
+        if req.loop:
+            scene.make_cyclic(action, obj)
         if "ball" in track.props:
             ball, ball_action = scene.build_ball(obj, track, name + "_ball", frame_start)
             created += [ball, ball_action]
@@ -135,7 +141,7 @@ def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, col
         if target is not None and target.animation_data is not None:
             target.animation_data.action = previous
         raise
-    end = frame_start + len(track.root) - 1
+    end = frame_start + len(track.root) - 1 - (1 if req.loop else 0)      # a loop's last key is its first pose
     if sc.frame_end < end:
         sc.frame_end = end
     return {"objects": objects, "action": action, "created": created, "report": result.report, "track": track}
@@ -240,13 +246,64 @@ def _ensure_engine():
         raise MasError(line)
 
 
+def scene_constraints(model, target=None, start_from_pose=False, use_keyframes=False, path=None, location=None,
+                      seconds=4.0, models_folder="") -> dict | None:
+    """Constraints read from the scene, as plain data for the engine (``engine.constraints_of``):
+    the current pose of ``target`` as the start, the poses at its active action's keyframes
+    (in-betweening, frames counted from the scene's start), and a curve object as the root's path.
+    The pose and keys need an armature that the add-on has animated (it knows where the model's
+    keypoints sit on its bones)."""
+    if not (start_from_pose or use_keyframes or path is not None):
+        return None
+    info = model_info(model, models_folder)
+    out: dict = {}
+    if start_from_pose or use_keyframes:
+        check_target(target)
+        if "mas_markers" not in target or target.get("mas_layout") != info["layout"]:
+            raise MasError(f"{target.name} has no {info['layout']} keypoints the add-on knows of: start from a pose or "
+                           f"in-between keys on a character made or driven by Generate Motion with this model")
+        from rigs.keypoints import get_layout
+
+        names = get_layout(info["layout"]).joints
+        sc = bpy.context.scene
+        if start_from_pose:
+            out["start_pose"] = scene.armature_keypoints(target, names)
+        if use_keyframes:
+            frames = [f for f in scene.keyed_frames(target) if 0 <= f - sc.frame_start < seconds * scene_fps()]
+            if not frames:
+                raise MasError(f"{target.name}'s active action has no keyframes within the {seconds:g} s to generate")
+            now = sc.frame_current
+            try:
+                out["keys"] = {}
+                for f in frames:
+                    sc.frame_set(f)
+                    out["keys"][f - sc.frame_start] = scene.armature_keypoints(target, names)
+            finally:
+                sc.frame_set(now)
+    if path is not None:
+        if getattr(path, "type", None) != "CURVE":
+            raise MasError(f"the root path must be a curve object, not {getattr(path, 'name', path)!r}")
+        origin = np.array(target.matrix_world.translation if target is not None else (location or (0.0, 0.0, 0.0)))[:2]
+        try:
+            out["path"] = scene.curve_points(path) - origin
+        except ValueError as e:
+            raise MasError(str(e)) from None
+    return out
+
+
 def generate_motion(model="human", seed=0, seconds=4.0, views=5, steps=0, device="auto", in_place=False,
-                    target=None, bone_map="auto", location=None, models_folder="") -> dict:
+                    target=None, bone_map="auto", location=None, models_folder="", loop=False,
+                    start_from_pose=False, use_keyframes=False, path=None) -> dict:
     """Generate one motion into the current scene. target: an armature object to drive (None: a
-    new built-in character at ``location``, default the 3D cursor). Returns {"objects", "action", "report"}."""
+    new built-in character at ``location``, default the 3D cursor). ``loop``: a seamless loop
+    (Cycles modifiers). On ``target``: ``start_from_pose`` begins in its current pose,
+    ``use_keyframes`` passes through the poses of its active action's keyframes; ``path``: a curve
+    object the root follows. Returns {"objects", "action", "report"}."""
     _ensure_engine()
-    reqs = requests_for([seed], model, seconds, views, steps, device, in_place, target, bone_map, models_folder=models_folder)
     loc = bpy.context.scene.cursor.location[:] if location is None else location
+    wanted = scene_constraints(model, target, start_from_pose, use_keyframes, path, loc, seconds, models_folder)
+    reqs = requests_for([seed], model, seconds, views, steps, device, in_place, target, bone_map, models_folder=models_folder,
+                        loop=loop, constraints=wanted)
     return run(Motions(reqs, target, loc))[0]
 
 
@@ -352,7 +409,7 @@ class Batch(Operation):
                 if paths and not todo and "ACTION" not in self.formats:
                     continue
                 req = requests_for([s["seed"]], s["model"], s["seconds"], s["views"], s["steps"], s["device"],
-                                   s["in_place"], target)[0]
+                                   s["in_place"], target, loop=s["loop"])[0]
                 req.label = stem
                 self.reqs.append(req)
                 self.paths[id(req)] = todo
@@ -363,7 +420,8 @@ class Batch(Operation):
         unknown = set(row) - set(SETTINGS)
         if unknown:
             raise MasError(f"unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(SETTINGS)}")
-        s = {"model": "human", "seed": 0, "seconds": 4.0, "views": 5, "steps": 0, "device": "auto", "in_place": False}
+        s = {"model": "human", "seed": 0, "seconds": 4.0, "views": 5, "steps": 0, "device": "auto", "in_place": False,
+             "loop": False}
         s.update(self.defaults)
         for k, v in row.items():
             try:

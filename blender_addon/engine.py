@@ -116,13 +116,15 @@ class Request:
     steps: int = 0                       # 0: the model's own number of steps
     device: str = "auto"
     in_place: bool = False
+    loop: bool = False                   # a seamless loop (the action gets Cycles modifiers)
     rig: object = "human"
     label: str = ""
     extra: dict = field(default_factory=dict)
 
     def group_key(self):
-        """Requests that differ only in seed (and rig) are sampled as one batch."""
-        return (self.model, self.seconds, self.views, self.steps, self.device)
+        """Requests that differ only in seed (and rig) are sampled as one batch; constrained ones alone."""
+        return (self.model, self.seconds, self.views, self.steps, self.device, self.loop,
+                id(self) if self.extra.get("constraints") else None)
 
 
 @dataclass
@@ -162,6 +164,8 @@ def _user_armature(spec: dict, joints, layout):
 
 def _sample_group(reqs: list[Request], progress, cancel) -> list[Result]:
     """Sample one group of requests (same model and settings) as one MAS batch, then retarget each."""
+    import numpy as np
+
     from mas_engine.errors import MasError
     from mas_engine.motion_io import resample
     from mas_engine.sampler import MasSettings, sample_mas
@@ -172,24 +176,65 @@ def _sample_group(reqs: list[Request], progress, cancel) -> list[Result]:
         raise MasError(f"length {r0.seconds} s at {r0.fps} fps is not possible; use a length above 0 s")
     loaded, dev = load_model(r0.model, r0.device)
     frames = int(round(r0.seconds * loaded.fps))
-    settings = MasSettings(views=r0.views, steps=r0.steps or None)
+    settings = MasSettings(views=r0.views, steps=r0.steps or None, loop=r0.loop)
+    wanted = constraints_of(r0, loaded, frames)
     sampled = sample_mas(loaded, [r.seed for r in reqs], frames, settings, dev,
-                         progress=lambda d, n: progress(0.9 * d / n), cancel=cancel)
+                         progress=lambda d, n: progress(0.9 * d / n), cancel=cancel, constraints=wanted)
     layout = loaded.layout
     out = []
     for k, (req, joints) in enumerate(zip(reqs, sampled.joints)):
         try:
+            if req.loop:        # key the first pose again one frame after the last: the Cycles period
+                joints = np.concatenate([joints, joints[:1]])
             joints = resample(joints, loaded.fps, req.fps)
             r = layout.root
-            joints = joints - [joints[0, r, 0], joints[0, r, 1], 0.0]     # start at the object's origin
+            if wanted is None:      # start at the object's origin (constraints place the motion themselves)
+                joints = joints - [joints[0, r, 0], joints[0, r, 1], 0.0]
             motion = dict(joints=joints, fps=req.fps, joint_names=layout.joints, layout=layout.name)
             rig = _user_armature(req.rig, joints, layout) if isinstance(req.rig, dict) else req.rig
             track, report = retarget(motion, rig=rig, in_place=req.in_place)
-            report.update(model=loaded.name, seed=req.seed, layout=layout.name, model_fps=loaded.fps)
+            if req.loop:            # the fit smooths each end on its own: make the period exact
+                track.rotations[-1], track.root[-1] = track.rotations[0], track.root[0]
+                for v in track.props.values():
+                    v[-1] = v[0]
+            report.update(model=loaded.name, seed=req.seed, layout=layout.name, model_fps=loaded.fps, loop=req.loop)
             out.append(Result(req, track, report))
         except MasError as e:
             out.append(Result(req, error=str(e)))
         progress(0.9 + 0.1 * (k + 1) / len(reqs))
+    return out
+
+
+def constraints_of(req: Request, loaded, frames: int):
+    """The request's constraints (``extra["constraints"]``, read from the scene by the API) for the
+    engine, at the model's frame rate: ``start_pose`` (joints x 3), ``keys`` ({frame at the scene's
+    rate from the motion's start: joints x 3, NaN where free}), ``path`` (points x 2), all in metres in
+    the motion's frame. None when there are none."""
+    import numpy as np
+
+    from mas_engine import constraints as C
+
+    c = req.extra.get("constraints")
+    if not c:
+        return None
+    layout, fps = loaded.layout, loaded.fps
+    names = np.array(layout.joints)
+    parts = []
+    if c.get("start_pose") is not None:
+        parts.append(C.start_from({"joints": np.asarray(c["start_pose"])[None], "joint_names": names}, frames, layout, fps,
+                                  "the current pose"))
+    if c.get("keys"):
+        keys = np.full((frames, layout.num_joints, 3), np.nan)
+        for f, pose in c["keys"].items():
+            k = int(round(int(f) * fps / req.fps))
+            if 0 <= k < frames:
+                keys[k] = pose
+        parts.append(C.keyframes({"joints": keys, "joint_names": names}, frames, layout, fps))
+    if c.get("path") is not None:
+        parts.append(C.root_path(np.asarray(c["path"]), frames, layout, fps))
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.merge(p)
     return out
 
 

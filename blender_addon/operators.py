@@ -23,6 +23,7 @@ def _settings_props():
         "steps": IntProperty(name="Steps", default=0, min=0, description="0: the model's own"),
         "device": StringProperty(name="Device", default="auto", description="auto, cpu or cuda"),
         "in_place": BoolProperty(name="In place", default=False),
+        "loop": BoolProperty(name="Loop", default=False, description="A seamless loop that plays forever (Cycles modifiers)"),
         "target": StringProperty(name="Target", default="",
                                  description="Name of an armature object to drive; empty: a new built-in character"),
         "bone_map": StringProperty(name="Bone map", default="auto",
@@ -41,7 +42,7 @@ class _Settings:
             if target is None:
                 raise api.MasError(f"no object named {self.target!r} to drive")
         return dict(model=self.model, seconds=self.seconds, views=self.views, steps=self.steps, device=self.device,
-                    in_place=self.in_place, target=target, bone_map=self.bone_map,
+                    in_place=self.in_place, loop=self.loop, target=target, bone_map=self.bone_map,
                     models_folder=preferences(context).models_folder)
 
 
@@ -151,13 +152,26 @@ class MAS_OT_generate_motion(_Settings, _JobOperator, bpy.types.Operator):
     bl_idname = "mas.generate_motion"
     bl_label = "Generate Motion"
     bl_options = {"REGISTER", "UNDO"}
+    start_from_pose: BoolProperty(name="Start from the current pose", default=False,
+                                  description="Begin in the target armature's current pose")
+    use_keyframes: BoolProperty(name="Through the target's keyframes", default=False,
+                                description="In-between: pass through the poses at the target's keyframes")
+    path: StringProperty(name="Root path", default="", description="Name of a curve object the root follows")
 
     def operation(self, context):
         s = self.common(context)
         target = s.pop("target")
+        path = None
+        if self.path:
+            path = bpy.data.objects.get(self.path)
+            if path is None:
+                raise api.MasError(f"no curve named {self.path!r} for the root path")
+        loc = context.scene.cursor.location[:]
+        wanted = api.scene_constraints(self.model, target, self.start_from_pose, self.use_keyframes, path, loc,
+                                       self.seconds, s["models_folder"])
         reqs = api.requests_for([self.seed], target=target, **{k: v for k, v in s.items() if k != "bone_map"},
-                                bone_map=s["bone_map"])
-        return api.Motions(reqs, target, context.scene.cursor.location[:])
+                                bone_map=s["bone_map"], constraints=wanted)
+        return api.Motions(reqs, target, loc)
 
     def done(self, context, made):
         m = made[0]

@@ -11,7 +11,7 @@ def _copy_settings(op, context):
     """Hand the panel's settings to an operator button."""
     s = context.scene.mas
     op.model, op.seed, op.seconds, op.views, op.steps = s.model, s.seed, s.seconds, s.views, s.steps
-    op.device, op.in_place = s.device, s.in_place
+    op.device, op.in_place, op.loop = s.device, s.in_place, s.loop
     obj = context.active_object
     op.target = obj.name if s.target == "SELECTED" and obj is not None and obj.type == "ARMATURE" else ""
     op.bone_map = "panel" if len(s.bone_map) else "auto"
@@ -55,11 +55,16 @@ class MAS_PT_generate(_Sidebar, bpy.types.Panel):
         col.prop(s, "steps")
         col.prop(s, "device")
         col.prop(s, "in_place")
+        col.prop(s, "loop")
+        col.prop(s, "path")
         layout.prop(s, "target", expand=True)
         if s.target == "SELECTED":
             obj = context.active_object
             if obj is None or obj.type != "ARMATURE":
                 layout.label(text="select an armature", icon="ERROR")
+            col = layout.column(align=True)
+            col.prop(s, "start_from_pose")
+            col.prop(s, "use_keyframes")
             layout.prop(s, "show_bone_map", icon="TRIA_DOWN" if s.show_bone_map else "TRIA_RIGHT")
             if s.show_bone_map:
                 row = layout.row(align=True)
@@ -87,7 +92,11 @@ class MAS_PT_generate(_Sidebar, bpy.types.Panel):
         col = layout.column()
         col.enabled = ok and info is not None
         col.scale_y = 1.5
-        _copy_settings(col.operator("mas.generate_motion", icon="ARMATURE_DATA"), context)
+        op = col.operator("mas.generate_motion", icon="ARMATURE_DATA")
+        _copy_settings(op, context)
+        op.path = s.path.name if s.path is not None else ""
+        op.start_from_pose = s.target == "SELECTED" and s.start_from_pose
+        op.use_keyframes = s.target == "SELECTED" and s.use_keyframes
 
 
 class MAS_PT_variants(_Sidebar, bpy.types.Panel):

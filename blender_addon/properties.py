@@ -37,14 +37,25 @@ DEVICES = [("auto", "Auto", "The GPU when torch sees one, else the CPU"), ("cpu"
 
 class MAS_PG_settings(bpy.types.PropertyGroup):
     model: EnumProperty(name="Model", items=model_items, description="Motion model (shipped, or a checkpoint of yours)")
-    seconds: FloatProperty(name="Length", default=4.0, min=0.5, soft_max=20.0, unit="TIME_ABSOLUTE",
-                           description="Seconds of motion; frames at the scene's frame rate")
+    seconds: FloatProperty(name="Length", default=4.0, min=0.5, max=600.0, soft_max=60.0, unit="TIME_ABSOLUTE",
+                           description="Seconds of motion (any length up to 10 minutes; beyond the model's own "
+                                       "length it is made in overlapping windows); frames at the scene's frame rate")
     seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same settings, same device: same motion")
     views: IntProperty(name="Views", default=5, min=2, max=16, description="MAS views triangulated at every step")
     steps: IntProperty(name="Steps", default=0, min=0, max=1000,
                        description="Diffusion steps (0: the model's own); fewer is faster and rougher")
     device: EnumProperty(name="Device", items=DEVICES, default="auto")
     in_place: BoolProperty(name="In place", default=False, description="Remove the horizontal root motion")
+    loop: BoolProperty(name="Loop", default=False,
+                       description="A seamless loop: the last frame flows into the first, the action cycles forever")
+    start_from_pose: BoolProperty(name="Start from the current pose", default=False,
+                                  description="Begin in the selected armature's current pose (a character made or "
+                                              "driven by Generate Motion)")
+    use_keyframes: BoolProperty(name="Through its keyframes", default=False,
+                                description="In-between: pass through the poses at the selected armature's keyframes "
+                                            "(its active action, from the scene's start)")
+    path: PointerProperty(name="Root path", type=bpy.types.Object, poll=lambda self, obj: obj.type == "CURVE",
+                          description="A curve the character's root follows on the floor, at constant speed")
     target: EnumProperty(name="Target", default="NEW", items=[
         ("NEW", "New character", "A built-in character for the model (human, horse) at the 3D cursor"),
         ("SELECTED", "Selected armature", "Drive the active armature through the bone map")])

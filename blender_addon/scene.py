@@ -139,6 +139,14 @@ def apply_track(obj, track, action_name: str, frame_start: int = 1):
     return action
 
 
+def make_cyclic(action, obj=None) -> None:
+    """A Cycles modifier on every F-curve of ``action``: a loop plays forever without a pop (its last
+    key is its first pose, one period after the first key)."""
+    for fc in compat.action_fcurves(action, obj):
+        if not any(m.type == "CYCLES" for m in fc.modifiers):
+            fc.modifiers.new("CYCLES")
+
+
 def prop_positions(obj, track, name: str) -> np.ndarray:
     """A prop's path (frames x 3) in the local space of armature object ``obj`` (see ``pose_channels``)."""
     L = np.array(obj.matrix_world)[:3, :3]
@@ -175,6 +183,67 @@ def read_skeleton(obj) -> dict:
     return {"name": obj.name, "bones": [b.name for b in bones],
             "parents": [index[b.parent.name] if b.parent else -1 for b in bones],
             "heads": heads, "tails": tails}
+
+
+def remember_markers(obj, armature) -> None:
+    """Store where ``armature``'s keypoints sit on the bones of ``obj`` (custom properties), so that
+    ``armature_keypoints`` can read its poses back as the model's keypoints later."""
+    import json
+
+    obj["mas_markers"] = json.dumps({kp: [bone, *map(float, pos)] for kp, (bone, pos) in armature.markers.items()})
+    obj["mas_scale"] = float(armature.scale)
+    obj["mas_layout"] = armature.layout
+
+
+def armature_keypoints(obj, joint_names) -> np.ndarray:
+    """The keypoints of armature object ``obj`` at the current frame, in the motion frame its actions
+    were made in (metres, Z up, the object's origin at 0): len(joint_names) x 3, NaN for keypoints
+    it has no marker for. Needs ``remember_markers`` (any armature the add-on has animated)."""
+    import json
+
+    from mathutils import Matrix, Vector
+
+    markers = json.loads(obj["mas_markers"])
+    scale = float(obj["mas_scale"])
+    bpy.context.view_layer.update()
+    L = np.array(obj.matrix_world.to_3x3())
+    out = np.full((len(joint_names), 3), np.nan)
+    for j, name in enumerate(joint_names):
+        if name not in markers:
+            continue
+        bone, *rest = markers[name]
+        pb = obj.pose.bones[bone]
+        local = Vector(np.linalg.solve(L, np.asarray(rest) / scale).tolist())
+        posed = Matrix(pb.matrix) @ pb.bone.matrix_local.inverted() @ local
+        out[j] = L @ np.array(posed) * scale
+    return out
+
+
+def keyed_frames(obj) -> list[int]:
+    """The frames at which the active action of ``obj`` has keys (sorted)."""
+    ad = obj.animation_data
+    if ad is None or ad.action is None:
+        return []
+    frames = set()
+    for fc in compat.action_fcurves(ad.action, obj):
+        co = np.zeros(2 * len(fc.keyframe_points), np.float32)
+        fc.keyframe_points.foreach_get("co", co)
+        frames.update(int(round(f)) for f in co[0::2])
+    return sorted(frames)
+
+
+def curve_points(obj, samples: int = 64) -> np.ndarray:
+    """A curve object's path as world points on the floor (samples x 2, metres), evenly along its
+    evaluated points."""
+    deps = bpy.context.evaluated_depsgraph_get()
+    mesh = obj.evaluated_get(deps).to_mesh()
+    try:
+        pts = np.array([obj.matrix_world @ v.co for v in mesh.vertices])[:, :2]
+    finally:
+        obj.evaluated_get(deps).to_mesh_clear()
+    if len(pts) < 2:
+        raise ValueError(f"curve {obj.name} has fewer than two points")
+    return pts
 
 
 def posed_heads(obj, names) -> np.ndarray:

@@ -131,6 +131,17 @@ CARD_LIMITS = {"max_frames": (2, 100_000), "width": (8, 8192), "layers": (1, 128
                "diffusion_steps": (1, 10_000)}
 
 
+def check_config(cfg: ModelConfig, where: str) -> ModelConfig:
+    """Every size of a model config within CARD_LIMITS (an absurd one would try to allocate it)."""
+    for key, (lo, hi) in CARD_LIMITS.items():
+        v = getattr(cfg, key)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise MasError(f"{where}: model {key} {v!r} is not an integer in {lo}..{hi}")
+    if cfg.width % cfg.heads:
+        raise MasError(f"{where}: width {cfg.width} is not a multiple of heads {cfg.heads}")
+    return cfg
+
+
 def check_card(card: dict, card_path) -> ModelConfig:
     """The model config of a card, each number within CARD_LIMITS and the card's fps and scale
     positive and finite, else MasError naming the field."""
@@ -141,13 +152,7 @@ def check_card(card: dict, card_path) -> ModelConfig:
         fps, scale = float(card["fps"]), float(card["normalisation"]["scale"])
     except (KeyError, TypeError, ValueError) as e:
         raise MasError(f"checkpoint card {card_path} is incomplete or invalid: {e}") from None
-    for key, (lo, hi) in CARD_LIMITS.items():
-        v = getattr(cfg, key)
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise MasError(f"checkpoint card {card_path}: model {key} {v!r} is not an integer in {lo}..{hi}; "
-                           f"the card is damaged")
-    if cfg.width % cfg.heads:
-        raise MasError(f"checkpoint card {card_path}: width {cfg.width} is not a multiple of heads {cfg.heads}")
+    check_config(cfg, f"checkpoint card {card_path} (damaged)")
     for key, v, hi in (("fps", fps, 1000.0), ("normalisation scale", scale, 1e6)):
         if not (math.isfinite(v) and 0 < v <= hi):
             raise MasError(f"checkpoint card {card_path}: {key} {v} is not a positive number up to {hi:g}; "

@@ -95,8 +95,10 @@ def cmd_train(a) -> None:
     from .model import ModelConfig
     from .train import TrainConfig, train
 
-    mc = ModelConfig(width=a.width, layers=a.layers, heads=a.heads, ff_width=a.ff_width, max_frames=a.max_frames,
-                     schedule=a.schedule)
+    from .checkpoint import check_config
+
+    mc = check_config(ModelConfig(width=a.width, layers=a.layers, heads=a.heads, ff_width=a.ff_width,
+                                  max_frames=a.max_frames, schedule=a.schedule), "mas train")
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
                      mirror=not a.no_mirror, bf16=a.bf16)
     summary = train(a.data, a.out, mc, tc, device=a.device, resume=not a.restart, init=a.init)

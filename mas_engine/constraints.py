@@ -60,8 +60,9 @@ def _check_skeleton(motion: dict, layout: KeypointLayout, fps: float, what: str)
     if joints.ndim != 3 or joints.shape[1:] != (layout.num_joints, 3) or len(joints) == 0:
         raise MasError(f"{what}: joints must be frames x {layout.num_joints} x 3, got {joints.shape}")
     body = [j for j, n in enumerate(layout.joints) if n not in layout.optional]
-    if not np.isfinite(joints[:, body]).all():
-        raise MasError(f"{what}: the pose has NaN or infinite joints; clean it")
+    known = np.isfinite(joints[:, body]).all(-1)            # a joint nobody knows (NaN) is left free
+    if np.isinf(joints).any() or (known.sum(1) < len(body) / 2).any():
+        raise MasError(f"{what}: the pose has infinite joints, or fewer than half of its joints are known (NaN); clean it")
     if "fps" in motion and abs(float(motion["fps"]) - fps) > 1e-3 and len(joints) > 1:
         raise MasError(f"{what}: {float(motion['fps']):g} fps, but the model makes {fps:g} fps; resample it first")
     return joints
@@ -149,27 +150,36 @@ def _known(joints: np.ndarray, layout: KeypointLayout) -> np.ndarray:
 
 
 def pull_to_targets(X: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, falloff: float,
-                    loop: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                    loop: bool = False, root: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Pull a motion onto its constraints, smoothly (sampling space, any consistent units).
 
     X: motions x frames x joints x 3; targets, mask: frames x joints x 3 (mask 0/1). The targets are
     first aligned to X by one translation per motion and coordinate (the mean of target - X over
-    the constrained values); then every constrained value is set to its aligned target, and each
-    nearby frame moves by the Gaussian-weighted mean of the constrained offsets around it (sigma
-    ``falloff`` frames), fully near constraints and fading away from them. Returns (X, translation
+    the constrained values). Then the whole body moves with its ``root`` where the root is
+    constrained (a root path carries the body along), and every other constrained joint moves
+    on its own; each nearby frame moves by the Gaussian-weighted mean of the constrained offsets
+    around it (sigma ``falloff`` frames), fully near constraints and fading away from them, and
+    the constrained values land exactly on their aligned targets. Returns (X, translation
     motions x 3: add it to X to put the constrained values on the targets)."""
     B, F, J, _ = X.shape
     m, targets = mask.to(X), targets.to(X)
     shift = ((targets - X) * m).sum((1, 2)) / m.sum((0, 1)).clamp(min=1.0)       # B x 3
     aligned = targets - shift[:, None, None]
-    delta = (aligned - X) * m
     radius = max(1, min(int(3 * falloff), F - 1 if not loop else F // 2))
     k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=X.dtype, device=X.device) / max(falloff, 1e-3)) ** 2)
 
-    def smooth(v):                                    # B x F x J x 3 -> the same, convolved over frames
-        flat = v.permute(0, 2, 3, 1).reshape(-1, 1, F)
+    def smooth(v):                                    # B x F x j x 3 -> the same, convolved over frames
+        b, f, j, _ = v.shape
+        flat = v.permute(0, 2, 3, 1).reshape(-1, 1, f)
         flat = torch.nn.functional.pad(flat, (radius, radius), mode="circular" if loop else "constant")
-        return torch.nn.functional.conv1d(flat, k[None, None]).reshape(B, J, 3, F).permute(0, 3, 1, 2)
-    num, den = smooth(delta), smooth(m.expand_as(X).contiguous())
-    moved = X + den.clamp(max=1.0) * num / den.clamp(min=1e-6)
+        return torch.nn.functional.conv1d(flat, k[None, None]).reshape(b, j, 3, f).permute(0, 3, 1, 2)
+
+    def spread(delta, mm):                            # the smoothed offset and how much of it to apply
+        num, den = smooth(delta), smooth(mm.expand_as(delta).contiguous())
+        return den.clamp(max=1.0) * num / den.clamp(min=1e-6)
+    mr = m[:, root:root + 1]
+    if mr.any():                                      # the body follows its root, exactly where it is fixed
+        d = (aligned[:, :, root:root + 1] - X[:, :, root:root + 1]) * mr
+        X = X + torch.where(mr > 0, d, spread(d, mr))
+    moved = X + spread((aligned - X) * m, m)
     return torch.where(m > 0, aligned, moved), shift

@@ -45,6 +45,7 @@ class MasSettings:
                                         # off: the paper's MAS (see docs/results.md for both)
     batch_size: int | None = None       # motions per model call; None: 8 on CPU, 256 on GPU
     loop: bool = False                  # the last frame flows into the first (windows wrap around)
+    floor: bool = False                 # after each triangulation, the lowest foot on one floor (on_floor)
     window_overlap_s: float = 0.5       # seconds that windows of a long motion overlap (windows.py; 1 s made
                                         # 12 s motions stiller: 79% against 67% nearly still windows)
 
@@ -107,6 +108,18 @@ def rigid_bones(X: torch.Tensor, parents, keep=()) -> torch.Tensor:
     return torch.einsum("jk,bfkc->bfjc", ancestry(parents).to(X), bones)
 
 
+def on_floor(X: torch.Tensor, feet: list[int]) -> torch.Tensor:
+    """Each frame of X (motions x frames x joints x 3, Z up) moved up or down so that its lowest foot
+    stands on the motion's floor: the median over frames of the lowest foot's height. A person
+    does not float or sink; the views' wish to see a walk away from them as 'up in the image' is
+    then met by travel, not by lifting the body."""
+    low = X[..., feet, 2].amin(-1)                                   # motions x frames
+    floor = low.median(dim=1, keepdim=True).values
+    lift = torch.zeros_like(X)
+    lift[..., 2] = (floor - low)[..., None]
+    return X + lift
+
+
 class MultiViewConsistency:
     """The MAS consistency block: triangulate the views' x0 into 3D, project back.
 
@@ -122,8 +135,9 @@ class MultiViewConsistency:
     (``constraints.pull_to_targets``; ``loop``: the falloff wraps around the end).
     """
 
-    def __init__(self, cams: Cameras, iters: int = 0, bones=None, constraints=None, loop: bool = False):
-        self.cams, self.iters, self.bones = cams, iters, bones
+    def __init__(self, cams: Cameras, iters: int = 0, bones=None, constraints=None, loop: bool = False, feet=None,
+                 root: int = 0):
+        self.cams, self.iters, self.bones, self.feet, self.root = cams, iters, bones, feet, root
         self.constraints, self.loop = constraints, loop      # (targets, mask, falloff) in normalised units
         self.shift = None                                    # the translation that puts X on its targets
         self.X = None
@@ -140,8 +154,10 @@ class MultiViewConsistency:
             X = gauss_newton_step(self.cams, X, uv)
         if self.bones is not None:
             X = rigid_bones(X, *self.bones)
+        if self.feet:
+            X = on_floor(X, self.feet)
         if self.constraints is not None:
-            X, self.shift = pull_to_targets(X, *self.constraints, loop=self.loop)
+            X, self.shift = pull_to_targets(X, *self.constraints, loop=self.loop, root=self.root)
         self.X = X
         p = self.cams.to_camera(X)                           # B, L, J, V, 3
         z = p[..., 2:3]
@@ -267,7 +283,8 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
     else:
         layout = loaded.layout
         bones = (layout.parents, {layout.index(n) for n in layout.optional}) if settings.rigid_bones else None
-        consistency = MultiViewConsistency(cams, settings.gauss_newton_iters, bones, pull, settings.loop)
+        feet = [layout.index(n) for n in layout.feet] if settings.floor else None
+        consistency = MultiViewConsistency(cams, settings.gauss_newton_iters, bones, pull, settings.loop, feet, layout.root)
     t0 = time.perf_counter()
     ancestral_loop(mas_denoiser(loaded, frames, settings), schedule, noise_at(K), noise_at, consistency, progress, cancel)
     if device.type == "cuda":
@@ -365,7 +382,7 @@ def finish_motions(loaded: LoadedModel, X: np.ndarray, settings: MasSettings, sh
         # the band-stop moved the constrained values by a little: pull them back, smoothly
         X, rest = pull_to_targets(torch.from_numpy(X + shift[:, None, None, :] * loaded.scale),
                                   torch.from_numpy(constraints.targets), torch.from_numpy(constraints.mask),
-                                  constraints.falloff, settings.loop)
+                                  constraints.falloff, settings.loop, loaded.layout.root)
         X = (X + rest[:, None, None, :]).numpy()
         if constraints.mask[..., 2].any():
             return X.astype(np.float32)

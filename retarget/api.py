@@ -305,7 +305,11 @@ def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock
             slid[1:] |= s[:-1]          # and a frame either side
             slid[:-1] |= s[1:]
             candidates.append((fit(*pinned(best[1] | slid)), best[1] | slid))
-        track = min((t for t, _ in candidates), key=lambda t: (violation(t), skating(t)))
+        # never trade the keypoints themselves for less skating: only fits close to the best one compete
+        # (a motion that glides would otherwise be dragged back by its pinned feet)
+        errors = [marker_error(t, joints, layout) for t, _ in candidates]
+        close = [t for (t, _), e in zip(candidates, errors) if e <= 2 * min(errors) + 0.02]
+        track = min(close, key=lambda t: (violation(t), skating(t)))
     else:
         track = fit(joints, None)
     names = [n for n in layout.joints if n in track.armature.markers]

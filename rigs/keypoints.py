@@ -23,6 +23,8 @@ class KeypointLayout:
              subject stands (ankles for humans); used to put generated motions on Z = 0.
     optional: joints that may be missing (NaN in capture, e.g. a ball out of view): masked
              like a low-confidence joint, and not part of any bone (``bones``).
+    feet:    the joints that touch the floor (ankles, hooves): the sampler's floor prior keeps
+             the lowest of them on one floor.
     """
 
     name: str
@@ -32,6 +34,7 @@ class KeypointLayout:
     floor_offset: float = 0.0
     description: str = field(default="", compare=False)
     optional: tuple[str, ...] = ()
+    feet: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self):
         n = len(self.joints)
@@ -51,7 +54,7 @@ class KeypointLayout:
         for a, b in self.pairs:
             if not (0 <= a < n and 0 <= b < n):
                 raise ValueError(f"layout {self.name}: mirror pair ({a}, {b}) out of range")
-        unknown = [j for j in self.optional if j not in self.joints]
+        unknown = [j for j in self.optional + self.feet if j not in self.joints]
         if unknown:
             raise ValueError(f"layout {self.name}: optional joint(s) {', '.join(unknown)} are not in the layout")
 
@@ -83,13 +86,20 @@ class KeypointLayout:
     def to_dict(self) -> dict:
         return {"name": self.name, "joints": list(self.joints), "parents": list(self.parents),
                 "pairs": [list(p) for p in self.pairs], "floor_offset": self.floor_offset,
-                "optional": list(self.optional)}
+                "optional": list(self.optional), "feet": list(self.feet)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "KeypointLayout":
         return cls(name=d["name"], joints=tuple(d["joints"]), parents=tuple(int(p) for p in d["parents"]),
                    pairs=tuple(tuple(int(i) for i in p) for p in d.get("pairs", ())),
-                   floor_offset=float(d.get("floor_offset", 0.0)), optional=tuple(d.get("optional", ())))
+                   floor_offset=float(d.get("floor_offset", 0.0)), optional=tuple(d.get("optional", ())),
+                   feet=tuple(d["feet"]) if "feet" in d else _builtin_feet(d))
+
+
+def _builtin_feet(d: dict) -> tuple[str, ...]:
+    """Cards written before layouts named their feet: a built-in layout's, if it is one."""
+    known = LAYOUTS.get(d.get("name"))
+    return known.feet if known is not None and list(known.joints) == list(d.get("joints", ())) else ()
 
 
 # The 16 joints of the paper's NBA data, in the reference code's order.
@@ -101,6 +111,7 @@ HUMAN16 = KeypointLayout(
     parents=(-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 7, 10, 11, 7, 13, 14),
     pairs=((1, 4), (2, 5), (3, 6), (10, 13), (11, 14), (12, 15)),
     floor_offset=0.10,
+    feet=("left_ankle", "right_ankle"),
     description="Human, 16 keypoints as in the MAS paper's NBA data (pelvis is the mid-hip).",
 )
 
@@ -113,6 +124,7 @@ HORSE17 = KeypointLayout(
     parents=(2, 2, 3, -1, 3, 3, 5, 6, 3, 8, 9, 4, 11, 12, 4, 14, 15),
     pairs=((0, 1), (5, 8), (6, 9), (7, 10), (11, 14), (12, 15), (13, 16)),
     floor_offset=0.03,
+    feet=("left_front_hoof", "right_front_hoof", "left_back_hoof", "right_back_hoof"),
     description="Quadruped, 17 keypoints as in the MAS paper's horse data (root: the neck).",
 )
 
@@ -127,6 +139,7 @@ COCO17 = KeypointLayout(
     parents=(5, 0, 0, 1, 2, 11, 12, 5, 6, 7, 8, -1, 11, 11, 12, 13, 14),
     pairs=((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
     floor_offset=0.10,
+    feet=("left_ankle", "right_ankle"),
     description="Human, COCO's 17 keypoints (root: the left hip).",
 )
 
@@ -138,6 +151,7 @@ COCO17_BALL = KeypointLayout(
     pairs=((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
     floor_offset=0.10,
     optional=("ball",),
+    feet=("left_ankle", "right_ankle"),
     description="Human, COCO's 17 keypoints, plus the ball (optional: masked where not seen). Root: the left hip.",
 )
 

@@ -134,6 +134,88 @@ def test_generate_each_shipped_model(fresh, model):
     assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
+def test_a_loop_cycles_forever_and_a_long_motion_is_not_capped(fresh):
+    made = api.generate_motion(seed=4, loop=True, **FAST)
+    obj, action = made["objects"][0], made["action"]
+    from blender_addon.compat import action_fcurves
+    fcs = action_fcurves(action, obj)
+    assert fcs and all(any(m.type == "CYCLES" for m in fc.modifiers) for fc in fcs)
+    first, last = (int(v) for v in action.frame_range)
+    assert (first, last) == (1, 61)           # the last key is the first pose again, one period on
+    bones = made["track"].armature.bones
+    poses = {}
+    for f in (1, 61, 121, 30, 90):
+        fresh.frame_set(f)
+        poses[f] = scene.posed_heads(obj, bones)
+    assert np.abs(poses[1] - poses[61]).max() < 1e-4 and np.abs(poses[61] - poses[121]).max() < 1e-4
+    assert np.abs(poses[30] - poses[90]).max() < 1e-4                   # plays on, period 60 frames
+    long = api.generate_motion(seed=4, seconds=6.0, steps=4)             # longer than the model's 4 s
+    assert tuple(long["action"].frame_range) == (1.0, 180.0)
+
+
+def _key_pose_at(obj, frames):
+    """A new active action on ``obj`` with keys only at ``frames``: the poses its current action has there."""
+    sc = bpy.context.scene
+    poses = {}
+    for f in frames:
+        sc.frame_set(f)
+        poses[f] = {pb.name: (pb.rotation_quaternion.copy(), pb.location.copy()) for pb in obj.pose.bones}
+    action = bpy.data.actions.new("keys")
+    obj.animation_data.action = action
+    for f, pose in poses.items():
+        for pb in obj.pose.bones:
+            pb.rotation_quaternion, pb.location = pose[pb.name]
+            pb.keyframe_insert("rotation_quaternion", frame=f)
+            pb.keyframe_insert("location", frame=f)
+    return action
+
+
+def test_start_from_the_current_pose_in_between_keys_and_follow_a_curve(fresh):
+    from rigs.keypoints import HUMAN16
+
+    made = api.generate_motion(seed=5, **FAST)
+    obj = made["objects"][0]
+    fresh.frame_set(20)
+    start = scene.armature_keypoints(obj, HUMAN16.joints)
+    first = api.generate_motion(seed=6, target=obj, start_from_pose=True, **FAST)
+    fresh.frame_set(1)
+    got = scene.armature_keypoints(obj, HUMAN16.joints)
+    assert first["action"] is obj.animation_data.action
+    err = np.linalg.norm(got - start, axis=-1)
+    assert np.nanmedian(err) < 0.03 and np.nanmax(err) < 0.08  # the new motion begins in that pose (fit error included)
+    assert np.isfinite(got).all(-1).sum() >= 14                # driven through the bone map: most keypoints are known
+    # in-between: keys at frames 1 and 45 of another motion, the new motion passes through both
+    _key_pose_at(obj, [1, 45])
+    keyed = {}
+    for f in (1, 45):
+        fresh.frame_set(f)
+        keyed[f] = scene.armature_keypoints(obj, HUMAN16.joints)
+    between = api.generate_motion(seed=7, target=obj, use_keyframes=True, **FAST)
+    for f in (1, 45):
+        fresh.frame_set(f)
+        err = np.linalg.norm(scene.armature_keypoints(obj, HUMAN16.joints) - keyed[f], axis=-1)
+        assert np.nanmedian(err) < 0.03 and np.nanmax(err) < 0.08, (f, err)      # the rig's fit error included
+    assert between["action"].name.startswith("human_seed7")
+    # a curve as the root path, for a new character at the origin
+    curve = bpy.data.curves.new("path", "CURVE")
+    spline = curve.splines.new("POLY")
+    spline.points.add(1)
+    spline.points[0].co, spline.points[1].co = (0, 0, 0, 1), (2, 0, 0, 1)
+    path = bpy.data.objects.new("path", curve)
+    fresh.collection.objects.link(path)
+    walk = api.generate_motion(seed=8, path=path, location=(0.0, 0.0, 0.0), **FAST)
+    w = walk["objects"][0]
+    hips = []
+    for f in (1, 60):
+        fresh.frame_set(f)
+        hips.append(np.array(w.matrix_world @ w.pose.bones["Hips"].head))
+    assert np.abs(hips[0][:2] - (0, 0)).max() < 0.08 and np.abs(hips[1][:2] - (2, 0)).max() < 0.08   # fit error included
+    with pytest.raises(api.MasError, match="no human16 keypoints"):
+        bare = bpy.data.objects.new("bare", bpy.data.armatures.new("bare"))
+        fresh.collection.objects.link(bare)
+        api.generate_motion(seed=1, target=bare, start_from_pose=True, **FAST)
+
+
 def test_scene_frame_rate_resamples(fresh):
     fresh.render.fps = 24
     made = api.generate_motion(seed=1, **FAST)

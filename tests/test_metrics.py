@@ -123,3 +123,46 @@ def test_evaluate_2d_protocol_runs_every_row(tiny_checkpoint, tmp_path):
     assert alone["rows"]["MAS 2 views"] == res["rows"]["MAS 2 views"]   # a row's numbers do not depend on the others run
     # facing: the test figure walks along +X with its left hip at +Y
     assert abs(facing_azimuth(walking_figure(10, heading=0.0), HUMAN16)) < 1e-6
+
+
+def test_motion_statistics_on_motions_with_known_answers():
+    """A still pose is 100% still with no travel; a figure walking at a speed you set travels at that
+    speed, steps, and stands on one floor; a figure that floats up has a floor range of its rise."""
+    from mas_engine.metrics import motion_statistics, root_travel
+    from rigs.keypoints import HUMAN16
+
+    from conftest import walking_figure
+
+    j = HUMAN16.index
+    limbs = [j(f"{s}_{n}") for s in ("left", "right") for n in ("hip", "knee", "ankle", "shoulder", "elbow", "wrist")]
+    feet = [j("left_ankle"), j("right_ankle")]
+    still = np.repeat(walking_figure(1), 120, axis=0)[None].repeat(4, 0)
+    s = motion_statistics(still, 30.0, limbs, feet, [0])
+    assert s["still_share"] == 1.0 and s["root_travel"]["p90"] == 0.0 and s["floor_range"]["p95"] == 0.0
+    assert s["travelling_share"] == 0.0 and np.isnan(s["stepping_share"])
+    walk = np.stack([walking_figure(120, speed=1.3, heading=h) for h in (0.0, 1.0, 2.0)])
+    assert root_travel(walk[0][:, 0], 30.0) == pytest.approx(1.3, rel=1e-3)
+    w = motion_statistics(walk, 30.0, limbs, feet, [0])
+    assert w["still_share"] == 0.0 and w["root_travel"]["p50"] == pytest.approx(1.3, rel=1e-3)
+    assert w["travelling_share"] == 1.0
+    lifting = walk.copy()
+    lifting[..., 2] += np.linspace(0, 0.5, 120)[None, :, None]
+    assert motion_statistics(lifting, 30.0, limbs, feet, [0])["floor_range"]["p50"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_the_floor_prior_puts_the_lowest_foot_on_one_floor():
+    import torch
+
+    from mas_engine.sampler import on_floor
+    from rigs.keypoints import HUMAN16
+
+    from conftest import walking_figure
+
+    X = torch.tensor(walking_figure(60))[None].float()
+    feet = [HUMAN16.index("left_ankle"), HUMAN16.index("right_ankle")]
+    bob = X.clone()
+    bob[..., 2] += 0.3 * torch.sin(torch.linspace(0, 6, 60))[None, :, None]   # floats up and sinks
+    low = on_floor(bob, feet)[..., feet, 2].amin(-1)
+    assert (low - low[:, :1]).abs().max() < 1e-6
+    pose = on_floor(bob, feet)
+    assert torch.allclose(pose - pose[..., :1, :], bob - bob[..., :1, :], atol=1e-6)   # the pose itself is unchanged
