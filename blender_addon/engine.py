@@ -173,7 +173,7 @@ def _sample_group(reqs: list[Request], progress, cancel) -> list[Result]:
 
     r0 = reqs[0]
     if not 0 < r0.seconds <= 600 or r0.fps <= 0:
-        raise MasError(f"length {r0.seconds} s at {r0.fps} fps is not possible; use a length above 0 s")
+        raise MasError(f"length {r0.seconds} s at {r0.fps} fps is not possible; use a length above 0 and at most 600 s")
     loaded, dev = load_model(r0.model, r0.device)
     frames = int(round(r0.seconds * loaded.fps))
     settings = MasSettings(views=r0.views, steps=r0.steps or None, loop=r0.loop)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mas_engine import constraints as C  # noqa: E402
 from mas_engine.checkpoint import load_checkpoint  # noqa: E402
 from mas_engine.evaluate import motion_summary  # noqa: E402
-from mas_engine.metrics import STILL_SPEED, cut_windows, loop_closure, mean_speed, seam_ratio  # noqa: E402
+from mas_engine.metrics import STILL_SPEED, acceleration, cut_windows, loop_closure, mean_speed, seam_ratio  # noqa: E402
 from mas_engine.sampler import MasSettings, sample_mas  # noqa: E402
 from mas_engine.windows import plan_windows  # noqa: E402
 
@@ -44,31 +44,52 @@ def main(argv=None):
     ap.add_argument("--num", type=int, default=16)
     ap.add_argument("--seed", type=int, default=5000)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--overlap", type=float, default=MasSettings().window_overlap_s, help="seconds windows overlap")
+    ap.add_argument("--only", default="speed,long,loops,constraints", help="which parts to run")
     a = ap.parse_args(argv)
     m = load_checkpoint(a.model)
     fps, W, layout = m.fps, m.config.max_frames, m.layout
     seeds = list(range(a.seed, a.seed + a.num))
     limbs = [layout.index(n) for n in layout.joints if any(k in n for k in ("hip", "knee", "ankle", "shoulder", "elbow", "wrist"))]
-    out = {"model": m.name, "num": a.num}
+    out = {"model": m.name, "num": a.num, "overlap_s": a.overlap}
 
-    # 1. speed and memory
+    parts = a.only.split(",")
+    # 1. speed and memory (after a warm-up of each length, as mas bench does)
+    if "speed" in parts:
+        speed(m, fps, a, out)
+    if "long" in parts:
+        long_motions(m, fps, W, layout, seeds, limbs, a, out)
+    if "loops" in parts:
+        loops(m, fps, seeds, out)
+    if "constraints" in parts:
+        constrained(m, fps, layout, seeds, limbs, out)
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1))
+
+
+def speed(m, fps, a, out):
+    timed(m, [0], int(4 * fps), MasSettings(steps=2))
+    timed(m, [0], int(60 * fps), MasSettings(steps=2))
     _, t4 = timed(m, [0], int(4 * fps))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    _, t60 = timed(m, [0], int(60 * fps))
+    _, t60 = timed(m, [0], int(60 * fps), MasSettings(window_overlap_s=a.overlap))
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["speed"] = {"4s_s": t4, "60s_s": t60, "ratio": t60 / t4, "peak_rss_mb_after_60s": rss1, "peak_rss_mb_before": rss0}
     print(f"4 s: {t4:.2f} s; 60 s: {t60:.2f} s ({t60 / t4:.1f}x); peak RSS {rss0:.0f} -> {rss1:.0f} MB")
 
-    # 2, 3. 30 s motions: seams and motion statistics per window
+
+def long_motions(m, fps, W, layout, seeds, limbs, a, out):
+    """2, 3. 30 s motions: seams and motion statistics per window."""
     F30 = int(30 * fps)
-    long, t30 = timed(m, seeds, F30)
-    plan = plan_windows(F30, W, int(round(MasSettings().window_overlap_s * fps)), False, m.config.frames_per_token)
+    long, t30 = timed(m, seeds, F30, MasSettings(window_overlap_s=a.overlap))
+    plan = plan_windows(F30, W, int(round(a.overlap * fps)), False, m.config.frames_per_token)
     joins = plan.joins()
     starts = plan.index[:, 0].tolist()
     centres = [s + W / 2 for s in starts]
     ratios = [seam_ratio(x, joins, centres, fps) for x in long]
     short, _ = timed(m, seeds, int(4 * fps))
     frames4 = int(4 * fps)
+    out["overlap_s"] = a.overlap
     stats = {"4 s motions": motion_summary(short, layout, fps),
              "30 s motions, all 4 s windows": motion_summary(long, layout, fps),
              "30 s motions, first window": motion_summary(long[:, :frames4], layout, fps),
@@ -92,24 +113,31 @@ def main(argv=None):
               f"{s['root_travel']['p50']:.2f} / {s['root_travel']['p90']:.2f} | {s['floor_range']['p95']:.2f} | "
               f"{100 * s['travelling_share']:.0f}% |")
 
-    # 4. loops
-    loops = {}
+
+def loops(m, fps, seeds, out):
+    """4. Loops: the seam against the frame-to-frame changes inside."""
+    result = {}
     for sec in (2, 4, 8):
         F = int(sec * fps) + int(sec * fps) % 2
         xs, _ = timed(m, seeds, F, MasSettings(loop=True))
         c = [loop_closure(x) for x in xs]
         ok = np.mean([(v["step"] <= v["step_p95"]) and (v["velocity_change"] <= v["velocity_change_p95"]) for v in c])
-        loops[f"{sec}s"] = {"closures": c, "share_within_p95": float(ok),
+        result[f"{sec}s"] = {"closures": c, "share_within_p95": float(ok),
                             "step_over_p95_median": float(np.median([v["step"] / max(v["step_p95"], 1e-9) for v in c])),
                             "dv_over_p95_median": float(np.median([v["velocity_change"] / max(v["velocity_change_p95"], 1e-9) for v in c]))}
         print(f"loop {sec} s: seam within the inside's 95th percentiles in {100 * ok:.0f}% "
-              f"(step / p95 median {loops[f'{sec}s']['step_over_p95_median']:.2f}, "
-              f"velocity change / p95 median {loops[f'{sec}s']['dv_over_p95_median']:.2f})")
-    out["loops"] = loops
+              f"(step / p95 median {result[f'{sec}s']['step_over_p95_median']:.2f}, "
+              f"velocity change / p95 median {result[f'{sec}s']['dv_over_p95_median']:.2f})")
+    out["loops"] = result
 
-    # 5. constraints: start from the end of a generated motion, end at another's first pose,
-    #    keys (two full poses), a root path
+
+def constrained(m, fps, layout, seeds, limbs, out):
+    """5. Constraints: start from the end of a generated motion, end at another's first pose, keys
+    (two full poses), a root path. A pop near a key: the largest acceleration within 0.25 s of
+    where a constraint starts or ends, over the median of the same at frames at least 0.5 s from
+    any (``metrics.seam_ratio``; 1 = no pop)."""
     F = int(4 * fps)
+    short, _ = timed(m, seeds, F)
     src = {"joints": short[0], "joint_names": np.array(layout.joints), "fps": fps}
     key = {"joints": np.full((F, layout.num_joints, 3), np.nan), "joint_names": np.array(layout.joints)}
     key["joints"][0], key["joints"][F // 2] = short[1][0], short[2][F // 3]
@@ -121,12 +149,11 @@ def main(argv=None):
     for name, c in kinds.items():
         xs, _ = timed(m, seeds, F, constraints=c)
         err = np.concatenate([np.abs(x - c.targets)[c.mask].reshape(-1) for x in xs])
-        keyed = sorted(set(np.nonzero(c.mask.any((1, 2)))[0].tolist()))
-        key_joins = [k for k in keyed if 0 < k < F - 1 and (k - 1 not in keyed or k + 1 not in keyed)]
-        centres_free = [f for f in range(int(fps), F - int(fps), int(fps // 2))
-                        if all(abs(f - k) > fps for k in keyed)]
-        ratio = float(np.median([seam_ratio(x, key_joins, centres_free, fps) for x in xs])) \
-            if key_joins and centres_free else float("nan")
+        keyed = set(np.nonzero(c.mask.any((1, 2)))[0].tolist())
+        edges = [k for k in keyed if k - 1 not in keyed or k + 1 not in keyed]
+        far = [f for f in range(F) if all(abs(f - k) > fps / 2 for k in edges)]
+        ratio = float(np.median([seam_ratio(x, edges, far, fps, span_s=0.5) for x in xs])) \
+            if edges and far and len(keyed) < F else float("nan")
         speed = [mean_speed(x[:, limbs], fps) for x in xs]
         cons[name] = {"error_m": {"p50": float(np.median(err)), "p95": float(np.percentile(err, 95)), "max": float(err.max())},
                       "seam_ratio": ratio, "limb_speed_mean": float(np.mean(speed)),
@@ -138,8 +165,6 @@ def main(argv=None):
     cons["unconstrained"] = {"limb_speed_mean": float(np.mean(free)), "still_share": float(np.mean(np.array(free) < STILL_SPEED))}
     print(f"unconstrained: limb speed {np.mean(free):.2f} m/s, still {100 * np.mean(np.array(free) < STILL_SPEED):.0f}%")
     out["constraints"] = cons
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

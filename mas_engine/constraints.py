@@ -157,26 +157,36 @@ def pull_to_targets(X: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, 
     first aligned to X by one translation per motion and coordinate (the mean of target - X over
     the constrained values). Then the whole body moves with its ``root`` where the root is
     constrained (a root path carries the body along), and every other constrained joint moves
-    on its own; each nearby frame moves by the Gaussian-weighted mean of the constrained offsets
-    around it (sigma ``falloff`` frames), fully near constraints and fading away from them, and
-    the constrained values land exactly on their aligned targets. Returns (X, translation
-    motions x 3: add it to X to put the constrained values on the targets)."""
+    on its own; each other frame moves by the offset of the nearest constrained frame, faded by
+    a Gaussian of the distance (sigma ``falloff`` frames), so the motion stays continuous where a
+    constraint begins or ends, and the constrained values land exactly on their aligned targets.
+    Returns (X, translation motions x 3: add it to X to put the constrained values on the targets)."""
     B, F, J, _ = X.shape
     m, targets = mask.to(X), targets.to(X)
     shift = ((targets - X) * m).sum((1, 2)) / m.sum((0, 1)).clamp(min=1.0)       # B x 3
     aligned = targets - shift[:, None, None]
-    radius = max(1, min(int(3 * falloff), F - 1 if not loop else F // 2))
-    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=X.dtype, device=X.device) / max(falloff, 1e-3)) ** 2)
 
-    def smooth(v):                                    # B x F x j x 3 -> the same, convolved over frames
-        b, f, j, _ = v.shape
-        flat = v.permute(0, 2, 3, 1).reshape(-1, 1, f)
-        flat = torch.nn.functional.pad(flat, (radius, radius), mode="circular" if loop else "constant")
-        return torch.nn.functional.conv1d(flat, k[None, None]).reshape(b, j, 3, f).permute(0, 3, 1, 2)
+    def spread(delta, mm):
+        """The offset of the nearest constrained frame (per joint and coordinate), fading with the
+        distance to it (a Gaussian of sigma ``falloff``): continuous where a constrained run ends."""
+        f = torch.arange(F, device=X.device, dtype=X.dtype)
+        if loop:                                    # three copies, so the nearest may lie across the seam
+            delta, mm = torch.cat([delta] * 3, 1), torch.cat([mm] * 3, 0)
+            f = torch.arange(3 * F, device=X.device, dtype=X.dtype)
+        n = len(f)
+        big = torch.full_like(mm, float(2 * n))
+        at = torch.where(mm > 0, f[:, None, None].expand_as(mm), -big)        # constrained frame or far left
+        left = torch.cummax(at, 0).values                                     # last constrained <= f
+        at = torch.where(mm > 0, f[:, None, None].expand_as(mm), 2 * big)
+        right = torch.flip(torch.cummin(torch.flip(at, [0]), 0).values, [0])  # first constrained >= f
+        nearest = torch.where((f[:, None, None] - left) <= (right - f[:, None, None]), left, right)
+        dist = (nearest - f[:, None, None]).abs()
+        idx = nearest.clamp(0, n - 1).long()
+        d = torch.gather(delta, 1, idx[None].expand_as(delta))
+        w = torch.exp(-0.5 * (dist / max(falloff, 1e-3)) ** 2) * (dist < n)
+        out = w * d
+        return out[:, F:2 * F] if loop else out
 
-    def spread(delta, mm):                            # the smoothed offset and how much of it to apply
-        num, den = smooth(delta), smooth(mm.expand_as(delta).contiguous())
-        return den.clamp(max=1.0) * num / den.clamp(min=1e-6)
     mr = m[:, root:root + 1]
     if mr.any():                                      # the body follows its root, exactly where it is fixed
         d = (aligned[:, :, root:root + 1] - X[:, :, root:root + 1]) * mr

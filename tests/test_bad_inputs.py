@@ -158,7 +158,7 @@ CASES = [
     ("seconds 0", G + ["--seconds", "0"], "positive number"),
     ("seconds negative", G + ["--seconds", "-1"], "positive number"),
     ("seconds absurd", G + ["--seconds", "1e9"], "--seconds"),
-    ("longer than the model", G + ["--seconds", "10"], "longer than model"),
+    ("longer than 10 minutes", G + ["--seconds", "601"], "longer than model"),
     ("seed negative", G + ["--seed", "-1"], "seed must be"),
     ("seed beyond 64 bits", G + ["--seed", str(2 ** 64)], "seed must be"),
     ("seed range beyond 64 bits", G + ["--seed", str(2 ** 63 - 1), "--num", "2"], "seed must be"),

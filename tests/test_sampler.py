@@ -88,7 +88,7 @@ def test_ablations_and_progress_and_cancel(tiny_checkpoint):
 def test_bad_requests_are_clear(tiny_checkpoint):
     loaded = load_checkpoint(tiny_checkpoint)
     with pytest.raises(MasError, match="longer than model"):
-        sample_mas(loaded, [0], 500)
+        sample_mas(loaded, [0], int(601 * loaded.fps))        # beyond 10 minutes
     with pytest.raises(MasError, match="at least 2 views"):
         sample_mas(loaded, [0], 20, MasSettings(views=1))
     with pytest.raises(MasError, match="steps must be between"):
