@@ -167,6 +167,9 @@ def evaluate_3d(model="human", capture=None, names_file=None, num=128, seconds=4
     from .device import pick_device
     from .sampler import MasSettings, sample_mas
 
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise MasError(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(ROWS)}")
     dev = pick_device(device)
     loaded = load_checkpoint(model, device=dev)
     frames = int(round(seconds * loaded.fps))

@@ -259,7 +259,13 @@ CASES = [
     ("export checkpoint missing", ["export", "{w}/nope.json", "--name", "x", "--dest", "{w}/models"], "not found"),
     # evaluate, bench
     ("evaluate-3d capture missing", ["evaluate-3d", "{w}/nope", "--model", "{w}/tiny", "--num", "2"], "does not exist"),
+    ("evaluate-3d row unknown", ["evaluate-3d", "{w}/emptyfolder", "--model", "{w}/tiny", "--rows", "bogus"], "unknown row"),
+    ("evaluate capture missing", ["evaluate", "{w}/nope", "--model", "{w}/tiny", "--quick", "--out", "{w}/ev"], "does not exist"),
+    ("evaluate row unknown", ["evaluate", "{w}/emptyfolder", "--model", "{w}/tiny", "--rows", "bogus", "--out", "{w}/ev"],
+     "unknown row"),
     ("bench seconds inf", ["bench", "--model", "{w}/tiny", "--seconds", "inf"], "--seconds"),
+    ("bench views 1", ["bench", "--model", "{w}/tiny", "--views", "1"], "views"),
+    ("bench-retarget file missing", ["bench-retarget", "{w}/nope.npz"], "not found"),
 ]
 
 
