@@ -111,7 +111,7 @@ def main(argv: list[str]) -> None:
     elif task == "demo":
         out = ROOT / "demo_output"
         run([BIN / "mas", "generate", "--model", "human", "--num", "4", "--seconds", "4", "--seed", "0",
-             "--out", out, "--preview", *rest], env=env)
+             "--out", out, "--preview", "--overwrite", *rest], env=env)      # the demo's own folder: made anew
         run([PY, "-m", "mas_engine.viz", out], env=env)
         print(f"demo: motions (.npz), previews (.gif) and a film strip (strip.png) are in {out}")
     elif task == "bench":
