@@ -41,7 +41,7 @@ def cmd_generate(a) -> None:
                       device=a.device, out=a.out, batch_size=a.batch_size, noise_3d=not a.no_3d_noise,
                       rigid_bones=not a.no_rigid_bones, elevation_deg=a.elevation, distance_m=a.distance, preview=a.preview, formats=a.format,
                       rig=a.rig, overwrite=a.overwrite, loop=a.loop, start_from=a.start_from, continue_from=a.continue_from,
-                      end_at=a.end_at, keys=a.keys, path=a.path)
+                      end_at=a.end_at, keys=a.keys, path=a.path, floor=a.floor)
 
 
 def cmd_retarget(a) -> None:
@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-3d-noise", action="store_true", help="ablation: independent noise per view")
     g.add_argument("--no-rigid-bones", action="store_true",
                    help="the paper's MAS: no bone-length prior after each triangulation (bones may stretch)")
+    g.add_argument("--floor", action="store_true", help="floor prior: after each triangulation the lowest foot on one "
+                                                        "floor (no floating or sinking; gliding shows as foot skating)")
     g.add_argument("--preview", action="store_true", help="also write a stick-figure GIF per motion")
     g.add_argument("--format", default="npz", choices=["npz", "bvh", "both"],
                    help="joint positions (.npz), a rotation track on --rig (.bvh), or both")

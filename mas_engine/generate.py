@@ -20,7 +20,8 @@ FORMATS = ("npz", "bvh", "both")
 def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=None, device="auto",
                       out="motions", batch_size=None, noise_3d=True, rigid_bones=True, elevation_deg=None, distance_m=None,
                       preview=False, formats="npz", rig="human", overwrite=False, cancel=None, loop=False,
-                      start_from=None, continue_from=None, end_at=None, keys=None, path=None, log=print) -> list[Path]:
+                      start_from=None, continue_from=None, end_at=None, keys=None, path=None, floor=False,
+                      log=print) -> list[Path]:
     """Generate ``num`` motions (seeds seed .. seed+num-1) into ``out``; returns the files written.
 
     formats: "npz" (joint positions), "bvh" (a rotation track on ``rig``) or "both". Every argument
@@ -35,7 +36,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     velocity), ``continue_from`` (the same, and the file written is that motion followed by the
     new ``seconds``), ``end_at`` (end in that file's first pose), ``keys`` (keyframes: joints with
     NaN where free, or a mask); ``path``: the root's path on the floor, 'x,y x,y ...' or K x 2
-    metres, walked at constant speed.
+    metres, walked at constant speed. ``floor``: the floor prior (``sampler.on_floor``).
     """
     from tqdm import tqdm
 
@@ -51,7 +52,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     if loop and loaded.config.frames_per_token > 1:
         frames += frames % 2        # the band-stop needs an even loop (remove_alternation)
     settings = MasSettings(views=views, steps=steps, noise_3d=noise_3d, rigid_bones=rigid_bones, batch_size=batch_size,
-                           elevation_deg=elevation_deg, distance_m=distance_m, loop=loop)
+                           elevation_deg=elevation_deg, distance_m=distance_m, loop=loop, floor=floor)
     before = None
     if continue_from is not None:
         if start_from is not None:

@@ -107,6 +107,8 @@ def test_constraints_say_what_is_wrong():
 def test_cli_long_loop_continue_keys_and_path(tiny_checkpoint, tmp_path):
     base = ["generate", "--model", str(tiny_checkpoint), "--steps", "3", "--views", "2", "--device", "cpu"]
     assert main(base + ["--seconds", "5", "--out", str(tmp_path / "long")]) == 0
+    assert main(base + ["--seconds", "1", "--floor", "--out", str(tmp_path / "floor")]) == 0   # on_floor: test_metrics
+    assert load_motion(tmp_path / "floor" / "tiny_seed00000.npz")["joints"].shape == (30, 16, 3)
     assert load_motion(tmp_path / "long" / "tiny_seed00000.npz")["joints"].shape == (150, 16, 3)
     assert main(base + ["--seconds", "1.5", "--loop", "--out", str(tmp_path / "loop")]) == 0
     m = load_motion(tmp_path / "loop" / "tiny_seed00000.npz")
