@@ -111,8 +111,8 @@ def rigid_bones(X: torch.Tensor, parents, keep=()) -> torch.Tensor:
 def on_floor(X: torch.Tensor, feet: list[int]) -> torch.Tensor:
     """Each frame of X (motions x frames x joints x 3, Z up) moved up or down so that its lowest foot
     stands on the motion's floor: the median over frames of the lowest foot's height. A person
-    does not float or sink; the views' wish to see a walk away from them as 'up in the image' is
-    then met by travel, not by lifting the body."""
+    does not float or sink: the views' wish to see a walk away from them as 'up in the image' can
+    no longer be met by lifting the body (measured: floating gone, gliding not; docs/results.md)."""
     low = X[..., feet, 2].amin(-1)                                   # motions x frames
     floor = low.median(dim=1, keepdim=True).values
     lift = torch.zeros_like(X)
@@ -131,8 +131,9 @@ class MultiViewConsistency:
     cost of one linear solve. ``iters`` adds Gauss-Newton steps on top (off by default: at the
     sampling cameras' distance they change the reprojection error by less than 0.01%).
     ``bones``: (parents, joints to keep) to make every step's 3D motion rigid (``rigid_bones``).
-    ``constraints``: (targets, mask, falloff) to pull every step's 3D motion onto
-    (``constraints.pull_to_targets``; ``loop``: the falloff wraps around the end).
+    ``feet``: joints for the floor prior (``on_floor``); ``constraints``: (targets, mask, falloff) to
+    pull every step's 3D motion onto (``constraints.pull_to_targets``, carried by the ``root``;
+    ``loop``: the falloff wraps around the end).
     """
 
     def __init__(self, cams: Cameras, iters: int = 0, bones=None, constraints=None, loop: bool = False, feet=None,
@@ -210,7 +211,7 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
             validate.integer("batch size", settings.batch_size, 1, 4096)
 
 
-MAX_SECONDS = 600.0      # one motion: 10 minutes (its 3D noise alone is about 20 MB a minute)
+MAX_SECONDS = 600.0      # one motion: 10 minutes (its 3D noise alone is about 35 MB a minute at 30 fps)
 
 
 def _check_frames(loaded: LoadedModel, frames: int, windowed: bool = False) -> None:
