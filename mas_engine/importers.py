@@ -262,8 +262,8 @@ DLC_LEVELS = {3: ("scorer", "bodyparts", "coords"), 4: ("scorer", "individuals",
 
 def _dlc_rows_h5(path: Path) -> list[list[str]]:
     """DeepLabCut's .h5 (a pandas HDFStore, 'table' or 'fixed' format) as the rows of its CSV, read
-    with h5py: only numeric arrays and fixed-width strings are read, never a pickle (pandas'
-    ``read_hdf`` unpickles object nodes, which can run code). The column names of the 'table'
+    with h5py: only numeric arrays and fixed-width strings are read, never a pickle (pandas' own
+    HDF reader unpickles object nodes, which can run code). The column names of the 'table'
     format sit in protocol-0 pickled attributes: those are parsed opcode by opcode
     (``_pickled_names``) and refused unless they are plain lists and tuples of strings."""
     try:

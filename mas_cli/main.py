@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .errors import Cancelled, MasError
+from mas_engine.errors import Cancelled, MasError
 
 
 def _positive_int(s: str) -> int:
@@ -46,7 +46,7 @@ def cmd_generate(a) -> None:
 
 def cmd_retarget(a) -> None:
     from retarget.api import check_rig, retarget, write_track
-    from .motion_io import load_motion
+    from mas_engine.motion_io import load_motion
 
     if Path(a.out).suffix.lower() not in (".bvh", ".npz"):
         raise MasError(f"output {a.out}: use a .bvh or .npz file name")
@@ -65,8 +65,8 @@ def cmd_retarget(a) -> None:
 
 
 def cmd_prepare(a) -> None:
-    from .dataset import MonocularConfig
-    from .prepare import prepare_2d, prepare_capture
+    from mas_engine.dataset import MonocularConfig
+    from mas_engine.prepare import prepare_2d, prepare_capture
 
     cfg = MonocularConfig(root_motion=not a.in_place, seed=a.seed, max_frames=a.max_frames, min_frames=a.min_frames,
                           stride_seconds=a.stride)
@@ -92,10 +92,10 @@ def _layout_arg(name: str):
 
 
 def cmd_train(a) -> None:
-    from .model import ModelConfig
-    from .train import TrainConfig, train
+    from mas_engine.model import ModelConfig
+    from mas_engine.train import TrainConfig, train
 
-    from .checkpoint import check_config
+    from mas_engine.checkpoint import check_config
 
     mc = check_config(ModelConfig(width=a.width, layers=a.layers, heads=a.heads, ff_width=a.ff_width,
                                   max_frames=a.max_frames, schedule=a.schedule), "mas train")
@@ -107,7 +107,7 @@ def cmd_train(a) -> None:
 
 
 def cmd_models(a) -> None:
-    from .checkpoint import load_checkpoint, shipped_models
+    from mas_engine.checkpoint import load_checkpoint, shipped_models
 
     shipped = shipped_models()
     if not shipped:
@@ -121,7 +121,7 @@ def cmd_models(a) -> None:
 
 
 def cmd_export(a) -> None:
-    from .checkpoint import MODELS_DIR, export_model
+    from mas_engine.checkpoint import MODELS_DIR, export_model
 
     card = export_model(a.checkpoint, a.name, a.dest or MODELS_DIR, a.note, overwrite=a.overwrite)
     size = card.with_suffix(".safetensors").stat().st_size
@@ -129,7 +129,7 @@ def cmd_export(a) -> None:
 
 
 def cmd_evaluate(a) -> None:
-    from .evaluator import ROWS_2D, evaluate_2d
+    from mas_engine.evaluator import ROWS_2D, evaluate_2d
 
     rows = ROWS_2D if a.rows == "all" else tuple(r.strip() for r in a.rows.split(","))
     out = a.out or f"docs/eval2d_{Path(a.model).stem}{'_side' if a.side else ''}{'_quick' if a.quick else ''}"
@@ -138,14 +138,14 @@ def cmd_evaluate(a) -> None:
 
 
 def cmd_evaluate_3d(a) -> None:
-    from .evaluate import evaluate_3d
+    from mas_engine.evaluate import evaluate_3d
 
     evaluate_3d(model=a.model, capture=a.capture, names_file=a.names, num=a.num, seconds=a.seconds,
                 rows=a.rows.split(","), seed=a.seed, device=a.device, json_out=a.json)
 
 
 def cmd_bench(a) -> None:
-    from .bench import run_bench, run_scaling
+    from mas_engine.bench import run_bench, run_scaling
 
     if a.scaling:
         run_scaling(model=a.model, device=a.device, png=a.png, json_out=a.json)

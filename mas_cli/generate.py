@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import constraints, validate
-from .atomic import FileExists
-from .checkpoint import load_checkpoint
-from .device import pick_device
-from .motion_io import load_motion, save_motion
-from .sampler import MasSettings, check_request, sample_mas
+from mas_engine import constraints, validate
+from mas_engine.atomic import FileExists
+from mas_engine.checkpoint import load_checkpoint
+from mas_engine.device import pick_device
+from mas_engine.motion_io import load_motion, save_motion
+from mas_engine.sampler import MasSettings, check_request, sample_mas
 
 FORMATS = ("npz", "bvh", "both")
 
@@ -168,7 +168,7 @@ def write_motion(stem: Path, joints, loaded, seed: int, settings: MasSettings, f
             track, _ = retarget(motion, rig=rig)
             written.append(write_track(stem.with_suffix(".bvh"), track, overwrite=overwrite))
         if preview:
-            from .viz import write_animation
+            from mas_engine.viz import write_animation
             written.append(write_animation(stem.with_suffix(".gif"), joints, loaded.layout, loaded.fps, overwrite=overwrite))
     except FileExists:          # another process wrote it meanwhile: theirs stays
         pass
