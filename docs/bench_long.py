@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mas_engine import constraints as C  # noqa: E402
 from mas_engine.checkpoint import load_checkpoint  # noqa: E402
-from mas_engine.evaluate import motion_summary  # noqa: E402
+from mas_engine.eval_3d import motion_summary  # noqa: E402
 from mas_engine.metrics import STILL_SPEED, acceleration, cut_windows, loop_closure, mean_speed, seam_ratio  # noqa: E402
 from mas_engine.sampler import MasSettings, sample_mas  # noqa: E402
 from mas_engine.windows import plan_windows  # noqa: E402

@@ -16,6 +16,11 @@ import numpy as np
 
 from .errors import MasError
 
+# BVH files are Y up; MAS is Z up. Y up -> Z up: (x, y, z) -> (x, -z, y), a proper rotation; its
+# transpose goes back.
+Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+Z_UP_TO_Y_UP = Y_UP_TO_Z_UP.T
+
 _AXES = {"X": 0, "Y": 1, "Z": 2}
 
 

@@ -16,6 +16,12 @@ import math
 import torch
 
 
+def perspective(p, focal):
+    """Pinhole projection of camera-space points p (..., 3; Z is depth, in front > 0) with
+    ``focal`` (broadcast against ..., 1): (..., 2). Works on tensors and arrays alike."""
+    return focal * p[..., :2] / p[..., 2:3]
+
+
 def look_at_rotations(azimuth: torch.Tensor, elevation: torch.Tensor) -> torch.Tensor:
     """World-to-camera rotations (... x 3 x 3) for cameras looking at the origin.
 
@@ -82,8 +88,7 @@ class Cameras:
 
     def project(self, X: torch.Tensor) -> torch.Tensor:
         """Perspective projection of world points (..., 3) into every view: (..., V, 2)."""
-        p = self.to_camera(X)
-        return self.focal[:, None] * p[..., :2] / p[..., 2:3]
+        return perspective(self.to_camera(X), self.focal[:, None])
 
     def rotate_orthographic(self, X: torch.Tensor) -> torch.Tensor:
         """Rotate vectors (..., 3) into every view and drop depth: (..., V, 2).

@@ -32,11 +32,9 @@ import numpy as np
 
 from rigs.keypoints import HUMAN16, KeypointLayout
 
-from .bvh import BvhMotion, world_transforms
+from .bvh import Y_UP_TO_Z_UP, BvhMotion, world_transforms
 from .errors import MasError
 
-# Y-up to Z-up: (x, y, z) -> (x, -z, y), a proper rotation.
-Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 _BANDAI_DIRECT = {
     "right_hip": "UpperLeg_R", "right_knee": "LowerLeg_R", "right_ankle": "Foot_R",

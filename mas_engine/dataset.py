@@ -126,7 +126,7 @@ def project_windows(windows: np.ndarray, azimuth, elevation, distance, root_moti
                     root: int = 0) -> np.ndarray:
     """``project_window`` for N windows at once (N x frames x joints x 3), each with its own camera
     (azimuth, elevation, distance: N each, radians and metres): N x frames x joints x 2."""
-    from .cameras import camera_centres, look_at_rotations
+    from .cameras import camera_centres, look_at_rotations, perspective
 
     W = np.asarray(windows, np.float64)
     r = W[:, :, root:root + 1]
@@ -137,7 +137,7 @@ def project_windows(windows: np.ndarray, azimuth, elevation, distance, root_moti
     R = look_at_rotations(az, el).numpy()
     C = camera_centres(az, el, torch.as_tensor(dist)).numpy()
     p = np.einsum("nij,nfkj->nfki", R, X - C[:, None, None])
-    return dist[:, None, None, None] * p[..., :2] / p[..., 2:3]
+    return perspective(p, dist[:, None, None, None])
 
 
 def corrupt(uv: np.ndarray, noise: DetectorNoise, rng: np.random.Generator) -> np.ndarray:

@@ -8,35 +8,11 @@ on smooth motion. The step is a token of its own, first in the sequence, as in M
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
 
-
-@dataclass
-class ModelConfig:
-    num_joints: int = 16
-    max_frames: int = 120
-    frames_per_token: int = 2
-    width: int = 256
-    layers: int = 4
-    heads: int = 4
-    ff_width: int = 512
-    dropout: float = 0.1
-    diffusion_steps: int = 100
-    schedule: str = "cosine"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
-        return cls(**d)
+from .catalogue import ModelConfig  # noqa: F401 - the config lives with the card rules (no torch)
 
 
 def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:

@@ -5,9 +5,12 @@ One ``.npz`` (no pickles) per motion:
 - ``fps``: float; ``joint_names``: str array (joints); ``parents``: int array (-1 for the root);
 - ``layout``: the keypoint layout's name; ``model``, ``seed`` and the sampling settings
   (``views``, ``steps``, ``noise_3d``) as scalars.
+
+In memory the same is a ``Motion``, what the generator hands to the rig (``retarget``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,32 @@ from rigs.keypoints import KeypointLayout, get_layout
 
 from .atomic import atomic_write
 from .errors import MasError
+
+
+@dataclass
+class Motion:
+    """A 3D motion: ``joints`` frames x joints x 3 (metres, Z up, the floor at Z = 0) at ``fps``,
+    in ``layout``'s joint order; ``meta``: how it was made (model, seed, settings)."""
+
+    joints: np.ndarray
+    fps: float
+    layout: KeypointLayout
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, m: dict, where: str = "the motion") -> "Motion":
+        """A motion as ``load_motion`` gives it (a built-in layout's name and matching joint names)."""
+        try:
+            layout = get_layout(str(m.get("layout", "")))
+        except KeyError as e:
+            raise MasError(f"{where}: {e.args[0]}") from None
+        if list(layout.joints) != [str(n) for n in np.atleast_1d(m["joint_names"])]:
+            raise MasError(f"{where}: its joint names do not match its layout {layout.name}")
+        fps = float(m["fps"])
+        if not (np.isfinite(fps) and fps > 0):
+            raise MasError(f"{where}: the frame rate {fps} is not positive")
+        meta = {k: v for k, v in m.items() if k not in ("joints", "fps", "joint_names", "parents", "layout")}
+        return cls(np.asarray(m["joints"], np.float64), fps, layout, meta)
 
 
 def save_motion(path, joints: np.ndarray, fps: float, layout: KeypointLayout, overwrite: bool = True, **meta) -> Path:

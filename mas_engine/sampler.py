@@ -11,7 +11,6 @@ All in normalised units (metres / the model's scale); cameras look at the origin
 """
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,12 +19,14 @@ import numpy as np
 import torch
 
 from . import validate
-from .cameras import Cameras
+from .cameras import Cameras, perspective
 from .checkpoint import LoadedModel
 from .constraints import Constraints, pull_to_targets
 from .diffusion import Schedule, alpha_bar_schedule, posterior_step
 from .errors import Cancelled, MasError
-from .triangulate import gauss_newton_step, triangulate_linear
+from .postprocess import finish_motions
+from .priors import on_floor, rigid_bones
+from .triangulate import triangulate_linear
 from .windows import plan_windows, windowed_denoiser
 
 
@@ -39,8 +40,6 @@ class MasSettings:
     distance_m: float | None = None
     noise_3d: bool = True               # False: independent per-view noise (ablation)
     triangulation: str = "fast"         # "reference": the reference code's Adam loop (benchmarks only)
-    remove_alternation: bool = True     # band-stop at half the frame rate (see remove_alternation)
-    gauss_newton_iters: int = 0         # extra Gauss-Newton steps after the depth-weighted solve
     rigid_bones: bool = True            # after each triangulation, every bone at its median length (rigid_bones);
                                         # off: the paper's MAS (see docs/results.md for both)
     batch_size: int | None = None       # motions per model call; None: 8 on CPU, 256 on GPU
@@ -53,7 +52,6 @@ class MasSettings:
 @dataclass
 class SampleResult:
     joints: np.ndarray                  # motions x frames x joints x 3, metres, Z up
-    views: np.ndarray | None            # motions x views x frames x joints x 2, normalised (MAS only)
     seeds: list[int]
     fps: float
     stats: dict = field(default_factory=dict)
@@ -80,46 +78,6 @@ def ancestral_loop(denoise, schedule: Schedule, x_t: torch.Tensor, noise_at, con
     return x_t
 
 
-@functools.lru_cache(maxsize=32)
-def ancestry(parents: tuple) -> torch.Tensor:
-    """J x J matrix A with A[j, k] = 1 where k is j or one of its ancestors (its chain to the root).
-    Cached per layout: the sampling loop asks for it at every step (treat it as read-only)."""
-    A = torch.zeros(len(parents), len(parents))
-    for j in range(len(parents)):
-        k = j
-        while k >= 0:
-            A[j, k] = 1.0
-            k = parents[k]
-    return A
-
-
-def rigid_bones(X: torch.Tensor, parents, keep=()) -> torch.Tensor:
-    """Each bone of X (motions x frames x joints x 3) at its median length over the frames, in its
-    own direction: a real skeleton is rigid, and triangulated views need not be. A joint is its
-    root plus the rescaled bones of its chain (one product with ``ancestry``, whatever the
-    layout's order). The root and the joints in ``keep`` (a prop such as the ball, not a bone)
-    stay where they are; a kept joint's children hang from it as from a root."""
-    parents = tuple(-1 if j in keep else p for j, p in enumerate(parents))
-    roots = [j for j, p in enumerate(parents) if p < 0]
-    d = X - X[:, :, [p if p >= 0 else j for j, p in enumerate(parents)]]
-    length = d.norm(dim=-1, keepdim=True)
-    bones = d / length.clamp(min=1e-9) * length.median(dim=1, keepdim=True).values
-    bones[:, :, roots] = X[:, :, roots]
-    return torch.einsum("jk,bfkc->bfjc", ancestry(parents).to(X), bones)
-
-
-def on_floor(X: torch.Tensor, feet: list[int]) -> torch.Tensor:
-    """Each frame of X (motions x frames x joints x 3, Z up) moved up or down so that its lowest foot
-    stands on the motion's floor: the median over frames of the lowest foot's height. A person
-    does not float or sink: the views' wish to see a walk away from them as 'up in the image' can
-    no longer be met by lifting the body (measured: floating gone, gliding not; docs/results.md)."""
-    low = X[..., feet, 2].amin(-1)                                   # motions x frames
-    floor = low.median(dim=1, keepdim=True).values
-    lift = torch.zeros_like(X)
-    lift[..., 2] = (floor - low)[..., None]
-    return X + lift
-
-
 class MultiViewConsistency:
     """The MAS consistency block: triangulate the views' x0 into 3D, project back.
 
@@ -127,18 +85,17 @@ class MultiViewConsistency:
     frames x joints x 3), which warm-starts the next step and fills joints the views cannot
     determine. The closed-form solve weights each view by 1 / depth^2 at the previous step's
     solution: the linear residual is the reprojection residual times the depth, so the solve
-    then minimises the reprojection error itself (what a Gauss-Newton step would reach), at the
-    cost of one linear solve. ``iters`` adds Gauss-Newton steps on top (off by default: at the
-    sampling cameras' distance they change the reprojection error by less than 0.01%).
+    then minimises the reprojection error itself (what a Gauss-Newton step would reach: extra
+    steps changed the reprojection error by less than 0.01% at the sampling cameras' distance),
+    at the cost of one linear solve.
     ``bones``: (parents, joints to keep) to make every step's 3D motion rigid (``rigid_bones``).
     ``feet``: joints for the floor prior (``on_floor``); ``constraints``: (targets, mask, falloff) to
     pull every step's 3D motion onto (``constraints.pull_to_targets``, carried by the ``root``;
     ``loop``: the falloff wraps around the end).
     """
 
-    def __init__(self, cams: Cameras, iters: int = 0, bones=None, constraints=None, loop: bool = False, feet=None,
-                 root: int = 0):
-        self.cams, self.iters, self.bones, self.feet, self.root = cams, iters, bones, feet, root
+    def __init__(self, cams: Cameras, bones=None, constraints=None, loop: bool = False, feet=None, root: int = 0):
+        self.cams, self.bones, self.feet, self.root = cams, bones, feet, root
         self.constraints, self.loop = constraints, loop      # (targets, mask, falloff) in normalised units
         self.shift = None                                    # the translation that puts X on its targets
         self.X = None
@@ -151,8 +108,6 @@ class MultiViewConsistency:
         X, ok = triangulate_linear(self.cams, uv, self.depth_weights)
         if self.X is not None:
             X = torch.where(ok[..., None], X, self.X)
-        for _ in range(self.iters):
-            X = gauss_newton_step(self.cams, X, uv)
         if self.bones is not None:
             X = rigid_bones(X, *self.bones)
         if self.feet:
@@ -161,9 +116,8 @@ class MultiViewConsistency:
             X, self.shift = pull_to_targets(X, *self.constraints, loop=self.loop, root=self.root)
         self.X = X
         p = self.cams.to_camera(X)                           # B, L, J, V, 3
-        z = p[..., 2:3]
-        self.depth_weights = z[..., 0].clamp(min=1e-3) ** -2  # for the next step's solve
-        out = (self.cams.focal[:, None] * p[..., :2] / z).permute(0, 3, 1, 2, 4)
+        self.depth_weights = p[..., 2].clamp(min=1e-3) ** -2  # for the next step's solve
+        out = perspective(p, self.cams.focal[:, None]).permute(0, 3, 1, 2, 4)
         self.seconds += time.perf_counter() - t0
         return out
 
@@ -257,10 +211,9 @@ def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings):
 @torch.inference_mode()
 def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, settings: MasSettings,
                      device, progress=None, cancel=None, constraints: Constraints | None = None):
-    """MAS for one batch of motions; returns (X motions x frames x joints x 3, views, stats), normalised.
-    stats["shift"]: with constraints, the translation (motions x 3, normalised) that puts X on them."""
-    windowed = is_windowed(loaded, frames, settings)
-    _check_frames(loaded, frames, windowed)
+    """MAS for one batch of motions (a request ``check_request`` passed); returns (X, stats): X is
+    motions x frames x joints x 3, normalised. stats["shift"]: with constraints, the translation
+    (motions x 3, normalised) that puts X on them."""
     schedule = Schedule.create(loaded.config.schedule, loaded.config.diffusion_steps, settings.steps)
     cams = mas_cameras(loaded, settings, device, frames)
     K, V, J = len(schedule), settings.views, loaded.config.num_joints
@@ -285,14 +238,14 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
         layout = loaded.layout
         bones = (layout.parents, {layout.index(n) for n in layout.optional}) if settings.rigid_bones else None
         feet = [layout.index(n) for n in layout.feet] if settings.floor else None
-        consistency = MultiViewConsistency(cams, settings.gauss_newton_iters, bones, pull, settings.loop, feet, layout.root)
+        consistency = MultiViewConsistency(cams, bones, pull, settings.loop, feet, layout.root)
     t0 = time.perf_counter()
     ancestral_loop(mas_denoiser(loaded, frames, settings), schedule, noise_at(K), noise_at, consistency, progress, cancel)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     stats = {"seconds": time.perf_counter() - t0, "triangulation_seconds": consistency.seconds,
              "shift": getattr(consistency, "shift", None)}
-    return consistency.X, cams.project(consistency.X).permute(0, 3, 1, 2, 4), stats
+    return consistency.X, stats
 
 
 @torch.inference_mode()
@@ -304,37 +257,6 @@ def sample_2d_batch(loaded: LoadedModel, seeds: list[int], frames: int, steps: i
     noise = draw_noise(seeds, (len(schedule) + 1, frames, loaded.config.num_joints, 2), device)
     return ancestral_loop(_denoiser(loaded, frames), schedule, noise[len(schedule)],
                           lambda k: noise[k], None, progress, cancel)
-
-
-def remove_alternation(X: np.ndarray, loop: bool = False) -> np.ndarray:
-    """Remove the part of a motion (frames x ...) that alternates sign every frame.
-
-    A denoiser that outputs two frames per token leaves a small offset between a token's two
-    frames, a pattern at exactly half the frame rate (15 Hz at 30 fps; the shipped human model
-    has 36x real capture's power there, and it is most of its jitter). A band-stop around that
-    frequency: demodulate by (-1)^f, low-pass with a 9-tap binomial filter, subtract. Gains:
-    1 up to 5 Hz (0.996), 0.94 at 7.5 Hz, 0 at 15 Hz (at 30 fps). Edges are reflected (a loop:
-    wrapped, and an odd-length loop is left as it is: the alternation has no consistent phase there).
-    """
-    F = X.shape[0]
-    if F < 5 or (loop and F % 2):
-        return X
-    taps = np.array([1, 8, 28, 56, 70, 56, 28, 8, 1], dtype=np.float64) / 256.0
-    pad = len(taps) // 2
-    Xp = np.pad(X.astype(np.float64), [(pad, pad)] + [(0, 0)] * (X.ndim - 1), mode="wrap" if loop else "reflect")
-    sign = ((-1.0) ** np.arange(F + 2 * pad)).reshape((-1,) + (1,) * (X.ndim - 1))
-    y = Xp * sign
-    env = sum(w * y[k:k + F] for k, w in enumerate(taps))
-    return (X - sign[pad:pad + F] * env).astype(X.dtype)
-
-
-def place_on_floor(X: np.ndarray, floor_offset: float) -> np.ndarray:
-    """Shift a motion (frames x joints x 3, metres, Z up) so its lowest keypoint stands at floor_offset.
-
-    The lowest keypoint per frame, at its 5th percentile over frames: robust to a stray frame.
-    """
-    low = np.percentile(X[..., 2].min(axis=1), 5)
-    return X + np.array([0.0, 0.0, floor_offset - low], dtype=X.dtype)
 
 
 def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: MasSettings | None = None,
@@ -352,39 +274,17 @@ def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: Mas
         raise MasError(f"constraints for {constraints.frames} frames given for a motion of {frames}")
     device = torch.device(device) if device is not None else next(loaded.model.parameters()).device
     bs = settings.batch_size or (256 if device.type == "cuda" else 8)
-    K = len(Schedule.create(loaded.config.schedule, loaded.config.diffusion_steps, settings.steps))
+    K = settings.steps or loaded.config.diffusion_steps
     chunks = [seeds[i:i + bs] for i in range(0, len(seeds), bs)]
-    joints, views = [], []
+    joints = []
     stats = {"seconds": 0.0, "triangulation_seconds": 0.0}
     for c, chunk in enumerate(chunks):
         prog = None if progress is None else (lambda d, n, c=c: progress(c * K + d, len(chunks) * K))
-        X, v, st = sample_mas_batch(loaded, chunk, frames, settings, device, prog, cancel, constraints)
+        X, st = sample_mas_batch(loaded, chunk, frames, settings, device, prog, cancel, constraints)
         shift = None if st["shift"] is None else st["shift"].float().cpu().numpy()
-        joints.append(finish_motions(loaded, X.float().cpu().numpy(), settings, shift, constraints))
-        views.append(v.float().cpu())
+        joints.append(finish_motions(loaded, X.float().cpu().numpy(), settings.loop, shift, constraints))
         for k in stats:
             stats[k] += st[k]
         if on_batch is not None:
             on_batch(chunk, joints[-1])
-    return SampleResult(np.concatenate(joints), torch.cat(views).numpy(), list(seeds), loaded.fps, stats)
-
-
-def finish_motions(loaded: LoadedModel, X: np.ndarray, settings: MasSettings, shift=None,
-                   constraints: Constraints | None = None) -> np.ndarray:
-    """Sampled motions (motions x frames x joints x 3, normalised) -> metres, float32: on the floor,
-    or, with constraints, moved by ``shift`` (motions x 3) onto them (a coordinate that no
-    constraint fixes, such as the height under a root path, still goes on the floor)."""
-    X = X * loaded.scale
-    if not np.isfinite(X).all():
-        raise MasError("sampling produced non-finite joints; the checkpoint may be damaged or untrained")
-    if settings.remove_alternation and loaded.config.frames_per_token > 1:
-        X = np.stack([remove_alternation(x, settings.loop) for x in X])
-    if constraints is not None:
-        # the band-stop moved the constrained values by a little: pull them back, smoothly
-        X, rest = pull_to_targets(torch.from_numpy(X + shift[:, None, None, :] * loaded.scale),
-                                  torch.from_numpy(constraints.targets), torch.from_numpy(constraints.mask),
-                                  constraints.falloff, settings.loop, loaded.layout.root)
-        X = (X + rest[:, None, None, :]).numpy()
-        if constraints.mask[..., 2].any():
-            return X.astype(np.float32)
-    return np.stack([place_on_floor(x, loaded.layout.floor_offset) for x in X]).astype(np.float32)
+    return SampleResult(np.concatenate(joints), list(seeds), loaded.fps, stats)

@@ -1,7 +1,7 @@
 """Training the 2D motion denoiser: masked L2 on x0, AdamW, EMA, resume, data-parallel.
 
 Run alone (``mas train``) or data-parallel with torchrun: ``torchrun --nproc_per_node N
--m mas_cli train ...`` (gloo on CPU, NCCL on GPU). Each rank draws its own batches;
+-m mas_app train ...`` (gloo on CPU, NCCL on GPU). Each rank draws its own batches;
 the effective batch is ``batch_size x N``. Rank 0 writes the checkpoints.
 
 Files in ``out``: ``model.safetensors`` + ``model.json`` (EMA weights: what sampling
@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from .atomic import atomic_write
+from .catalogue import DEFAULT_CAMERAS
 from .checkpoint import save_checkpoint
 from .dataset import CONFIDENCE_THRESHOLD, MotionData2D
 from .device import pick_device
@@ -207,7 +208,7 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
     card = {"layout": data.layout.to_dict(), "fps": data.fps,
             "normalisation": {"scale": data.scale, "root_motion": data.meta["config"].get("root_motion", True),
                               "kind": "global scale after centring on the mean root"},
-            "mas_cameras": {"elevation_deg": 11.25,
+            "mas_cameras": {"elevation_deg": DEFAULT_CAMERAS["elevation_deg"],
                             "distance_m": 0.5 * (data.meta["config"]["cameras"]["distance_min"]
                                                  + data.meta["config"]["cameras"]["distance_max"])},
             "training": {"data": str(data_path), "windows": len(data), "train": asdict(cfg),

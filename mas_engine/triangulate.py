@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .cameras import Cameras
+from .cameras import Cameras, perspective
 
 
 def solve3(M: torch.Tensor, r: torch.Tensor, eps: float = 1e-12):
@@ -61,7 +61,7 @@ def gauss_newton_step(cams: Cameras, X: torch.Tensor, uv: torch.Tensor, weights:
     """One Gauss-Newton step on the weighted reprojection error. X (..., 3), uv (..., V, 2)."""
     p = cams.to_camera(X)                                    # ..., V, 3
     z = p[..., 2:3]
-    proj = cams.focal[:, None] * p[..., :2] / z
+    proj = perspective(p, cams.focal[:, None])
     # d proj / d X = f / z * (R_xy - proj / f * R_z), (..., V, 2, 3)
     Jac = (cams.focal[:, None] / z)[..., None] * cams.R[:, :2] - (proj / z)[..., None] * cams.R[:, None, 2]
     delta, _ = weighted_least_squares(Jac.flatten(-3, -2), (proj - uv).flatten(-2), _per_equation(weights))

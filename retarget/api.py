@@ -8,7 +8,7 @@ layout). Output: a RotationTrack, written as BVH or as a rotation ``.npz``:
 - ``prop_<name>``: frames x 3, keypoints that are not on the body (``prop_ball``), metres, Z up.
 
 A ``coco17_ball`` motion drives the human rig: its body is converted to ``human16``
-(``coco17_to_human16``) and the ball becomes a prop of the track.
+(``rigs.keypoints.coco17_to_human16``) and the ball becomes a prop of the track.
 """
 from __future__ import annotations
 
@@ -18,53 +18,19 @@ import numpy as np
 
 from mas_engine.atomic import atomic_write
 from mas_engine.errors import MasError
+from mas_engine.metrics import foot_skating, jitter
+from mas_engine.motion_io import Motion
 from rigs.armature import Armature, horse_armature, horse_proportions, human_armature, human_proportions
 from rigs.bonemaps import detect_preset
-from rigs.keypoints import HUMAN16, KeypointLayout, get_layout
+from rigs.keypoints import KeypointLayout, body_keypoints, rig_of
 
-from mas_engine.metrics import foot_skating, jitter, sliding
-
-from .contact import detect_contacts, pin_contacts
+from .contact import foot_locked_fit
 from .fit import RotationTrack, fit_armature, marker_error
-
-FEET = {"human16": ("left_ankle", "right_ankle"),
-        "horse17": ("left_front_hoof", "right_front_hoof", "left_back_hoof", "right_back_hoof")}
-
-def coco17_to_human16(joints: np.ndarray, layout: KeypointLayout) -> np.ndarray:
-    """COCO-17 keypoints (frames x J x 3, metres, Z up; extra joints ignored) -> human16.
-
-    Same-named joints are copied; pelvis = mid-hip; neck = mid-shoulder raised 6 cm along the
-    torso (human16's neck sits above the shoulder line); head (top) = mid-ear raised 12 cm along
-    the neck -> mid-ear direction. Eyes and ears are not used otherwise.
-    """
-    def at(n):
-        return joints[:, layout.index(n)]
-
-    def unit(v):
-        return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
-
-    out = np.empty((joints.shape[0], HUMAN16.num_joints, 3))
-    for j, n in enumerate(HUMAN16.joints):
-        if n in layout.joints:
-            out[:, j] = at(n)
-    pelvis = 0.5 * (at("left_hip") + at("right_hip"))
-    shoulders = 0.5 * (at("left_shoulder") + at("right_shoulder"))
-    neck = shoulders + 0.06 * unit(shoulders - pelvis)
-    ears = 0.5 * (at("left_ear") + at("right_ear"))
-    out[:, HUMAN16.index("pelvis")] = pelvis
-    out[:, HUMAN16.index("neck")] = neck
-    out[:, HUMAN16.index("head")] = ears + 0.12 * unit(ears - neck)
-    return out
-
-
-# layouts whose body is retargeted through another layout's rig: name -> (that layout, conversion)
-BODY_LAYOUT = {"coco17_ball": (HUMAN16, coco17_to_human16), "coco17": (HUMAN16, coco17_to_human16)}
-
 
 def builtin_rig(name: str, joints: np.ndarray, layout: KeypointLayout) -> Armature:
     """A built-in rig with the motion's own proportions."""
     if name == "human":
-        if layout.name != "human16":   # (coco17_ball motions arrive here converted, see BODY_LAYOUT)
+        if layout.name != "human16":   # (coco17_ball motions arrive here converted, see rigs.keypoints.body_keypoints)
             raise MasError(f"rig 'human' is driven by human16 keypoints; this motion uses {layout.name}")
         return human_armature(human_proportions(joints, layout))
     if name == "horse":
@@ -77,8 +43,7 @@ def builtin_rig(name: str, joints: np.ndarray, layout: KeypointLayout) -> Armatu
 def armature_from_bvh(path, joints: np.ndarray, layout: KeypointLayout) -> Armature:
     """A user's armature from the rest pose of a BVH file, its bones mapped by name (the preset that
     fits best: Mixamo, Rigify, SMPL, Unreal or the built-in names), scaled to the motion."""
-    from mas_engine.bvh import read_bvh
-    from mas_engine.capture import Y_UP_TO_Z_UP
+    from mas_engine.bvh import Y_UP_TO_Z_UP, read_bvh
 
     if layout.name != "human16":
         raise MasError(f"armatures from BVH files are mapped with human bone names; this motion uses {layout.name}")
@@ -122,10 +87,9 @@ def armature_from_skeleton(name: str, bones, parents, heads: np.ndarray, tails: 
     """
     from rigs.bonemaps import missing_bones
 
-    if layout.name in BODY_LAYOUT:
-        layout, joints = BODY_LAYOUT[layout.name][0], BODY_LAYOUT[layout.name][1](joints, layout)
-    rig = {"human16": "human", "horse17": "horse"}.get(layout.name)
-    if rig is None:
+    layout, joints = body_keypoints(joints, layout)
+    rig = rig_of(layout.name)
+    if not rig:
         raise MasError(f"no built-in rig to map {layout.name} keypoints onto an armature")
     missing = missing_bones(rig, bone_map)
     if missing:
@@ -221,107 +185,57 @@ def check_rig(rig, layout: KeypointLayout | None = None) -> None:
         raise MasError(f"rig file {r} not found; give the path of a BVH file of your armature")
 
 
-def retarget(motion: dict, rig: str = "human", in_place: bool = False, foot_lock: bool = True,
+def retarget(motion: Motion | dict, rig: str = "human", in_place: bool = False, foot_lock: bool = True,
              iters: int = 30, smpl_model=None) -> tuple[RotationTrack, dict]:
-    """Fit a rig to a motion (as load_motion returns it). Returns the track and quality numbers:
+    """Fit a rig to a motion (a ``Motion``, or a dict as load_motion returns it). Returns the track and quality numbers:
     marker error (m), foot skating and jitter before and after.
 
     rig: "human", "horse", "smpl" (needs ``smpl_model`` or MAS_SMPL_MODEL), a BVH file, or an
     ``Armature`` (e.g. from ``armature_from_skeleton``).
     """
-    try:
-        layout = get_layout(str(motion.get("layout", "")))
-    except KeyError as e:
-        raise MasError(str(e.args[0])) from None
-    if list(layout.joints) != [str(n) for n in motion["joint_names"]]:
-        raise MasError(f"the motion's joint names do not match its layout {layout.name}")
-    joints = np.asarray(motion["joints"], dtype=np.float64)
-    fps = float(motion["fps"])
-    if not fps > 0:
-        raise MasError(f"the motion's frame rate {fps} is not positive")
+    if isinstance(motion, dict):
+        motion = Motion.from_dict(motion)
+    joints, fps, layout = np.asarray(motion.joints, dtype=np.float64), float(motion.fps), motion.layout
     if in_place:
         r = layout.root
         joints = joints - np.concatenate([joints[:, r:r + 1, :2], np.zeros_like(joints[:, r:r + 1, :1])], -1)
     props = {n: joints[:, layout.index(n)].copy() for n in layout.optional}
-    if layout.name in BODY_LAYOUT:         # e.g. COCO + ball: the body as the rig's keypoints, the ball a prop
-        layout, joints = BODY_LAYOUT[layout.name][0], BODY_LAYOUT[layout.name][1](joints, layout)
-    feet = [layout.index(n) for n in FEET.get(layout.name, ())]
+    layout, joints = body_keypoints(joints, layout)     # e.g. COCO + ball: the body as the rig's keypoints
+    feet = [layout.index(n) for n in layout.feet]
+    fit = _fitter(rig, joints, layout, fps, iters, smpl_model)
+    track = foot_locked_fit(fit, joints, layout, feet, fps) if foot_lock and feet else fit(joints, None)
+    report = fit_report(track, joints, layout, feet, fps)
+    track.props = props
+    return track, report
+
+
+def _fitter(rig, joints: np.ndarray, layout: KeypointLayout, fps: float, iters: int, smpl_model):
+    """fit(targets, weights) -> RotationTrack for a rig: "smpl", an ``Armature``, a BVH file or a built-in name."""
     if rig == "smpl":
         from .smpl import fit_smpl
 
-        def fit(targets, weights):
-            return fit_smpl(targets, layout, fps, smpl_model, weights=weights)[0]
+        return lambda targets, weights: fit_smpl(targets, layout, fps, smpl_model, weights=weights)[0]
+    if isinstance(rig, Armature):
+        if rig.layout != layout.name:
+            raise MasError(f"armature {rig.name} is mapped for {rig.layout} keypoints; this motion uses {layout.name}")
+        arm = rig
+    elif str(rig).lower().endswith(".bvh"):
+        arm = armature_from_bvh(rig, joints, layout)
     else:
-        if isinstance(rig, Armature):
-            if rig.layout != layout.name:
-                raise MasError(f"armature {rig.name} is mapped for {rig.layout} keypoints; this motion uses {layout.name}")
-            arm = rig
-        elif str(rig).lower().endswith(".bvh"):
-            arm = armature_from_bvh(rig, joints, layout)
-        else:
-            arm = builtin_rig(rig, joints, layout)
+        arm = builtin_rig(rig, joints, layout)
+    return lambda targets, weights: fit_armature(targets, layout, arm, fps, iters=iters, weights=weights)
 
-        def fit(targets, weights):
-            return fit_armature(targets, layout, arm, fps, iters=iters, weights=weights)
 
-    def pinned(contacts, weight=10.0):
-        weights = np.ones(joints.shape[:2])
-        weights[:, feet] += (weight - 1.0) * contacts   # planted feet stay planted despite the smoothing
-        return pin_contacts(joints, feet, contacts), weights
-
-    def skating(track):
-        return foot_skating(track.markers([layout.joints[f] for f in feet]), fps)
-
-    if foot_lock and feet:
-        skate0, jitter0 = foot_skating(joints[:, feet], fps), jitter(joints, fps)
-
-        def violation(track):
-            """How much worse than the input (relative), in foot skating and in jitter; 0: no worse."""
-            marked = [n for n in layout.joints if n in track.armature.markers]
-            j0 = jitter0 if len(marked) == layout.num_joints else jitter(joints[:, [layout.index(n) for n in marked]], fps)
-            return (max(0.0, skating(track) - skate0) / max(skate0, 1e-3)
-                    + max(0.0, jitter(track.markers(marked), fps) - j0) / max(j0, 1e-3))
-
-        contacts = detect_contacts(joints, feet, fps)
-        candidates = [(fit(*pinned(contacts)), contacts)]
-        # jittery input hides contacts: find them again on the smooth fitted feet
-        fitted_feet = np.zeros_like(joints)
-        fitted_feet[:, feet] = candidates[0][0].markers([layout.joints[f] for f in feet])
-        again = detect_contacts(fitted_feet, feet, fps)
-        candidates.append((fit(*pinned(again)), again))
-        candidates.append((fit(joints, None), np.zeros_like(contacts)))    # no pinning: smoothest, sometimes best
-        # a walk whose feet never stop: pin harder, until a fit is no worse than the input in both measures
-        for weight in (100.0, 1000.0):
-            if min(violation(t) for t, _ in candidates) == 0.0:
-                break
-            best_contacts = min(candidates, key=lambda c: skating(c[0]))[1]
-            candidates.append((fit(*pinned(best_contacts, weight)), best_contacts))
-        best = min(candidates, key=lambda c: (violation(c[0]), skating(c[0])))
-        if skating(best[0]) > skate0:
-            # the rig's fixed bone lengths can bring a foot near the floor where the input's was not,
-            # and there it slides: pin those frames too (measured on the fit's own feet)
-            s = sliding(best[0].markers([layout.joints[f] for f in feet]), fps)
-            slid = s.copy()
-            slid[1:] |= s[:-1]          # and a frame either side
-            slid[:-1] |= s[1:]
-            candidates.append((fit(*pinned(best[1] | slid)), best[1] | slid))
-        # never trade the keypoints themselves for less skating: only fits close to the best one compete
-        # (a motion that glides would otherwise be dragged back by its pinned feet)
-        errors = [marker_error(t, joints, layout) for t, _ in candidates]
-        close = [t for (t, _), e in zip(candidates, errors) if e <= 2 * min(errors) + 0.02]
-        track = min(close, key=lambda t: (violation(t), skating(t)))
-    else:
-        track = fit(joints, None)
+def fit_report(track: RotationTrack, joints: np.ndarray, layout: KeypointLayout, feet: list[int], fps: float) -> dict:
+    """How well a fit keeps the keypoints (marker error, m) and how smooth it is, before and after."""
     names = [n for n in layout.joints if n in track.armature.markers]
-    fitted = track.markers(names)
     cols = [layout.index(n) for n in names]
     report = {"marker_error_m": marker_error(track, joints, layout),
-              "jitter_before": jitter(joints[:, cols], fps), "jitter_after": jitter(fitted, fps)}
+              "jitter_before": jitter(joints[:, cols], fps), "jitter_after": jitter(track.markers(names), fps)}
     if feet:
         report["skating_before"] = foot_skating(joints[:, feet], fps)
-        report["skating_after"] = skating(track)
-    track.props = props
-    return track, report
+        report["skating_after"] = foot_skating(track.markers([layout.joints[f] for f in feet]), fps)
+    return report
 
 
 def save_track(path, track: RotationTrack, overwrite: bool = True) -> Path:

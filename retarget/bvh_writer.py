@@ -14,9 +14,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from mas_engine.atomic import atomic_write
+from mas_engine.bvh import Z_UP_TO_Y_UP
 
-# Z up -> Y up: (x, y, z) -> (x, z, -y)
-Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 _UNITS = {"m": 1.0, "cm": 100.0}
 
 

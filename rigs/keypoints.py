@@ -157,6 +157,57 @@ COCO17_BALL = KeypointLayout(
 
 LAYOUTS = {L.name: L for L in (HUMAN16, HORSE17, COCO17, COCO17_BALL)}
 
+# the built-in character each layout drives, and the layout that character's keypoints use
+# (a COCO motion drives the human rig through ``coco17_to_human16``; the ball becomes a prop)
+RIG_OF_LAYOUT = {"human16": "human", "horse17": "horse", "coco17": "human", "coco17_ball": "human"}
+
+
+def rig_of(layout_name: str) -> str:
+    """The built-in rig ("human", "horse") for motions of a layout; "" when there is none."""
+    return RIG_OF_LAYOUT.get(layout_name, "")
+
+
+def coco17_to_human16(joints, layout: KeypointLayout):
+    """COCO-17 keypoints (frames x J x 3, metres, Z up; extra joints ignored) -> human16.
+
+    Same-named joints are copied; pelvis = mid-hip; neck = mid-shoulder raised 6 cm along the
+    torso (human16's neck sits above the shoulder line); head (top) = mid-ear raised 12 cm along
+    the neck -> mid-ear direction. Eyes and ears are not used otherwise.
+    """
+    import numpy as np
+
+    def at(n):
+        return joints[:, layout.index(n)]
+
+    def unit(v):
+        return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
+
+    out = np.empty((joints.shape[0], HUMAN16.num_joints, 3))
+    for j, n in enumerate(HUMAN16.joints):
+        if n in layout.joints:
+            out[:, j] = at(n)
+    pelvis = 0.5 * (at("left_hip") + at("right_hip"))
+    shoulders = 0.5 * (at("left_shoulder") + at("right_shoulder"))
+    neck = shoulders + 0.06 * unit(shoulders - pelvis)
+    ears = 0.5 * (at("left_ear") + at("right_ear"))
+    out[:, HUMAN16.index("pelvis")] = pelvis
+    out[:, HUMAN16.index("neck")] = neck
+    out[:, HUMAN16.index("head")] = ears + 0.12 * unit(ears - neck)
+    return out
+
+
+# layouts whose body is retargeted through another layout's rig: name -> (that layout, conversion)
+BODY_LAYOUT = {"coco17_ball": (HUMAN16, coco17_to_human16), "coco17": (HUMAN16, coco17_to_human16)}
+
+
+def body_keypoints(joints, layout: KeypointLayout):
+    """(layout, joints) of the body as its rig's keypoints: unchanged unless the layout is driven
+    through another (COCO -> human16). joints: frames x J x 3, metres, Z up."""
+    if layout.name in BODY_LAYOUT:
+        to, convert = BODY_LAYOUT[layout.name]
+        return to, convert(joints, layout)
+    return layout, joints
+
 
 def get_layout(name: str) -> KeypointLayout:
     """The built-in layout called ``name``; a clear error lists the known ones."""

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from mas_engine.checkpoint import MODELS_DIR, save_checkpoint
-from mas_cli.main import main
+from mas_app.cli import main
 from mas_engine.dataset import MonocularConfig, build_monocular_set, save_monocular_set
 from mas_engine.errors import MasError
 from mas_engine.model import ModelConfig, MotionDenoiser
@@ -293,7 +293,7 @@ def test_catalogue_is_large_enough():
 # --- the Python API: the same rules at its boundary ---
 
 def _api_generate(w, **kw):
-    from mas_cli.generate import generate_to_files
+    from mas_app.generate import generate_to_files
     return generate_to_files(**dict(dict(model=str(w / "tiny"), seconds=1, steps=2, views=2, out=w / "out",
                                          log=lambda s: None), **kw))
 
@@ -387,7 +387,7 @@ def test_deeplabcut_h5_is_read_without_pickle(tmp_path):
 
 
 def _mas(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "mas_cli", *map(str, args)], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "mas_app", *map(str, args)], cwd=ROOT,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
@@ -448,14 +448,14 @@ def test_export_writes_inside_its_folder_and_keeps_an_existing_model(world, tmp_
 
 
 def test_floors_only_point_down():
-    """rigs < mas_engine < retarget < mas_cli, blender_addon: no package imports one above it (imports
+    """rigs < mas_engine < retarget < mas_app, blender_addon: no package imports one above it (imports
     inside functions included), and only blender_addon imports bpy."""
     import ast
 
-    above = {"rigs": {"mas_engine", "retarget", "mas_cli", "blender_addon", "bpy"},
-             "mas_engine": {"retarget", "mas_cli", "blender_addon", "bpy"},
-             "retarget": {"mas_cli", "blender_addon", "bpy"},
-             "mas_cli": {"blender_addon", "bpy"}}
+    above = {"rigs": {"mas_engine", "retarget", "mas_app", "blender_addon", "bpy"},
+             "mas_engine": {"retarget", "mas_app", "blender_addon", "bpy"},
+             "retarget": {"mas_app", "blender_addon", "bpy"},
+             "mas_app": {"blender_addon", "bpy"}}
     wrong = []
     for pkg, banned in above.items():
         for f in (ROOT / pkg).rglob("*.py"):

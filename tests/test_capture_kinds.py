@@ -13,8 +13,7 @@ from mas_engine.bvh import read_bvh
 from mas_engine.capture import FOOT, dog_to_horse17, read_spl_trial
 from mas_engine.dataset import CONFIDENCE_THRESHOLD, MonocularConfig, build_monocular_set
 from mas_engine.errors import MasError
-from retarget.api import coco17_to_human16
-from rigs.keypoints import COCO17_BALL, HORSE17, HUMAN16
+from rigs.keypoints import COCO17_BALL, HORSE17, HUMAN16, coco17_to_human16
 
 # a dog hierarchy like the capture's: (name, offset in cm, children); standing, facing +X, Y up, so
 # (right-handed) its left is -Z

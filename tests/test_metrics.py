@@ -61,9 +61,9 @@ def test_foot_skating_and_jitter_known_cases():
 def test_evaluate_3d_runs_on_real_clips(tmp_path, kind, layout_name):
     from conftest import tiny_card
 
-    import mas_engine.evaluate as ev
+    import mas_engine.eval_3d as ev
     from mas_engine.checkpoint import save_checkpoint
-    from mas_engine.evaluate import evaluate_3d
+    from mas_engine.eval_3d import evaluate_3d
     from mas_engine.model import ModelConfig, MotionDenoiser
     from rigs.keypoints import get_layout
 
@@ -88,7 +88,7 @@ def test_evaluate_3d_runs_on_real_clips(tmp_path, kind, layout_name):
 
 
 def test_features_3d_of_a_walk():
-    from mas_engine.evaluate import features_3d
+    from mas_engine.eval_3d import features_3d
 
     f = features_3d(walking_figure(40), HUMAN16, 30.0)
     assert f.shape == (34,) and np.isfinite(f).all()
@@ -97,9 +97,9 @@ def test_features_3d_of_a_walk():
 @pytest.mark.skipif(not (SAMPLES / "bandai").is_dir(), reason="shared data samples not present")
 @pytest.mark.filterwarnings("ignore:Matrix is singular")
 def test_evaluate_2d_protocol_runs_every_row(tiny_checkpoint, tmp_path):
-    from mas_engine.evaluator import ROWS_2D, evaluate_2d, facing_azimuth, load_evaluator
+    from mas_engine.eval_2d import ROWS_2D, evaluate_2d, facing_azimuth, load_evaluator
 
-    import mas_engine.evaluate as ev
+    import mas_engine.eval_3d as ev
 
     orig = ev.is_validation_clip
     ev.is_validation_clip = lambda name, fraction: True        # the samples hold no held-out clip of the split
@@ -153,7 +153,7 @@ def test_motion_statistics_on_motions_with_known_answers():
 def test_the_floor_prior_puts_the_lowest_foot_on_one_floor():
     import torch
 
-    from mas_engine.sampler import on_floor
+    from mas_engine.priors import on_floor
     from rigs.keypoints import HUMAN16
 
     from conftest import walking_figure

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mas_engine.bvh import read_bvh
-from mas_engine.capture import Y_UP_TO_Z_UP, bandai_to_human16
+from mas_engine.bvh import Y_UP_TO_Z_UP
+from mas_engine.capture import bandai_to_human16
 from mas_engine.errors import MasError
 from retarget.api import retarget, save_track, write_track
 from retarget.bvh_writer import write_bvh
@@ -167,7 +168,7 @@ def test_retarget_of_generated_motions_never_adds_skating_or_jitter(tmp_path):
     """Generated motions' bones vary in length and a rig's cannot, so a fitted foot can come near the
     floor where the input's was not (seed 206 of the shipped model: 8.3% -> 11.2% before the clean-up
     also pinned those frames)."""
-    from mas_cli.generate import generate_to_files
+    from mas_app.generate import generate_to_files
     from mas_engine.motion_io import load_motion
 
     for path in generate_to_files("human", num=3, seconds=4.0, seed=204, device="cpu", out=tmp_path, log=lambda s: None):

@@ -8,7 +8,8 @@ from torch import nn
 from mas_engine.checkpoint import LoadedModel, load_checkpoint
 from mas_engine.errors import Cancelled, MasError
 from mas_engine.model import ModelConfig
-from mas_engine.sampler import MasSettings, mas_cameras, rigid_bones, sample_2d_batch, sample_mas, sample_mas_batch
+from mas_engine.priors import rigid_bones
+from mas_engine.sampler import MasSettings, MultiViewConsistency, mas_cameras, sample_2d_batch, sample_mas, sample_mas_batch
 from rigs.keypoints import HUMAN16
 from conftest import tiny_card, walking_figure
 
@@ -36,18 +37,30 @@ def test_mas_with_a_perfect_denoiser_returns_the_true_3d_motion():
     stub = LoadedModel("oracle", nn.Identity(), card)
     cams = mas_cameras(stub, settings, "cpu")
     loaded = LoadedModel("oracle", OracleDenoiser(X, cams, cfg), card)
-    out, views, _ = sample_mas_batch(loaded, [0, 1], 40, settings, torch.device("cpu"))
+    out, _ = sample_mas_batch(loaded, [0, 1], 40, settings, torch.device("cpu"))
     torch.testing.assert_close(out, X.expand(2, -1, -1, -1), atol=1e-4, rtol=0)
 
 
 def test_final_3d_is_consistent_with_every_view(tiny_checkpoint):
     loaded = load_checkpoint(tiny_checkpoint)
     settings = MasSettings(views=5)
-    X, views, _ = sample_mas_batch(loaded, [3], 24, settings, torch.device("cpu"))
+    seen = []
+
+    class Recording(MultiViewConsistency):
+        def __call__(self, x0):
+            seen.append(super().__call__(x0))
+            return seen[-1]
+
+    import mas_engine.sampler as sampler
+    real, sampler.MultiViewConsistency = sampler.MultiViewConsistency, Recording
+    try:
+        X, _ = sample_mas_batch(loaded, [3], 24, settings, torch.device("cpu"))
+    finally:
+        sampler.MultiViewConsistency = real
     cams = mas_cameras(loaded, settings, "cpu")
     reproj = cams.project(X).permute(0, 3, 1, 2, 4)
-    torch.testing.assert_close(views, reproj)
-    assert views.shape == (1, 5, 24, 16, 2)
+    torch.testing.assert_close(seen[-1], reproj)         # the last step's views are the 3D motion's projections
+    assert seen[-1].shape == (1, 5, 24, 16, 2)
 
 
 def test_same_seed_same_motion_and_seeds_are_independent_of_the_batch(tiny_checkpoint):
@@ -96,7 +109,7 @@ def test_bad_requests_are_clear(tiny_checkpoint):
 
 
 def test_remove_alternation_stops_only_the_half_frame_rate_pattern():
-    from mas_engine.sampler import remove_alternation
+    from mas_engine.postprocess import remove_alternation
 
     t = np.arange(120) / 30.0
     slow = np.stack([np.sin(2 * np.pi * f * t) for f in (0.5, 2.0, 5.0)], 1)[:, :, None]   # frames x 3 x 1
@@ -134,6 +147,6 @@ def test_rigid_bones_fixes_lengths_and_keeps_directions(tiny_checkpoint):
     assert float(lengths.std(1).max()) < 1e-9
     # in MAS: every step's 3D motion is rigid, so the result is too
     loaded = load_checkpoint(tiny_checkpoint)
-    X3, _, _ = sample_mas_batch(loaded, [5], 24, MasSettings(views=4, rigid_bones=True), torch.device("cpu"))
+    X3, _ = sample_mas_batch(loaded, [5], 24, MasSettings(views=4, rigid_bones=True), torch.device("cpu"))
     bones = torch.stack([(X3[:, :, j] - X3[:, :, p]).norm(dim=-1) for j, p in enumerate(HUMAN16.parents) if p >= 0], -1)
     assert float((bones.std(1) / bones.mean(1)).max()) < 1e-5

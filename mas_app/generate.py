@@ -36,7 +36,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     velocity), ``continue_from`` (the same, and the file written is that motion followed by the
     new ``seconds``), ``end_at`` (end in that file's first pose), ``keys`` (keyframes: joints with
     NaN where free, or a mask); ``path``: the root's path on the floor, 'x,y x,y ...' or K x 2
-    metres, walked at constant speed. ``floor``: the floor prior (``sampler.on_floor``).
+    metres, walked at constant speed. ``floor``: the floor prior (``priors.on_floor``).
     """
     from tqdm import tqdm
 

@@ -212,7 +212,7 @@ def score_distillation(loaded, seeds, frames: int, device, iterations: int = 200
         opt.zero_grad()
         loss.backward()
         opt.step()
-    from .sampler import place_on_floor
+    from .postprocess import place_on_floor
 
     out = X.detach().cpu().numpy() * loaded.scale
     return np.stack([place_on_floor(m, loaded.layout.floor_offset) for m in out]).astype(np.float32)
@@ -247,7 +247,7 @@ def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10,
     """The paper's 2D protocol (see the module docstring); returns {row: {metric: (mean, 95% half-width)}}."""
     from .checkpoint import load_checkpoint
     from .device import pick_device
-    from .evaluate import _spec, held_out_clips
+    from .eval_3d import held_out_clips, layout_spec
     from .sampler import MasSettings, sample_2d_batch, sample_mas
 
     if quick:
@@ -258,7 +258,7 @@ def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10,
     dev = pick_device(device)
     loaded = load_checkpoint(model, device=dev)
     layout, fps, frames = loaded.layout, loaded.fps, int(round(seconds * loaded.fps))
-    kind = _spec(layout)["kind"]
+    kind = layout_spec(layout)["kind"]
     el, dist = loaded.cameras["elevation_deg"], loaded.cameras["distance_m"]
     clips, _ = held_out_clips(capture, names_file, kind, fps)
     if len(clips) < 2:

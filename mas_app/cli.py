@@ -129,7 +129,7 @@ def cmd_export(a) -> None:
 
 
 def cmd_evaluate(a) -> None:
-    from mas_engine.evaluator import ROWS_2D, evaluate_2d
+    from mas_engine.eval_2d import ROWS_2D, evaluate_2d
 
     rows = ROWS_2D if a.rows == "all" else tuple(r.strip() for r in a.rows.split(","))
     out = a.out or f"docs/eval2d_{Path(a.model).stem}{'_side' if a.side else ''}{'_quick' if a.quick else ''}"
@@ -138,7 +138,7 @@ def cmd_evaluate(a) -> None:
 
 
 def cmd_evaluate_3d(a) -> None:
-    from mas_engine.evaluate import evaluate_3d
+    from mas_engine.eval_3d import evaluate_3d
 
     evaluate_3d(model=a.model, capture=a.capture, names_file=a.names, num=a.num, seconds=a.seconds,
                 rows=a.rows.split(","), seed=a.seed, device=a.device, json_out=a.json)

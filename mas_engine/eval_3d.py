@@ -29,7 +29,7 @@ from .errors import MasError
 from .motion_io import resample
 from .metrics import bone_length_variation, cut_windows, foot_skating, frechet_distance, jitter, motion_statistics
 
-# per layout: the capture kind that has its 3D, the joint that sets the height, the feet, and the
+# per layout: the capture kind that has its 3D, the joint that sets the height, and the
 # distances (extents) and joints (speeds) that describe a motion
 HUMAN_EXTENTS = [("left_wrist", "right_wrist"), ("left_ankle", "right_ankle"), ("left_wrist", "pelvis"),
                  ("right_wrist", "pelvis"), ("left_ankle", "pelvis"), ("right_ankle", "pelvis"), ("head", "pelvis"),
@@ -44,13 +44,13 @@ HORSE_LEGS = [[f"{s}_{j}" for j in joints] for s, joints in
                ("left_back", ("knee", "hoof")), ("right_back", ("knee", "hoof")))]
 HORSE_BODY = ["left_front_shoulder", "right_front_shoulder", "left_back_hip", "right_back_hip"]
 SPECS = {
-    "human16": dict(kind="bandai", top="head", feet=["left_ankle", "right_ankle"], extents=HUMAN_EXTENTS,
+    "human16": dict(kind="bandai", top="head", extents=HUMAN_EXTENTS,
                     speeds=["pelvis", "left_wrist", "right_wrist", "left_ankle", "right_ankle", "head"],
                     limbs=HUMAN_LIMBS, centre=["pelvis"]),
-    "coco17_ball": dict(kind="spl", top="nose", feet=["left_ankle", "right_ankle"], extents=COCO_EXTENTS,
+    "coco17_ball": dict(kind="spl", top="nose", extents=COCO_EXTENTS,
                         speeds=["left_hip", "left_wrist", "right_wrist", "left_ankle", "right_ankle", "nose"],
                         limbs=HUMAN_LIMBS, centre=["left_hip", "right_hip"]),
-    "horse17": dict(kind="dog", top="neck", feet=HOOVES, speeds=["neck", "tail", "nose"] + HOOVES,
+    "horse17": dict(kind="dog", top="neck", speeds=["neck", "tail", "nose"] + HOOVES,
                     limbs=HORSE_BODY + [j for leg in HORSE_LEGS for j in leg], centre=HORSE_BODY, legs=HORSE_LEGS,
                     extents=[("left_front_hoof", "right_back_hoof"), ("right_front_hoof", "left_back_hoof"),
                              ("left_front_hoof", "right_front_hoof"), ("left_back_hoof", "right_back_hoof"),
@@ -60,7 +60,7 @@ SPECS = {
 }
 
 
-def _spec(layout: KeypointLayout) -> dict:
+def layout_spec(layout: KeypointLayout) -> dict:
     if layout.name not in SPECS:
         raise MasError(f"no 3D evaluation for layout {layout.name} (known: {', '.join(SPECS)}): it needs 3D capture")
     return SPECS[layout.name]
@@ -69,8 +69,8 @@ def _spec(layout: KeypointLayout) -> dict:
 def features_3d(motion: np.ndarray, layout: KeypointLayout, fps: float) -> np.ndarray:
     """A scale-free description of a motion (frames x J x 3, metres, Z up): limb extents and joint
     speeds divided by the subject's height, their mean and std over the motion (human16: 34 numbers)."""
-    spec, j = _spec(layout), layout.index
-    height = np.median(motion[:, j(spec["top"]), 2] - motion[:, [j(f) for f in spec["feet"]], 2].min(1))
+    spec, j = layout_spec(layout), layout.index
+    height = np.median(motion[:, j(spec["top"]), 2] - motion[:, [j(f) for f in layout.feet], 2].min(1))
     ext = np.stack([np.linalg.norm(motion[:, j(a)] - motion[:, j(b)], axis=-1) for a, b in spec["extents"]], 1) / height
     vel = np.linalg.norm(np.diff(motion[:, [j(n) for n in spec["speeds"]]], axis=0), axis=-1) * fps / height
     return np.concatenate([ext.mean(0), ext.std(0), vel.mean(0), vel.std(0)])
@@ -113,8 +113,8 @@ def real_windows(folder, names_file, frames: int, fps: float, count: int, seed: 
 def summarise(motions: np.ndarray, layout: KeypointLayout, fps: float) -> dict:
     """Bone-length variation, jitter and foot skating, on the body (optional joints such as a ball,
     NaN in capture where unseen, are left out)."""
-    spec = _spec(layout)
-    feet = [layout.index(f) for f in spec["feet"]]
+    spec = layout_spec(layout)
+    feet = [layout.index(f) for f in layout.feet]
     body = [j for j, n in enumerate(layout.joints) if n not in layout.optional]
     return {"bone_cv": float(np.mean([bone_length_variation(m, layout) for m in motions])),
             "jitter": float(np.mean([jitter(m[:, body], fps) for m in motions])),
@@ -123,11 +123,11 @@ def summarise(motions: np.ndarray, layout: KeypointLayout, fps: float) -> dict:
 
 def motion_summary(motions: np.ndarray, layout: KeypointLayout, fps: float, window_s: float = 4.0) -> dict:
     """``metrics.motion_statistics`` of motions (N x frames x J x 3) cut into windows of ``window_s`` seconds."""
-    spec, j = _spec(layout), layout.index
+    spec, j = layout_spec(layout), layout.index
     frames = int(round(window_s * fps))
     windows = np.concatenate([cut_windows(m, frames) for m in motions])
     legs = [[j(n) for n in leg] for leg in spec["legs"]] if "legs" in spec else None
-    return motion_statistics(windows, fps, [j(n) for n in spec["limbs"]], [j(n) for n in spec["feet"]],
+    return motion_statistics(windows, fps, [j(n) for n in spec["limbs"]], [j(n) for n in layout.feet],
                              [j(n) for n in spec["centre"]], legs)
 
 
@@ -174,7 +174,7 @@ def evaluate_3d(model="human", capture=None, names_file=None, num=128, seconds=4
     loaded = load_checkpoint(model, device=dev)
     frames = int(round(seconds * loaded.fps))
     real_a, real_b, layout, n_clips = real_windows(capture, names_file, frames, loaded.fps, num, seed,
-                                                   _spec(loaded.layout)["kind"])
+                                                   layout_spec(loaded.layout)["kind"])
     feat = lambda ms: np.stack([features_3d(m, layout, loaded.fps) for m in ms])  # noqa: E731
     fa, fb = feat(real_a), feat(real_b)
     real = np.concatenate([real_a, real_b])

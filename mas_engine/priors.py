@@ -1,0 +1,50 @@
+"""3D priors MAS applies to every step's triangulated motion (``MultiViewConsistency``): a real
+skeleton is rigid (``rigid_bones``) and a person stands on one floor (``on_floor``).
+
+X: motions x frames x joints x 3 (normalised units, Z up), a torch tensor.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+@functools.lru_cache(maxsize=32)
+def ancestry(parents: tuple) -> torch.Tensor:
+    """J x J matrix A with A[j, k] = 1 where k is j or one of its ancestors (its chain to the root).
+    Cached per layout: the sampling loop asks for it at every step (treat it as read-only)."""
+    A = torch.zeros(len(parents), len(parents))
+    for j in range(len(parents)):
+        k = j
+        while k >= 0:
+            A[j, k] = 1.0
+            k = parents[k]
+    return A
+
+
+def rigid_bones(X: torch.Tensor, parents, keep=()) -> torch.Tensor:
+    """Each bone of X (motions x frames x joints x 3) at its median length over the frames, in its
+    own direction: a real skeleton is rigid, and triangulated views need not be. A joint is its
+    root plus the rescaled bones of its chain (one product with ``ancestry``, whatever the
+    layout's order). The root and the joints in ``keep`` (a prop such as the ball, not a bone)
+    stay where they are; a kept joint's children hang from it as from a root."""
+    parents = tuple(-1 if j in keep else p for j, p in enumerate(parents))
+    roots = [j for j, p in enumerate(parents) if p < 0]
+    d = X - X[:, :, [p if p >= 0 else j for j, p in enumerate(parents)]]
+    length = d.norm(dim=-1, keepdim=True)
+    bones = d / length.clamp(min=1e-9) * length.median(dim=1, keepdim=True).values
+    bones[:, :, roots] = X[:, :, roots]
+    return torch.einsum("jk,bfkc->bfjc", ancestry(parents).to(X), bones)
+
+
+def on_floor(X: torch.Tensor, feet: list[int]) -> torch.Tensor:
+    """Each frame of X (motions x frames x joints x 3, Z up) moved up or down so that its lowest foot
+    stands on the motion's floor: the median over frames of the lowest foot's height. A person
+    does not float or sink: the views' wish to see a walk away from them as 'up in the image' can
+    no longer be met by lifting the body (measured: floating gone, gliding not; docs/results.md)."""
+    low = X[..., feet, 2].amin(-1)                                   # motions x frames
+    floor = low.median(dim=1, keepdim=True).values
+    lift = torch.zeros_like(X)
+    lift[..., 2] = (floor - low)[..., None]
+    return X + lift
