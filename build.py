@@ -61,7 +61,7 @@ def setup(torch_index: str | None = None) -> None:
     STAMP.write_text(digest)
 
 
-ENGINE_PACKAGES = ("mas_engine", "rigs", "retarget")
+ENGINE_PACKAGES = ("mas_engine", "rigs", "retarget", "mas_app")
 
 
 def build_extension(dist: Path = ROOT / "dist") -> Path:

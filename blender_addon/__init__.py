@@ -1,17 +1,21 @@
 """MAS Generate Motion: a Blender add-on (extension) over the MAS engine.
 
-Modules by role: ``engine`` (the link to the engine, no bpy), ``scene`` (armatures, meshes,
-actions), ``compat`` (Blender version differences), ``api`` (the Python API the operators
-run), ``operators``, ``panels``, ``properties``, ``preferences``.
+Modules by role (see docs/ARCHITECTURE.md). Without bpy: ``dependencies`` (where the engine
+comes from, whether it imports), ``model_list`` (the cached models), ``jobs`` (requests through
+``mas_app.pipeline``, in a thread). With bpy: ``scene_requests`` (scene -> requests), ``scene``
+(armatures, meshes, actions), ``operation`` (building results, rollback), ``batch``,
+``exporters``, ``api`` (the public Python API), ``operators``, ``panels``, ``properties``,
+``preferences``, ``compat`` (Blender version differences).
 """
 from __future__ import annotations
 
 import bpy
 
-from . import engine
+from . import dependencies
 
-# the engine copy inside an installed extension; the user's engine path comes with the preferences
-engine.setup_paths()
+# the engine copy inside an installed extension (or the checkout); the user's engine path and
+# the dependency folder are added at register time, from the preferences
+dependencies.setup_paths()
 
 from . import operators, panels, preferences, properties  # noqa: E402
 
@@ -19,9 +23,12 @@ from . import operators, panels, preferences, properties  # noqa: E402
 def register():
     for c in preferences.classes:
         bpy.utils.register_class(c)
+    preferences.setup_paths()
     properties.register()
     for c in operators.classes + panels.classes:
         bpy.utils.register_class(c)
+    # importing torch takes a second: check the engine just after Blender has started, not while it starts
+    bpy.app.timers.register(lambda: preferences.refresh() and None, first_interval=0.5)
 
 
 def unregister():

@@ -1,6 +1,9 @@
-"""Operators. Each one has a synchronous ``execute`` (scripts, ``blender --background``) and, from
-the UI, an ``invoke`` that computes in a background thread while a timer polls it: Blender
-stays responsive, the panel and status bar show progress, Esc or the panel's Cancel stops it.
+"""Operators: each one checks it can run (``poll``) and hands over to ``api``. The generating ones
+have a synchronous ``execute`` (scripts, ``blender --background``) and, from the UI, an
+``invoke`` that computes in a background thread while a timer polls it: Blender stays
+responsive, the panel and status bar show progress, Esc or the panel's Cancel stops it.
+Only ``MasError`` (a problem the user can fix) becomes a report; anything else is a bug and
+keeps its traceback.
 """
 
 import random
@@ -8,10 +11,32 @@ import random
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from . import api, engine
+from mas_engine.errors import MasError
+from rigs.bonemaps import PRESETS, bones_of, detect_preset, load_bone_map, resolve_preset, save_bone_map
+
+from . import api, dependencies, model_list
+from .jobs import Job
+from .operation import Operation
 from .preferences import preferences, setup_paths
 
 RUNNING: dict = {"job": None, "label": ""}      # the one job in flight, for the panel
+
+
+def _idle(cls, context) -> bool:
+    """poll() of the generating operators: one generation at a time."""
+    if RUNNING["job"] is not None:
+        cls.poll_message_set("a generation is running: wait for it or cancel it")
+        return False
+    return context.scene is not None
+
+
+def fill_bone_map(settings, rig: str, mapping: dict) -> None:
+    """The scene's editable bone map: one row per bone of the built-in ``rig``."""
+    settings.bone_map_rig = rig
+    settings.bone_map.clear()
+    for b in bones_of(rig):
+        item = settings.bone_map.add()
+        item.builtin, item.bone = b, mapping.get(b, "")
 
 
 def _settings_props():
@@ -40,33 +65,29 @@ class _Settings:
         if self.target:
             target = bpy.data.objects.get(self.target)
             if target is None:
-                raise api.MasError(f"no object named {self.target!r} to drive")
+                raise MasError(f"no object named {self.target!r} to drive")
         return dict(model=self.model, seconds=self.seconds, views=self.views, steps=self.steps, device=self.device,
                     in_place=self.in_place, loop=self.loop, target=target, bone_map=self.bone_map,
                     models_folder=preferences(context).models_folder)
 
 
 class _JobOperator:
-    """Runs an ``api.Operation``: inline in execute, in a thread under invoke."""
+    """Runs an ``operation.Operation``: inline in execute, in a thread under invoke."""
 
-    def operation(self, context) -> api.Operation:
+    @classmethod
+    def poll(cls, context):
+        return _idle(cls, context)
+
+    def operation(self, context) -> Operation:
         raise NotImplementedError
 
     def done(self, context, result) -> None:
         pass
 
-    def _prepare(self, context):
-        setup_paths(context)
-        ok, line = engine.engine_status()
-        if not ok:
-            raise api.MasError(line)
-        return self.operation(context)
-
     def execute(self, context):
         try:
-            op = self._prepare(context)
-            result = api.run(op)
-        except Exception as e:        # noqa: BLE001 - shown to the user, the scene is unchanged
+            result = api.run(self.operation(context))
+        except MasError as e:           # the scene is unchanged (the operation rolled back)
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         self.done(context, result)
@@ -75,15 +96,12 @@ class _JobOperator:
     def invoke(self, context, event):
         if bpy.app.background or context.window is None:
             return self.execute(context)
-        if RUNNING["job"] is not None:
-            self.report({"WARNING"}, "a generation is already running: wait for it or cancel it")
-            return {"CANCELLED"}
         try:
-            self._op = self._prepare(context)
-        except Exception as e:        # noqa: BLE001
+            self._op = self.operation(context)
+        except MasError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        self._job = engine.Job(self._op.requests()).start()
+        self._job = Job(self._op.requests()).start()
         self._consumed = 0
         RUNNING.update(job=self._job, label=self.bl_label)
         wm = context.window_manager
@@ -115,11 +133,15 @@ class _JobOperator:
                 area.tag_redraw()
         try:
             state, result = self._advance()
-        except Exception as e:        # noqa: BLE001
+        except MasError as e:
             self._op.abort()
             self._end(context)
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
+        except BaseException:           # a bug: leave the scene and the UI as they were, keep the traceback
+            self._op.abort()
+            self._end(context)
+            raise
         if state == "running":
             return {"RUNNING_MODAL"}
         self._end(context)
@@ -141,6 +163,8 @@ class _JobOperator:
         if job.cancelled:
             self._op.abort()
             return "cancelled", None
+        if job.failure:
+            raise RuntimeError(job.failure)
         while self._consumed < len(job.results):
             self._op.consume(job.results[self._consumed])
             self._consumed += 1
@@ -159,19 +183,13 @@ class MAS_OT_generate_motion(_Settings, _JobOperator, bpy.types.Operator):
     path: StringProperty(name="Root path", default="", description="Name of a curve object the root follows")
 
     def operation(self, context):
-        s = self.common(context)
-        target = s.pop("target")
         path = None
         if self.path:
             path = bpy.data.objects.get(self.path)
             if path is None:
-                raise api.MasError(f"no curve named {self.path!r} for the root path")
-        loc = context.scene.cursor.location[:]
-        wanted = api.scene_constraints(self.model, target, self.start_from_pose, self.use_keyframes, path, loc,
-                                       self.seconds, s["models_folder"])
-        reqs = api.requests_for([self.seed], target=target, **{k: v for k, v in s.items() if k != "bone_map"},
-                                bone_map=s["bone_map"], constraints=wanted)
-        return api.Motions(reqs, target, loc)
+                raise MasError(f"no curve named {self.path!r} for the root path")
+        return api.motion_operation([self.seed], start_from_pose=self.start_from_pose, use_keyframes=self.use_keyframes,
+                                    path=path, **self.common(context))
 
     def done(self, context, made):
         m = made[0]
@@ -197,12 +215,8 @@ class MAS_OT_generate_variants(_Settings, _JobOperator, bpy.types.Operator):
     spacing: FloatProperty(name="Spacing", default=1.5, min=0.0)
 
     def operation(self, context):
-        s = self.common(context)
-        target, bone_map = s.pop("target"), s.pop("bone_map")
-        reqs = api.requests_for(range(self.seed, self.seed + self.count), target=target, bone_map=bone_map, **s)
-        group = f"{api.model_name(self.model)}_seeds{self.seed}-{self.seed + self.count - 1}"
-        arrange = "NLA" if target is not None else self.arrange
-        return api.Motions(reqs, target, context.scene.cursor.location[:], arrange, self.spacing, group)
+        return api.motion_operation(range(self.seed, self.seed + self.count), variants=True, arrange=self.arrange,
+                                    spacing=self.spacing, **self.common(context))
 
     def done(self, context, made):
         self.report({"INFO"}, f"{len(made)} variants: keep one with 'Keep this variant'")
@@ -215,14 +229,18 @@ class MAS_OT_keep_variant(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
     nla_index: IntProperty(name="NLA track", default=-1, description="-1: keep the active character")
 
+    @classmethod
+    def poll(cls, context):
+        if context.active_object is None:
+            cls.poll_message_set("select the variant to keep")
+            return False
+        return True
+
     def execute(self, context):
         obj = context.active_object
-        if obj is None:
-            self.report({"ERROR"}, "select the variant to keep")
-            return {"CANCELLED"}
         try:
             removed = api.keep_variant(obj, None if self.nla_index < 0 else self.nla_index)
-        except Exception as e:        # noqa: BLE001
+        except MasError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         self.report({"INFO"}, f"kept {obj.name}; removed {len(removed)}")
@@ -242,13 +260,11 @@ class MAS_OT_generate_batch(_Settings, _JobOperator, bpy.types.Operator):
 
     def operation(self, context):
         s = self.common(context)
-        target = s.pop("target")
-        s.pop("bone_map")
-        s.pop("models_folder")
-        rows = (api.read_settings_file(self.settings_file) if self.settings_file
-                else [{"seed": self.seed + i} for i in range(self.count)])
+        for unused in ("bone_map", "models_folder"):
+            s.pop(unused)
         formats = [f.strip() for f in self.formats.split(",") if f.strip()]
-        return api.Batch(rows, self.folder, formats, self.overwrite, defaults=s, target=target)
+        return api.batch_operation(self.folder, self.count, self.seed, self.settings_file, None, formats,
+                                   self.overwrite, **s)
 
     def done(self, context, summary):
         n_fail = len(summary["failed"])
@@ -264,9 +280,12 @@ class MAS_OT_cancel(bpy.types.Operator):
     bl_idname = "mas.cancel"
     bl_label = "Cancel"
 
+    @classmethod
+    def poll(cls, context):
+        return RUNNING["job"] is not None
+
     def execute(self, context):
-        if RUNNING["job"] is not None:
-            RUNNING["job"].cancel()
+        RUNNING["job"].cancel()
         return {"FINISHED"}
 
 
@@ -275,6 +294,10 @@ class MAS_OT_random_seed(bpy.types.Operator):
     bl_idname = "mas.random_seed"
     bl_label = "Random Seed"
     bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None
 
     def execute(self, context):
         context.scene.mas.seed = random.randrange(0, 100000)
@@ -288,15 +311,17 @@ class MAS_OT_bone_map_preset(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
     preset: StringProperty(name="Preset", default="auto", description="auto: the preset that maps the most bones")
 
-    def execute(self, context):
-        from rigs.bonemaps import HORSE_BONES, HUMAN_BONES, PRESETS, detect_preset, resolve_preset
-
-        s = context.scene.mas
+    @classmethod
+    def poll(cls, context):
         obj = context.active_object
         if obj is None or obj.type != "ARMATURE":
-            self.report({"ERROR"}, "select an armature to map")
-            return {"CANCELLED"}
-        names = [b.name for b in obj.data.bones]
+            cls.poll_message_set("select an armature to map")
+            return False
+        return True
+
+    def execute(self, context):
+        s = context.scene.mas
+        names = [b.name for b in context.active_object.data.bones]
         rig = s.bone_map_rig
         if self.preset == "auto":
             name, m = detect_preset(rig, names)
@@ -305,10 +330,7 @@ class MAS_OT_bone_map_preset(bpy.types.Operator):
         else:
             self.report({"ERROR"}, f"unknown preset {self.preset}")
             return {"CANCELLED"}
-        s.bone_map.clear()
-        for b in (HUMAN_BONES if rig == "human" else HORSE_BONES):
-            item = s.bone_map.add()
-            item.builtin, item.bone = b, m.get(b, "")
+        fill_bone_map(s, rig, m)
         self.report({"INFO"}, f"preset {name}: {len(m)} bones mapped")
         return {"FINISHED"}
 
@@ -319,9 +341,11 @@ class MAS_OT_bone_map_save(bpy.types.Operator):
     bl_label = "Save Bone Map"
     filepath: StringProperty(subtype="FILE_PATH", default="bone_map.json")
 
-    def execute(self, context):
-        from rigs.bonemaps import save_bone_map
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and len(context.scene.mas.bone_map) > 0
 
+    def execute(self, context):
         s = context.scene.mas
         path = save_bone_map(bpy.path.abspath(self.filepath), s.bone_map_rig, {p.builtin: p.bone for p in s.bone_map if p.bone})
         self.report({"INFO"}, f"saved {path}")
@@ -339,20 +363,17 @@ class MAS_OT_bone_map_load(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
     filepath: StringProperty(subtype="FILE_PATH")
 
-    def execute(self, context):
-        from rigs.bonemaps import HORSE_BONES, HUMAN_BONES, load_bone_map
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None
 
+    def execute(self, context):
         try:
             rig, m = load_bone_map(bpy.path.abspath(self.filepath))
         except ValueError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        s = context.scene.mas
-        s.bone_map_rig = rig
-        s.bone_map.clear()
-        for b in (HUMAN_BONES if rig == "human" else HORSE_BONES):
-            item = s.bone_map.add()
-            item.builtin, item.bone = b, m.get(b, "")
+        fill_bone_map(context.scene.mas, rig, m)
         return {"FINISHED"}
 
     def invoke(self, context, event):
@@ -360,5 +381,18 @@ class MAS_OT_bone_map_load(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
 
-classes = (MAS_OT_generate_motion, MAS_OT_generate_variants, MAS_OT_keep_variant, MAS_OT_generate_batch,
+class MAS_OT_refresh(bpy.types.Operator):
+    """Look for the engine and the models again (after installing dependencies or adding checkpoints)"""
+    bl_idname = "mas.refresh"
+    bl_label = "Refresh"
+
+    def execute(self, context):
+        setup_paths(context)
+        ok, line = dependencies.refresh()
+        n = len(model_list.refresh(preferences(context).models_folder))
+        self.report({"INFO"} if ok else {"WARNING"}, f"{line}; {n} model(s)")
+        return {"FINISHED"}
+
+
+classes = (MAS_OT_refresh, MAS_OT_generate_motion, MAS_OT_generate_variants, MAS_OT_keep_variant, MAS_OT_generate_batch,
            MAS_OT_cancel, MAS_OT_random_seed, MAS_OT_bone_map_preset, MAS_OT_bone_map_save, MAS_OT_bone_map_load)

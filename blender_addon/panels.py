@@ -1,10 +1,11 @@
-"""The "Generate Motion" tab in the 3D viewport's sidebar (N panel)."""
+"""The "Generate Motion" tab in the 3D viewport's sidebar (N panel). ``draw`` only reads: the
+engine's status and the model list are cached (``dependencies``, ``model_list``)."""
 
 import bpy
 
-from . import engine
+from . import dependencies, model_list
 from .operators import RUNNING
-from .preferences import preferences, setup_paths
+from .preferences import preferences
 
 
 def _copy_settings(op, context):
@@ -30,17 +31,22 @@ class MAS_PT_generate(_Sidebar, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         s = context.scene.mas
-        setup_paths(context)
-        ok, line = engine.engine_status()
-        info = engine.list_models(preferences(context).models_folder).get(s.model)
+        ok, line = dependencies.status()
+        info = model_list.models(preferences(context).models_folder).get(s.model)
         col = layout.column(align=True)
-        col.prop(s, "model")
-        if info:
-            col.label(text=f"{info['layout']}, {info['size_mb']:.1f} MB; {line if ok else 'engine missing'}",
-                      icon="CHECKMARK" if ok else "ERROR")
-        else:
+        row = col.row(align=True)
+        row.prop(s, "model")
+        row.operator("mas.refresh", text="", icon="FILE_REFRESH")
+        if info is None:
             col.label(text="no model found (see the preferences' models folder)", icon="ERROR")
-        if not ok:
+        elif info.problem:
+            col.label(text=f"cannot be used: {info.problem}"[:90], icon="ERROR")
+        else:
+            col.label(text=f"{info.layout}, {info.size_mb:.1f} MB; {line if ok else 'engine missing'}",
+                      icon="CHECKMARK" if ok else "ERROR")
+            if info.note:
+                col.label(text=info.note[:90], icon="INFO")
+        if ok is False:
             box = layout.box()
             box.label(text=line[:80], icon="ERROR")
             box.label(text="Edit > Preferences > Add-ons > MAS: Install dependencies")
@@ -90,7 +96,7 @@ class MAS_PT_generate(_Sidebar, bpy.types.Panel):
             box.operator("mas.cancel", icon="CANCEL")
             return
         col = layout.column()
-        col.enabled = ok and info is not None
+        col.enabled = ok is not False and info is not None and info.usable
         col.scale_y = 1.5
         op = col.operator("mas.generate_motion", icon="ARMATURE_DATA")
         _copy_settings(op, context)

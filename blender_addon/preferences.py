@@ -7,7 +7,7 @@ import threading
 import bpy
 from bpy.props import BoolProperty, StringProperty
 
-from . import engine
+from . import dependencies, model_list
 
 ADDON_ID = __package__
 
@@ -33,8 +33,20 @@ def deps_folder() -> str:
 
 
 def setup_paths(context=None) -> None:
+    """sys.path for the engine: at register time, and when the engine path changes."""
     prefs = preferences(context)
-    engine.setup_paths(bpy.path.abspath(prefs.engine_path) if prefs.engine_path else "", deps_folder())
+    dependencies.setup_paths(bpy.path.abspath(prefs.engine_path) if prefs.engine_path else "", deps_folder())
+
+
+def refresh(context=None) -> None:
+    """Look for the engine and the models again (cached for the panels)."""
+    setup_paths(context)
+    dependencies.refresh()
+    model_list.refresh(preferences(context).models_folder)
+
+
+def _on_change(self, context):
+    refresh(context)
 
 
 _INSTALL = {"running": False, "log": "", "ok": None}
@@ -55,13 +67,14 @@ class MAS_OT_install_dependencies(bpy.types.Operator):
         if _INSTALL["running"]:
             self.report({"WARNING"}, "already installing")
             return {"CANCELLED"}
-        cmd = engine.install_command(deps_folder(), self.cpu_only)
+        cmd = dependencies.install_command(deps_folder(), self.cpu_only)
 
         def work():
             _INSTALL.update(running=True, log="installing...", ok=None)
             r = subprocess.run(cmd, capture_output=True, text=True)
             lines = (r.stdout + r.stderr).strip().splitlines()
             _INSTALL.update(running=False, ok=r.returncode == 0, log=lines[-1] if lines else f"exit {r.returncode}")
+            dependencies.refresh()      # no bpy: safe in this thread
         threading.Thread(target=work, daemon=True).start()
         self.report({"INFO"}, f"installing into {deps_folder()} (see the preferences for the result)")
         return {"FINISHED"}
@@ -70,9 +83,9 @@ class MAS_OT_install_dependencies(bpy.types.Operator):
 class MAS_AddonPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
-    models_folder: StringProperty(name="Models folder", subtype="DIR_PATH",
+    models_folder: StringProperty(name="Models folder", subtype="DIR_PATH", update=_on_change,
                                   description="Your checkpoints (NAME.safetensors + NAME.json from 'mas train')")
-    engine_path: StringProperty(name="Engine path", subtype="DIR_PATH",
+    engine_path: StringProperty(name="Engine path", subtype="DIR_PATH", update=_on_change,
                                 description="A site-packages folder of a Python 3.11 environment with torch (and "
                                             "optionally the MAS packages); instead of installing dependencies")
 
@@ -80,10 +93,11 @@ class MAS_AddonPreferences(bpy.types.AddonPreferences):
         layout = self.layout
         layout.prop(self, "models_folder")
         box = layout.box()
-        box.label(text="Engine")
-        setup_paths(context)
-        ok, line = engine.engine_status()
-        box.label(text=line, icon="CHECKMARK" if ok else "ERROR")
+        row = box.row()
+        row.label(text="Engine")
+        row.operator("mas.refresh", icon="FILE_REFRESH")
+        ok, line = dependencies.status()
+        box.label(text=line, icon="CHECKMARK" if ok else "INFO" if ok is None else "ERROR")
         row = box.row()
         row.enabled = not _INSTALL["running"]
         row.operator(MAS_OT_install_dependencies.bl_idname, icon="IMPORT")

@@ -4,26 +4,32 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
                        StringProperty)
 
-from . import engine
+from rigs.bonemaps import PRESETS
+
+from . import model_list
 from .preferences import preferences
 
 _MODEL_ITEMS: list = []      # Blender needs the enum item strings kept alive
 
 
 def model_items(self, context):
-    """Shipped models, then checkpoints in the preferences' models folder."""
+    """Shipped models (``human`` first: the default), then checkpoints in the preferences' models
+    folder; one that cannot be used says why. Read from the cached list (``model_list``)."""
     _MODEL_ITEMS.clear()
-    for key, info in engine.list_models(preferences(context).models_folder).items():
-        label = key if info["shipped"] else f"{bpy.path.basename(key)} (yours)"
-        _MODEL_ITEMS.append((key, label, f"{info['layout']} keypoints, {info['size_mb']:.1f} MB: {key}"))
+    found = model_list.models(preferences(context).models_folder)
+    for key in sorted(found, key=lambda k: (not found[k].shipped, k != "human", k)):
+        info = found[key]
+        label = key if info.shipped else f"{bpy.path.basename(key)} (yours)"
+        if info.problem:
+            _MODEL_ITEMS.append((key, f"{label} (cannot be used)", f"{key}: {info.problem}"))
+        else:
+            _MODEL_ITEMS.append((key, label, f"{info.layout} keypoints, {info.size_mb:.1f} MB: {key}. {info.note}"))
     if not _MODEL_ITEMS:
         _MODEL_ITEMS.append(("", "no model found", "no shipped model and no checkpoint in the models folder"))
     return _MODEL_ITEMS
 
 
 def preset_items(self, context):
-    from rigs.bonemaps import PRESETS
-
     return [(name, name.capitalize() if name != "smpl" else "SMPL / SMPL-X", "") for name in PRESETS.get(self.bone_map_rig, {})]
 
 

@@ -1,18 +1,16 @@
-"""Generate motions and write them as files (what ``mas generate`` runs)."""
+"""Generate motions and write them as files (what ``mas generate`` runs), through ``pipeline``."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from mas_engine import constraints, validate
+from mas_engine import validate
 from mas_engine.atomic import FileExists
-from mas_engine.checkpoint import load_checkpoint
-from mas_engine.device import pick_device
-from mas_engine.motion_io import load_motion, save_motion
-from mas_engine.sampler import MasSettings, check_request, sample_mas
+from mas_engine.motion_io import Motion, save_motion
+from mas_engine.sampler import MasSettings
+from retarget.api import check_rig, write_track
+
+from . import pipeline
 
 FORMATS = ("npz", "bvh", "both")
 
@@ -41,31 +39,15 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     from tqdm import tqdm
 
     all_seeds = validate.seeds(seed, num)
-    seconds = validate.number("--seconds", seconds, 1e-3, 3600.0)
+    validate.number("--seconds", seconds, 1e-3, 3600.0)
     if formats not in FORMATS:
         raise validate.MasError(f"unknown format {formats!r}; use {', '.join(FORMATS)}")
-    dev = pick_device(device)
-    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
-        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    loaded = load_checkpoint(model, device=dev)
-    frames = int(round(seconds * loaded.fps))
-    if loop and loaded.config.frames_per_token > 1:
-        frames += frames % 2        # the band-stop needs an even loop (remove_alternation)
     settings = MasSettings(views=views, steps=steps, noise_3d=noise_3d, rigid_bones=rigid_bones, batch_size=batch_size,
                            elevation_deg=elevation_deg, distance_m=distance_m, loop=loop, floor=floor)
-    before = None
-    if continue_from is not None:
-        if start_from is not None:
-            raise validate.MasError("give --start-from or --continue, not both")
-        before, start_from = _motion(continue_from), continue_from
-        frames += constraints.START_FRAMES
-    check_request(loaded, frames, settings)
-    wanted = build_constraints(loaded, frames, start_from, end_at, keys, path)
-    if wanted is not None and loop and (start_from is not None or end_at is not None):
-        raise validate.MasError("a loop has no start or end: --loop goes with --keys or --path, not --start-from, "
-                                "--continue or --end-at")
+    plan = pipeline.prepare(model, seconds, settings, device, start_from=start_from, continue_from=continue_from,
+                            end_at=end_at, keys=keys, path=path)
+    loaded, frames = plan.loaded, plan.frames
     if formats != "npz":
-        from retarget.api import check_rig
         check_rig(rig, loaded.layout)
     # under torchrun every process takes every WORLD_SIZE-th seed: one folder, no seed twice or missing
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
@@ -86,90 +68,33 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
 
     def write(batch_seeds, batch_joints):
         for s, joints in zip(batch_seeds, batch_joints):
-            if before is not None:      # the motion continued, then the new part after its last frames
-                joints = np.concatenate([np.asarray(before["joints"], np.float32)[:-constraints.START_FRAMES], joints])
-            paths.extend(write_motion(stem(s), joints, loaded, s, settings, formats, rig, preview, overwrite))
+            paths.extend(write_motion(stem(s), pipeline.motion_of(plan, joints, s), formats, rig, preview, overwrite))
 
-    with tqdm(total=1, desc=f"MAS {len(seeds)} x {seconds:g} s on {dev}", unit="step", disable=rank > 0) as bar:
+    with tqdm(total=1, desc=f"MAS {len(seeds)} x {frames / loaded.fps:g} s on {plan.device}", unit="step",
+              disable=rank > 0) as bar:
         def progress(done, total):
             bar.total = total
             bar.update(done - bar.n)    # update() honours tqdm's refresh interval
-        bs = settings.batch_size or (256 if dev.type == "cuda" else 8)
-        elapsed = 0.0
-        for i in range(0, len(seeds), bs):  # one batch at a time: memory stays bounded whatever num is
-            chunk = seeds[i:i + bs]
-            res = sample_mas(loaded, chunk, frames, settings, dev, on_batch=write, cancel=cancel, constraints=wanted,
-                             progress=lambda d, n, i=i: progress(i // bs * n + d, -(-len(seeds) // bs) * n))
-            elapsed += res.stats["seconds"]
+        stats = pipeline.sample(plan, seeds, write, progress, cancel)
     log(f"{'' if world == 1 else f'rank {rank}: '}wrote {len(paths)} file(s) for {len(seeds)} motion(s) of {frames} frames "
-        f"({frames / loaded.fps:g} s at {loaded.fps:g} fps) to {out}/ in {elapsed:.1f} s")
+        f"({frames / loaded.fps:g} s at {loaded.fps:g} fps) to {out}/ in {stats['seconds']:.1f} s")
     return paths
 
 
-def _motion(m) -> dict:
-    """A motion or pose: a dict as load_motion gives it, or a .npz file (a pose may have one frame)."""
-    if isinstance(m, dict):
-        return m
-    if Path(str(m)).suffix.lower() != ".npz":
-        raise validate.MasError(f"{m}: give a motion or pose file (.npz, as 'mas generate' writes)")
-    return load_motion(m, min_frames=1)
-
-
-def build_constraints(loaded, frames: int, start_from=None, end_at=None, keys=None, path=None):
-    """The constraints a request asks for (None: none), checked against the model's skeleton."""
-    layout, fps = loaded.layout, loaded.fps
-    parts = []
-    if start_from is not None:
-        parts.append(constraints.start_from(_motion(start_from), frames, layout, fps))
-    if end_at is not None:
-        parts.append(constraints.end_at(_motion(end_at), frames, layout, fps))
-    if keys is not None:
-        k = keys if isinstance(keys, dict) else _keys_file(keys)
-        parts.append(constraints.keyframes(k, frames, layout, fps))
-    if path is not None:
-        pts = constraints.parse_path(path) if isinstance(path, str) else np.asarray(path, np.float64)
-        parts.append(constraints.root_path(pts, frames, layout, fps))
-    if not parts:
-        return None
-    out = parts[0]
-    for c in parts[1:]:
-        out = out.merge(c)
-    return out
-
-
-def _keys_file(path) -> dict:
-    """A keyframe file: the motion format with NaN where free (load_motion would refuse the NaN)."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            d = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise validate.MasError(f"--keys {path}: not a readable .npz ({e})") from None
-    for key in ("joints", "joint_names"):
-        if key not in d:
-            raise validate.MasError(f"--keys {path}: no '{key}' (a keyframe file is the motion format with NaN where free)")
-    if np.asarray(d["joints"]).dtype.kind not in "fiu":
-        raise validate.MasError(f"--keys {path}: joints must be numbers")
-    return d
-
-
-def write_motion(stem: Path, joints, loaded, seed: int, settings: MasSettings, formats: str, rig: str,
-                 preview: bool, overwrite: bool) -> list[Path]:
+def write_motion(stem: Path, motion: Motion, formats: str, rig: str, preview: bool, overwrite: bool) -> list[Path]:
     """One generated motion's files (``stem``.npz / .bvh / .gif), each written atomically."""
-    meta = dict(model=loaded.name, seed=seed, views=settings.views,
-                steps=settings.steps or loaded.config.diffusion_steps, noise_3d=settings.noise_3d, loop=settings.loop)
     written = []
     try:
         if formats in ("npz", "both"):
-            written.append(save_motion(stem.with_suffix(".npz"), joints, loaded.fps, loaded.layout,
-                                       overwrite=overwrite, **meta))
+            written.append(save_motion(stem.with_suffix(".npz"), motion.joints, motion.fps, motion.layout,
+                                       overwrite=overwrite, **motion.meta))
         if formats in ("bvh", "both"):
-            from retarget.api import retarget, write_track
-            motion = dict(meta, joints=joints, fps=loaded.fps, joint_names=loaded.layout.joints, layout=loaded.layout.name)
-            track, _ = retarget(motion, rig=rig)
+            track, _ = pipeline.rig_motion(motion, rig)
             written.append(write_track(stem.with_suffix(".bvh"), track, overwrite=overwrite))
         if preview:
             from mas_engine.viz import write_animation
-            written.append(write_animation(stem.with_suffix(".gif"), joints, loaded.layout, loaded.fps, overwrite=overwrite))
+            written.append(write_animation(stem.with_suffix(".gif"), motion.joints, motion.layout, motion.fps,
+                                           overwrite=overwrite))
     except FileExists:          # another process wrote it meanwhile: theirs stays
         pass
     return written

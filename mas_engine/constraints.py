@@ -114,6 +114,18 @@ def keyframes(keys: dict, frames: int, layout: KeypointLayout, fps: float) -> Co
     return c
 
 
+def keys_from_poses(poses: dict, poses_fps: float, frames: int, layout: KeypointLayout, fps: float) -> dict:
+    """Poses at given frames ({frame counted at ``poses_fps`` from the motion's start: joints x 3,
+    metres, NaN where free}, e.g. an animator's keyframes at the scene's rate) -> keys in the motion
+    format at the model's ``fps`` (``keyframes`` takes them). Poses beyond the motion are dropped."""
+    keys = np.full((frames, layout.num_joints, 3), np.nan)
+    for f, pose in poses.items():
+        k = int(round(int(f) * fps / poses_fps))
+        if 0 <= k < frames:
+            keys[k] = pose
+    return {"joints": keys, "joint_names": np.array(layout.joints)}
+
+
 def root_path(waypoints: np.ndarray, frames: int, layout: KeypointLayout, fps: float) -> Constraints:
     """The root follows a path on the floor: ``waypoints`` (K x 2, metres) walked at constant speed
     over the motion (K = frames: one point per frame). Only the root's X and Y are fixed."""

@@ -174,7 +174,7 @@ def _check_frames(loaded: LoadedModel, frames: int, windowed: bool = False) -> N
     limit = int(MAX_SECONDS * loaded.fps) if windowed else loaded.config.max_frames
     if frames > limit:
         raise MasError(f"{frames} frames is longer than model {loaded.name!r} can make "
-                       f"({limit} frames = {limit / loaded.fps:g} s)")
+                       f"({limit} frames = {limit / loaded.fps:g} s): ask for at most {limit / loaded.fps:g} s")
 
 
 def mas_cameras(loaded: LoadedModel, settings: MasSettings, device, frames: int | None = None) -> Cameras:

@@ -51,22 +51,22 @@ def seeds(seed, num) -> list[int]:
     return list(range(seed, seed + num))
 
 
-def output_folder(out, bytes_needed: int = 0) -> Path:
+def output_folder(out, bytes_needed: int = 0, option: str = "--out") -> Path:
     """Make sure ``out`` is (or can be made) a folder we can write ``bytes_needed`` into, before the work.
 
     Names the folder and the cause: a file in the way, no permission, a read-only or full disk."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise MasError(f"output folder {out} is a file; give a folder (--out)")
+        raise MasError(f"output folder {out} is a file; give a folder ({option})")
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".mas-probe.", dir=out)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise MasError(f"cannot write into output folder {out}: {e.strerror or e}; choose another --out") from None
+        raise MasError(f"cannot write into output folder {out}: {e.strerror or e}; choose another {option}") from None
     free = shutil.disk_usage(out).free
     if bytes_needed > free:
         raise MasError(f"output folder {out} has {free / 1e6:.0f} MB free, and this needs about "
-                       f"{bytes_needed / 1e6:.0f} MB; free some space or choose another --out")
+                       f"{bytes_needed / 1e6:.0f} MB; free some space or choose another {option}")
     return out

@@ -98,6 +98,11 @@ def detect_preset(rig: str, bone_names) -> tuple[str, dict[str, str]]:
     return name, resolve_preset(PRESETS[rig][name], bone_names)
 
 
+def bones_of(rig: str) -> list[str]:
+    """The bones of a built-in rig ("human" or "horse"), in order."""
+    return list(HUMAN_BONES if rig == "human" else HORSE_BONES)
+
+
 def missing_bones(rig: str, bone_map: dict[str, str]) -> list[str]:
     """Required built-in bones the map leaves out."""
     required = HUMAN_REQUIRED if rig == "human" else HORSE_REQUIRED

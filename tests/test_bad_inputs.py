@@ -448,19 +448,22 @@ def test_export_writes_inside_its_folder_and_keeps_an_existing_model(world, tmp_
 
 
 def test_floors_only_point_down():
-    """rigs < mas_engine < retarget < mas_app, blender_addon: no package imports one above it (imports
-    inside functions included), and only blender_addon imports bpy."""
+    """rigs < mas_engine < retarget < mas_app < blender_addon (docs/ARCHITECTURE.md): no package imports
+    one above it (imports inside functions included), only blender_addon imports bpy, and its
+    Blender-free modules do not."""
     import ast
 
-    above = {"rigs": {"mas_engine", "retarget", "mas_app", "blender_addon", "bpy"},
-             "mas_engine": {"retarget", "mas_app", "blender_addon", "bpy"},
-             "retarget": {"mas_app", "blender_addon", "bpy"},
-             "mas_app": {"blender_addon", "bpy"}}
+    floors = ["rigs", "mas_engine", "retarget", "mas_app", "blender_addon"]
+    banned = {pkg: set(floors[i + 1:]) | {"bpy", "mathutils"} for i, pkg in enumerate(floors)}
+    banned["blender_addon"] = set()
+    for free in ("dependencies", "model_list", "jobs"):
+        banned[f"blender_addon/{free}.py"] = {"bpy", "mathutils"}
     wrong = []
-    for pkg, banned in above.items():
-        for f in (ROOT / pkg).rglob("*.py"):
+    for where, names_banned in banned.items():
+        files = [ROOT / where] if where.endswith(".py") else (ROOT / where).rglob("*.py")
+        for f in files:
             for node in ast.walk(ast.parse(f.read_text())):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                     [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
-                wrong += [f"{f.relative_to(ROOT)} imports {n}" for n in names if n.split(".")[0] in banned]
+                wrong += [f"{f.relative_to(ROOT)} imports {n}" for n in names if n.split(".")[0] in names_banned]
     assert not wrong, wrong

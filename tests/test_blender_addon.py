@@ -13,7 +13,9 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
-from blender_addon import api, engine, scene  # noqa: E402
+from blender_addon import api, dependencies, jobs, model_list, scene  # noqa: E402
+from blender_addon.operation import Motions  # noqa: E402
+from blender_addon.scene_requests import requests_for  # noqa: E402
 from mas_engine.checkpoint import shipped_models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -385,15 +387,15 @@ def test_save_reload_and_play(fresh, tmp_path):
 
 
 def test_job_runs_in_a_thread_and_cancels():
-    reqs = [engine.Request(seed=s, seconds=2.0, steps=50, fps=30.0) for s in range(4)]
-    job = engine.Job(reqs).start()
+    reqs = [jobs.Request(seed=s, seconds=2.0, steps=50, fps=30.0) for s in range(4)]
+    job = jobs.Job(reqs).start()
     job.thread.join(60)
     assert job.done and [r.ok for r in job.results] == [True] * 4 and job.progress == 1.0
-    job = engine.Job([engine.Request(seed=s, seconds=4.0, fps=30.0) for s in range(16)]).start()
+    job = jobs.Job([jobs.Request(seed=s, seconds=4.0, fps=30.0) for s in range(16)]).start()
     job.cancel()
     job.thread.join(60)
     assert job.done and job.message == "cancelled" and not job.results
-    job = engine.Job([engine.Request(model="dragon"), engine.Request(seed=1, **FAST)]).run()
+    job = jobs.Job([jobs.Request(model="dragon"), jobs.Request(seed=1, **FAST)]).run()
     assert not job.results[0].ok and "dragon" in job.results[0].error and job.results[1].ok
 
 
@@ -441,13 +443,13 @@ def poll_until_done(state_holder, cancel_after: int | None = None):
 def test_ui_path_builds_after_the_thread_and_cancel_changes_nothing(fresh):
     from types import SimpleNamespace
 
-    reqs = api.requests_for([1], **FAST) + api.requests_for([2], seconds=1.0, steps=10)
-    run = SimpleNamespace(_op=api.Motions(reqs, group="g"), _job=engine.Job(reqs).start(), _consumed=0)
+    reqs = requests_for([1], **FAST) + requests_for([2], seconds=1.0, steps=10)
+    run = SimpleNamespace(_op=Motions(reqs, group="g"), _job=jobs.Job(reqs).start(), _consumed=0)
     state, made = poll_until_done(run)
     assert state == "finished" and [m["objects"][0].name for m in made] == ["human_seed1", "human_seed2"]
     before = (sorted(o.name for o in bpy.data.objects), sorted(a.name for a in bpy.data.actions))
-    reqs = api.requests_for([3], **FAST) + api.requests_for([4], seconds=4.0, steps=100)
-    run = SimpleNamespace(_op=api.Motions(reqs), _job=engine.Job(reqs).start(), _consumed=0)
+    reqs = requests_for([3], **FAST) + requests_for([4], seconds=4.0, steps=100)
+    run = SimpleNamespace(_op=Motions(reqs), _job=jobs.Job(reqs).start(), _consumed=0)
     state, _ = poll_until_done(run, cancel_after=2)
     assert state == "cancelled" and run._consumed == 0
     assert (sorted(o.name for o in bpy.data.objects), sorted(a.name for a in bpy.data.actions)) == before
@@ -457,10 +459,10 @@ def test_dependencies_install_honours_online_access(fresh):
     assert not bpy.app.online_access
     with pytest.raises(RuntimeError, match="Online access is off"):
         bpy.ops.mas.install_dependencies()
-    cmd = engine.install_command("/tmp/deps")
+    cmd = dependencies.install_command("/tmp/deps")
     assert cmd[:3] == [sys.executable, "-m", "pip"] and "--target" in cmd
     pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().split() if "==" in line)
-    assert all(pins[d.split("==")[0]] == d.split("==")[1] for d in engine.DEPENDENCIES)   # the same pins
+    assert all(pins[d.split("==")[0]] == d.split("==")[1] for d in dependencies.DEPENDENCIES)   # the same pins
 
 
 def test_a_gpu_that_is_not_there(fresh):
@@ -489,8 +491,8 @@ def test_a_users_checkpoint_makes_its_character(fresh, tmp_path, layout_name, bo
     cfg = ModelConfig(num_joints=layout.num_joints, max_frames=64, width=32, layers=1, heads=2, ff_width=64,
                       diffusion_steps=10)
     save_checkpoint(tmp_path / "mine", MotionDenoiser(cfg), tiny_card(layout=layout, scale=0.3))
-    info = engine.list_models(str(tmp_path))[str(tmp_path / "mine")]
-    assert info["layout"] == layout_name and not info["shipped"]
+    info = model_list.refresh(str(tmp_path))[str(tmp_path / "mine")]
+    assert info.layout == layout_name and not info.shipped and info.usable
     made = api.generate_motion(model=str(tmp_path / "mine"), seed=0, seconds=1.0)
     rig = made["objects"][0]
     assert rig.name == "mine_seed0" and bone in rig.data.bones

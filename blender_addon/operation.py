@@ -1,0 +1,143 @@
+"""The scene half of a generation. An ``Operation`` says what to compute (``requests()``), builds
+or writes each finished motion (``consume(result)``), closes (``finish()``), and on a failure or
+a cancel removes everything it made (``abort()``), so the scene is left as it was.
+"""
+from __future__ import annotations
+
+import bpy
+
+from mas_engine.errors import MasError
+
+from . import compat, scene
+from .jobs import Job, Request
+from .scene_requests import model_name
+
+
+def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, collection=None) -> dict:
+    """Put one finished motion in the scene: a new built-in character at ``location`` (armature and
+    body), or a new action on ``target``. Returns {"objects", "action", "created"}; on an error
+    nothing it made is left."""
+    req, track = result.request, result.track
+    sc = bpy.context.scene
+    frame_start = sc.frame_start if frame_start is None else frame_start
+    name = f"{model_name(req.model)}_seed{req.seed}"
+    created, previous = [], None
+    try:
+        if target is not None:
+            previous = target.animation_data.action if target.animation_data else None
+            obj, objects = target, [target]
+        else:
+            obj = scene.build_armature(track.armature, name, location, collection)
+            created.append(obj)
+            body = scene.build_body(track.armature, obj, name + "_body")
+            created.append(body)
+            objects = [obj, body]
+            obj["mas_model"], obj["mas_seed"] = model_name(req.model), req.seed
+        action = scene.apply_track(obj, track, name, frame_start)
+        created.append(action)
+        scene.remember_markers(obj, track.armature)
+        if req.loop:
+            scene.make_cyclic(action, obj)
+        if "ball" in track.props:
+            ball, ball_action = scene.build_ball(obj, track, name + "_ball", frame_start)
+            created += [ball, ball_action]
+            objects = objects + [ball]
+    except Exception:
+        scene.remove(created)
+        if target is not None and target.animation_data is not None:
+            target.animation_data.action = previous
+        raise
+    end = frame_start + len(track.root) - 1 - (1 if req.loop else 0)      # a loop's last key is its first pose
+    if sc.frame_end < end:
+        sc.frame_end = end
+    return {"objects": objects, "action": action, "created": created, "report": result.report, "track": track}
+
+
+class Operation:
+    """The scene half of a generation: see the module's docstring."""
+
+    def __init__(self):
+        self.created: list = []
+        self.errors: list[str] = []
+
+    def requests(self) -> list[Request]:
+        raise NotImplementedError
+
+    def consume(self, result) -> None:
+        raise NotImplementedError
+
+    def finish(self):
+        return None
+
+    def abort(self) -> None:
+        scene.remove(reversed(self.created))
+        self.created = []
+
+
+class Motions(Operation):
+    """One motion per seed, as characters at ``location`` (side by side) or as NLA strips on one
+    character, or as actions on ``target``. All or nothing: any failure removes every motion."""
+
+    def __init__(self, reqs, target=None, location=(0.0, 0.0, 0.0), arrange="SIDE_BY_SIDE", spacing=1.5, group=""):
+        super().__init__()
+        self.reqs, self.target, self.location = reqs, target, tuple(location)
+        self.arrange, self.spacing, self.group = arrange, spacing, group
+        self.made: list[dict] = []
+        self.previous_action = target.animation_data.action if target is not None and target.animation_data else None
+
+    def requests(self):
+        return self.reqs
+
+    def consume(self, result):
+        if not result.ok:
+            self.errors.append(f"seed {result.request.seed}: {result.error}")
+            return
+        i = len(self.made)
+        if self.arrange == "NLA" and self.made:
+            holder = self.target or self.made[0]["objects"][0]
+            action = scene.apply_track(holder, result.track, f"{model_name(result.request.model)}_seed{result.request.seed}",
+                                       bpy.context.scene.frame_start)
+            self.created.append(action)
+            made = {"objects": [holder], "action": action, "report": result.report, "track": result.track}
+        else:
+            x, y, z = self.location
+            made = realize(result, self.target, (x + i * self.spacing, y, z))
+            self.created += made["created"]
+        if self.group:
+            for o in made["objects"]:
+                if self.target is None:
+                    o["mas_group"] = self.group
+                    o["mas_variant"] = i
+        self.made.append(made)
+
+    def finish(self):
+        if self.errors:
+            self.abort()
+            raise MasError("; ".join(self.errors))
+        if self.arrange == "NLA" and len(self.made) > 1:
+            holder = self.made[0]["objects"][0]
+            for i, m in enumerate(self.made):
+                compat.push_to_nla(holder, m["action"], m["action"].name, bpy.context.scene.frame_start, mute=i > 0)
+                m["action"].use_fake_user = True
+            holder.animation_data.action = None
+        return self.made
+
+    def abort(self):
+        super().abort()
+        if self.target is not None and self.target.animation_data is not None:
+            self.target.animation_data.action = self.previous_action
+
+
+def run(op: Operation, job: Job | None = None):
+    """Compute ``op``'s requests inline and build the results: the synchronous path."""
+    job = job or Job(op.requests())
+    job.run()
+    if job.failure:
+        raise RuntimeError(job.failure)
+    try:
+        for r in job.results:
+            op.consume(r)
+    except Exception:
+        op.abort()
+        raise
+    return op.finish()
