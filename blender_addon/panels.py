@@ -29,27 +29,8 @@ class MAS_PT_generate(_Sidebar, bpy.types.Panel):
     bl_idname = "MAS_PT_generate"
 
     def draw(self, context):
-        layout = self.layout
-        s = context.scene.mas
-        ok, line = dependencies.status()
-        info = model_list.models(preferences(context).models_folder).get(s.model)
-        col = layout.column(align=True)
-        row = col.row(align=True)
-        row.prop(s, "model")
-        row.operator("mas.refresh", text="", icon="FILE_REFRESH")
-        if info is None:
-            col.label(text="no model found (see the preferences' models folder)", icon="ERROR")
-        elif info.problem:
-            col.label(text=f"cannot be used: {info.problem}"[:90], icon="ERROR")
-        else:
-            col.label(text=f"{info.layout}, {info.size_mb:.1f} MB; {line if ok else 'engine missing'}",
-                      icon="CHECKMARK" if ok else "ERROR")
-            if info.note:
-                col.label(text=info.note[:90], icon="INFO")
-        if ok is False:
-            box = layout.box()
-            box.label(text=line[:80], icon="ERROR")
-            box.label(text="Edit > Preferences > Add-ons > MAS: Install dependencies")
+        layout, s = self.layout, context.scene.mas
+        ok = _draw_model(layout, context)
         col = layout.column(align=True)
         col.prop(s, "seconds")
         fps = context.scene.render.fps / context.scene.render.fps_base
@@ -57,37 +38,11 @@ class MAS_PT_generate(_Sidebar, bpy.types.Panel):
         row = col.row(align=True)
         row.prop(s, "seed")
         row.operator("mas.random_seed", text="", icon="FILE_REFRESH")
-        col.prop(s, "views")
-        col.prop(s, "steps")
-        col.prop(s, "device")
-        col.prop(s, "in_place")
-        col.prop(s, "loop")
-        col.prop(s, "path")
+        for name in ("views", "steps", "device", "in_place", "loop", "path"):
+            col.prop(s, name)
         layout.prop(s, "target", expand=True)
         if s.target == "SELECTED":
-            obj = context.active_object
-            if obj is None or obj.type != "ARMATURE":
-                layout.label(text="select an armature", icon="ERROR")
-            col = layout.column(align=True)
-            col.prop(s, "start_from_pose")
-            col.prop(s, "use_keyframes")
-            layout.prop(s, "show_bone_map", icon="TRIA_DOWN" if s.show_bone_map else "TRIA_RIGHT")
-            if s.show_bone_map:
-                row = layout.row(align=True)
-                row.prop(s, "bone_map_preset", text="")
-                row.operator("mas.bone_map_preset", text="Apply").preset = s.bone_map_preset or "auto"
-                row.operator("mas.bone_map_preset", text="Auto").preset = "auto"
-                row = layout.row(align=True)
-                row.operator("mas.bone_map_load", icon="FILEBROWSER")
-                row.operator("mas.bone_map_save", icon="FILE_TICK")
-                box = layout.box()
-                for item in s.bone_map:
-                    r = box.row()
-                    r.label(text=item.builtin)
-                    if obj is not None and obj.type == "ARMATURE":
-                        r.prop_search(item, "bone", obj.data, "bones", text="")
-                    else:
-                        r.prop(item, "bone", text="")
+            _draw_target(layout, context)
         job = RUNNING["job"]
         if job is not None:
             box = layout.box()
@@ -96,13 +51,66 @@ class MAS_PT_generate(_Sidebar, bpy.types.Panel):
             box.operator("mas.cancel", icon="CANCEL")
             return
         col = layout.column()
-        col.enabled = ok is not False and info is not None and info.usable
+        col.enabled = ok
         col.scale_y = 1.5
         op = col.operator("mas.generate_motion", icon="ARMATURE_DATA")
         _copy_settings(op, context)
         op.path = s.path.name if s.path is not None else ""
         op.start_from_pose = s.target == "SELECTED" and s.start_from_pose
         op.use_keyframes = s.target == "SELECTED" and s.use_keyframes
+
+
+def _draw_model(layout, context) -> bool:
+    """The model, its facts or why it cannot be used, and the engine's status; True if it can generate."""
+    s = context.scene.mas
+    ok, line = dependencies.status()
+    info = model_list.models(preferences(context).models_folder).get(s.model)
+    col = layout.column(align=True)
+    row = col.row(align=True)
+    row.prop(s, "model")
+    row.operator("mas.refresh", text="", icon="FILE_REFRESH")
+    if info is None:
+        col.label(text="no model found (see the preferences' models folder)", icon="ERROR")
+    elif info.problem:
+        col.label(text=f"cannot be used: {info.problem}"[:90], icon="ERROR")
+    else:
+        col.label(text=f"{info.layout}, {info.size_mb:.1f} MB; {line if ok else 'engine missing'}",
+                  icon="CHECKMARK" if ok else "ERROR")
+        if info.note:
+            col.label(text=info.note[:90], icon="INFO")
+    if ok is False:
+        box = layout.box()
+        box.label(text=line[:80], icon="ERROR")
+        box.label(text="Edit > Preferences > Add-ons > MAS: Install dependencies")
+    return ok is not False and info is not None and info.usable
+
+
+def _draw_target(layout, context) -> None:
+    """Driving the selected armature: start pose, keyframes, and the bone map."""
+    s, obj = context.scene.mas, context.active_object
+    if obj is None or obj.type != "ARMATURE":
+        layout.label(text="select an armature", icon="ERROR")
+    col = layout.column(align=True)
+    col.prop(s, "start_from_pose")
+    col.prop(s, "use_keyframes")
+    layout.prop(s, "show_bone_map", icon="TRIA_DOWN" if s.show_bone_map else "TRIA_RIGHT")
+    if not s.show_bone_map:
+        return
+    row = layout.row(align=True)
+    row.prop(s, "bone_map_preset", text="")
+    row.operator("mas.bone_map_preset", text="Apply").preset = s.bone_map_preset or "auto"
+    row.operator("mas.bone_map_preset", text="Auto").preset = "auto"
+    row = layout.row(align=True)
+    row.operator("mas.bone_map_load", icon="FILEBROWSER")
+    row.operator("mas.bone_map_save", icon="FILE_TICK")
+    box = layout.box()
+    for item in s.bone_map:
+        r = box.row()
+        r.label(text=item.builtin)
+        if obj is not None and obj.type == "ARMATURE":
+            r.prop_search(item, "bone", obj.data, "bones", text="")
+        else:
+            r.prop(item, "bone", text="")
 
 
 class MAS_PT_variants(_Sidebar, bpy.types.Panel):

@@ -46,7 +46,7 @@ class BvhMotion:
 
     def positions(self, scale: float = 1.0) -> np.ndarray:
         """World joint positions, frames x joints x 3, in file units times ``scale``."""
-        return forward_kinematics(self.skeleton, self.values) * scale
+        return joint_positions(self.skeleton, self.values) * scale
 
 
 def read_bvh(path) -> BvhMotion:
@@ -171,6 +171,6 @@ def world_transforms(skel: BvhSkeleton, values: np.ndarray):
     return world_rot, world_pos
 
 
-def forward_kinematics(skel: BvhSkeleton, values: np.ndarray) -> np.ndarray:
+def joint_positions(skel: BvhSkeleton, values: np.ndarray) -> np.ndarray:
     """World positions (frames x joints x 3, file units) of every joint, end sites included."""
     return world_transforms(skel, values)[1]

@@ -34,6 +34,7 @@ import torch
 from rigs.keypoints import KeypointLayout
 
 from .atomic import atomic_write
+from .cameras import camera_centres, look_at_rotations, perspective
 from .errors import MasError
 from .motion_io import resample
 
@@ -126,7 +127,6 @@ def project_windows(windows: np.ndarray, azimuth, elevation, distance, root_moti
                     root: int = 0) -> np.ndarray:
     """``project_window`` for N windows at once (N x frames x joints x 3), each with its own camera
     (azimuth, elevation, distance: N each, radians and metres): N x frames x joints x 2."""
-    from .cameras import camera_centres, look_at_rotations, perspective
 
     W = np.asarray(windows, np.float64)
     r = W[:, :, root:root + 1]

@@ -25,8 +25,16 @@ from torch import nn
 from rigs.keypoints import KeypointLayout
 
 from .atomic import atomic_write
+from .cameras import Cameras
+from .checkpoint import LoadedModel, load_checkpoint
+from .dataset import fill_missing, project_windows
+from .device import pick_device
+from .diffusion import alpha_bar_schedule
 from .errors import MasError
+from .eval_3d import held_out_clips, layout_spec
 from .metrics import diversity, frechet_distance, precision_recall
+from .postprocess import place_on_floor
+from .sampler import MasSettings, sample_2d_batch, sample_mas
 
 
 @dataclass
@@ -103,7 +111,6 @@ def project_one_view(motions: np.ndarray, layout: KeypointLayout, elevation_deg:
                      rng: np.random.Generator, azimuth_range=(0.0, 2 * math.pi), facing: bool = False) -> np.ndarray:
     """3D motions (N x frames x J x 3, metres), each projected to one random view: N x frames x J x 2.
     facing: azimuths are measured from each motion's facing direction (``facing_azimuth``)."""
-    from .dataset import project_windows
 
     N = len(motions)
     az = rng.uniform(*azimuth_range, size=N)
@@ -185,8 +192,6 @@ def score_distillation(loaded, seeds, frames: int, device, iterations: int = 200
     ``iterations`` times: project to one random view, noise it to a random t, let the model predict
     x0, and take one Adam step of the 3D motion towards it (loss: the squared difference).
     Returns motions x frames x J x 3 in metres (as ``sample_mas``)."""
-    from .cameras import Cameras
-    from .diffusion import alpha_bar_schedule
 
     cams = loaded.cameras
     el = math.radians(elevation_deg if elevation_deg is not None else cams["elevation_deg"])
@@ -212,7 +217,6 @@ def score_distillation(loaded, seeds, frames: int, device, iterations: int = 200
         opt.zero_grad()
         loss.backward()
         opt.step()
-    from .postprocess import place_on_floor
 
     out = X.detach().cpu().numpy() * loaded.scale
     return np.stack([place_on_floor(m, loaded.layout.floor_offset) for m in out]).astype(np.float32)
@@ -245,11 +249,6 @@ def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10,
                 side=False, evaluator=None, seconds=4.0, device="auto", seed=0, out=None, evaluator_steps=None,
                 log=print) -> dict:
     """The paper's 2D protocol (see the module docstring); returns {row: {metric: (mean, 95% half-width)}}."""
-    from .checkpoint import load_checkpoint
-    from .device import pick_device
-    from .eval_3d import held_out_clips, layout_spec
-    from .sampler import MasSettings, sample_2d_batch, sample_mas
-
     if quick:
         num, reps = min(num, 64), min(reps, 3)
     unknown = [r for r in rows if r not in ROWS_2D]
@@ -257,28 +256,15 @@ def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10,
         raise MasError(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(ROWS_2D)}")
     dev = pick_device(device)
     loaded = load_checkpoint(model, device=dev)
-    layout, fps, frames = loaded.layout, loaded.fps, int(round(seconds * loaded.fps))
-    kind = layout_spec(layout)["kind"]
+    layout, frames, scale = loaded.layout, int(round(seconds * loaded.fps)), loaded.scale
     el, dist = loaded.cameras["elevation_deg"], loaded.cameras["distance_m"]
-    clips, _ = held_out_clips(capture, names_file, kind, fps)
+    clips, _ = held_out_clips(capture, names_file, layout_spec(layout)["kind"], loaded.fps)
     if len(clips) < 2:
         raise MasError(f"fewer than 2 held-out clips in {capture} (the validation clips of the split)")
-    from .dataset import fill_missing
     clips = [fill_missing(c, layout)[0] for c in clips]      # a ball unseen in capture: at the hand
-    rng = np.random.default_rng(seed)
-    scale = loaded.scale
-    # the evaluator: trained once per model layout and length on held-out 2D, cached
     ev_path = Path(evaluator) if evaluator else Path("runs") / f"evaluator_{layout.name}_{frames}f"
-    if ev_path.with_suffix(".json").exists():
-        vae, card = load_evaluator(ev_path)
-        log(f"evaluator: {ev_path}.safetensors ({card['windows']} windows, {card['steps']} steps)")
-    else:
-        windows = to_evaluator_units(real_2d(clips, layout, frames, 2000 if quick else 8000, el, dist, rng), scale)
-        steps = evaluator_steps or (600 if quick else 3000)
-        log(f"training the evaluator on {len(windows)} held-out 2D windows ({steps} steps) -> {ev_path}")
-        vae = train_evaluator(windows, EvaluatorConfig(num_joints=layout.num_joints, frames=frames), steps=steps, log=log)
-        save_evaluator(ev_path, vae, {"layout": layout.to_dict(), "scale": scale, "windows": len(windows), "steps": steps,
-                                      "data": f"held-out clips of {capture}"})
+    vae = evaluator_for(ev_path, clips, loaded, frames, quick, evaluator_steps, np.random.default_rng(seed),
+                        f"held-out clips of {capture}", log)
     az_range = (math.pi / 4, 3 * math.pi / 4) if side else (0.0, 2 * math.pi)
 
     def one_view(motions, r):
@@ -298,16 +284,7 @@ def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10,
             # stream: rows are compared on equal terms, whichever others are run with them
             r = np.random.default_rng([seed, rep, 1])
             t0 = time.perf_counter()
-            if row == "ground truth":
-                uv = real_set(r)
-            elif row == "2D model":
-                uv = torch.cat([sample_2d_batch(loaded, seeds[i:i + 64], frames, None, dev).cpu()
-                                for i in range(0, num, 64)]).numpy() * scale
-            elif row == "score distillation":
-                uv = one_view(np.concatenate([score_distillation(loaded, seeds[i:i + 64], frames, dev)
-                                              for i in range(0, num, 64)]), r)
-            else:
-                uv = one_view(sample_mas(loaded, seeds, frames, MasSettings(**MAS_ROWS[row]), dev).joints, r)
+            uv = real_set(r) if row == "ground truth" else row_views(row, loaded, seeds, frames, dev, lambda m: one_view(m, r))
             per_rep[row].append(dict(score(real_feat, features(vae, to_evaluator_units(uv, scale)), rep),
                                      seconds=time.perf_counter() - t0))
         log(f"repetition {rep + 1}/{reps} done")
@@ -316,8 +293,46 @@ def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10,
     result = {"model": loaded.name, "layout": layout.name, "num": num, "reps": reps, "views": "side" if side else "all",
               "seconds": seconds, "real_diversity": interval(real_div), "rows": table,
               "date": time.strftime("%Y-%m-%d"), "evaluator": str(ev_path)}
-    lines = [f"2D evaluation of {loaded.name!r} ({num} samples x {reps} repetitions, {'side' if side else 'all'} views, "
-             f"{seconds:g} s; real diversity {result['real_diversity'][0]:.2f}): mean +- 95% interval",
+    write_report(result, out, log)
+    return result
+
+
+def evaluator_for(ev_path: Path, clips, loaded: LoadedModel, frames: int, quick: bool, steps, rng, source: str,
+                  log=print):
+    """The motion VAE that scores 2D windows of ``frames``: loaded from ``ev_path`` if it is there,
+    else trained on held-out 2D windows (``clips`` seen from random cameras) and saved there."""
+    if ev_path.with_suffix(".json").exists():
+        vae, card = load_evaluator(ev_path)
+        log(f"evaluator: {ev_path}.safetensors ({card['windows']} windows, {card['steps']} steps)")
+        return vae
+    layout, scale = loaded.layout, loaded.scale
+    el, dist = loaded.cameras["elevation_deg"], loaded.cameras["distance_m"]
+    windows = to_evaluator_units(real_2d(clips, layout, frames, 2000 if quick else 8000, el, dist, rng), scale)
+    steps = steps or (600 if quick else 3000)
+    log(f"training the evaluator on {len(windows)} held-out 2D windows ({steps} steps) -> {ev_path}")
+    vae = train_evaluator(windows, EvaluatorConfig(num_joints=layout.num_joints, frames=frames), steps=steps, log=log)
+    save_evaluator(ev_path, vae, {"layout": layout.to_dict(), "scale": scale, "windows": len(windows), "steps": steps,
+                                  "data": source})
+    return vae
+
+
+def row_views(row: str, loaded: LoadedModel, seeds: list[int], frames: int, dev, one_view) -> np.ndarray:
+    """One row's generated 2D motions (motions x frames x joints x 2, metres): the 2D model's own
+    samples, or 3D motions (MAS or score distillation) seen through ``one_view``."""
+    if row == "2D model":
+        return torch.cat([sample_2d_batch(loaded, seeds[i:i + 64], frames, None, dev).cpu()
+                          for i in range(0, len(seeds), 64)]).numpy() * loaded.scale
+    if row == "score distillation":
+        return one_view(np.concatenate([score_distillation(loaded, seeds[i:i + 64], frames, dev)
+                                        for i in range(0, len(seeds), 64)]))
+    return one_view(sample_mas(loaded, seeds, frames, MasSettings(**MAS_ROWS[row]), dev).joints)
+
+
+def write_report(result: dict, out=None, log=print) -> None:
+    """The table as Markdown lines to ``log``, and with ``out``: OUT.json and OUT.md."""
+    table, num, reps = result["rows"], result["num"], result["reps"]
+    lines = [f"2D evaluation of {result['model']!r} ({num} samples x {reps} repetitions, {result['views']} views, "
+             f"{result['seconds']:g} s; real diversity {result['real_diversity'][0]:.2f}): mean +- 95% interval",
              "", "| row | FID | diversity | precision | recall |", "|---|---:|---:|---:|---:|"]
     for row, m in table.items():
         lines.append(f"| {row} | " + " | ".join(f"{m[k][0]:.3f} +- {m[k][1]:.3f}" for k in ("fid", "diversity", "precision", "recall")) + " |")
@@ -328,4 +343,3 @@ def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10,
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
         atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
-    return result

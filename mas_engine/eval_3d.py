@@ -24,10 +24,14 @@ import numpy as np
 from rigs.keypoints import KeypointLayout
 
 from .atomic import atomic_write
+from .checkpoint import load_checkpoint
 from .dataset import is_validation_clip
+from .device import pick_device
 from .errors import MasError
-from .motion_io import resample
 from .metrics import bone_length_variation, cut_windows, foot_skating, frechet_distance, jitter, motion_statistics
+from .motion_io import resample
+from .prepare import CAPTURE_KINDS, capture_files
+from .sampler import MasSettings, sample_mas
 
 # per layout: the capture kind that has its 3D, the joint that sets the height, and the
 # distances (extents) and joints (speeds) that describe a motion
@@ -79,7 +83,6 @@ def features_3d(motion: np.ndarray, layout: KeypointLayout, fps: float) -> np.nd
 def held_out_clips(folder, names_file, kind: str, fps: float):
     """The validation clips of the split (never in a training set) of a capture kind, at ``fps``:
     (list of frames x J x 3 arrays in metres, Z up; the layout)."""
-    from .prepare import CAPTURE_KINDS, capture_files
 
     reader, layout = CAPTURE_KINDS[kind][1], CAPTURE_KINDS[kind][2]
     clips = []
@@ -163,9 +166,6 @@ ROWS = {"mas5": dict(views=5, rigid_bones=False), "mas2": dict(views=2, rigid_bo
 
 def evaluate_3d(model="human", capture=None, names_file=None, num=128, seconds=4.0, rows=("mas5", "mas5rigid", "mas2", "no3dnoise"),
                 seed=0, device="auto", json_out=None, log=print) -> dict:
-    from .checkpoint import load_checkpoint
-    from .device import pick_device
-    from .sampler import MasSettings, sample_mas
 
     unknown = [r for r in rows if r not in ROWS]
     if unknown:

@@ -46,15 +46,15 @@ class MotionDenoiser(nn.Module):
         length: batch, valid frames of each motion (None: all frames valid)
         Returns batch x frames x joints x 2.
         """
-        B, L, J, _ = x_t.shape
+        B, F, J, _ = x_t.shape
         P = self.cfg.frames_per_token
-        if L > self.cfg.max_frames:
-            raise ValueError(f"{L} frames is longer than the model's maximum of {self.cfg.max_frames}")
-        pad = (-L) % P
-        x = x_t.reshape(B, L, J * 2)
+        if F > self.cfg.max_frames:
+            raise ValueError(f"{F} frames is longer than the model's maximum of {self.cfg.max_frames}")
+        pad = (-F) % P
+        x = x_t.reshape(B, F, J * 2)
         if pad:
             x = torch.cat([x, x.new_zeros(B, pad, J * 2)], 1)
-        N = (L + pad) // P
+        N = (F + pad) // P
         tokens = self.input(x.reshape(B, N, P * J * 2))
         step = self.time_mlp(sinusoidal(t, self.cfg.width))[:, None]
         h = torch.cat([step, tokens], 1) + self.positions[: N + 1]
@@ -67,7 +67,7 @@ class MotionDenoiser(nn.Module):
                 mask = None
         h = self.encoder(h, src_key_padding_mask=mask)
         out = self.output(self.norm(h[:, 1:])).reshape(B, N * P, J, 2)
-        return out[:, :L]
+        return out[:, :F]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

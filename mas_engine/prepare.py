@@ -7,13 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from rigs.keypoints import COCO17_BALL, HORSE17, HUMAN16
+from rigs.keypoints import COCO17, COCO17_BALL, HORSE17, HUMAN16
 
 from . import validate
 from .bvh import read_bvh
 from .capture import bandai_to_human16, dog_to_horse17, read_spl_trial
-from .dataset import CONFIDENCE_THRESHOLD, MonocularConfig, build_monocular_set, save_monocular_set
+from .dataset import (CONFIDENCE_THRESHOLD, MonocularConfig, assemble_set, build_monocular_set, is_validation_clip,
+                      save_monocular_set, windows_of_clip)
 from .errors import MasError, MissingDependency
+from .importers import VIDEO_SUFFIXES, normalise_track, read_coco_json, read_deeplabcut, read_openpose, read_video
+from .motion_io import resample
 
 
 def _read_bandai(path: Path):
@@ -139,7 +142,6 @@ USER_DATA_NOTE = "Trained on the user's own 2D keypoint data: check the licence 
 def inputs_2d(folder, fmt: str) -> list[Path]:
     """What one video is, per format: a COCO results .json, an OpenPose folder of per-frame files
     (the folder itself or each of its subfolders), a DeepLabCut .csv / .h5, a video file."""
-    from .importers import VIDEO_SUFFIXES
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -164,9 +166,6 @@ def build_2d_set(tracks, layout, cfg: MonocularConfig, size_m: float = 0.5) -> d
     """Windows of 2D tracks (``importers.Track2D``) as a training set, like ``build_monocular_set``:
     each track in the set's units (``importers.normalise_track``), resampled to cfg.fps, centred
     on its window's mean root (or per frame with root_motion=False)."""
-    from .dataset import assemble_set, is_validation_clip, windows_of_clip
-    from .importers import normalise_track
-    from .motion_io import resample
 
     rng = np.random.default_rng(cfg.seed)
     data = {"train": ([], []), "val": ([], [])}
@@ -213,9 +212,8 @@ def prepare_2d(folder, out, fmt: str, layout=None, fps: float | None = None, cfg
     file is reported with its reason and the rest is still prepared; the output is written
     atomically. fps: the videos' frame rate (keypoint files: default 30; video files: default
     each file's own)."""
-    from rigs.keypoints import COCO17
 
-    from .importers import read_coco_json, read_deeplabcut, read_openpose, read_video
+
 
     cfg = cfg or MonocularConfig()
     layout = layout or COCO17

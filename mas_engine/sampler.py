@@ -26,6 +26,7 @@ from .diffusion import Schedule, alpha_bar_schedule, posterior_step
 from .errors import Cancelled, MasError
 from .postprocess import finish_motions
 from .priors import on_floor, rigid_bones
+from .reference import ReferenceConsistency
 from .triangulate import triangulate_linear
 from .windows import plan_windows, windowed_denoiser
 
@@ -104,7 +105,7 @@ class MultiViewConsistency:
 
     def __call__(self, x0: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
-        uv = x0.permute(0, 2, 3, 1, 4)                       # B, L, J, V, 2
+        uv = x0.permute(0, 2, 3, 1, 4)                       # B, F, J, V, 2
         X, ok = triangulate_linear(self.cams, uv, self.depth_weights)
         if self.X is not None:
             X = torch.where(ok[..., None], X, self.X)
@@ -115,7 +116,7 @@ class MultiViewConsistency:
         if self.constraints is not None:
             X, self.shift = pull_to_targets(X, *self.constraints, loop=self.loop, root=self.root)
         self.X = X
-        p = self.cams.to_camera(X)                           # B, L, J, V, 3
+        p = self.cams.to_camera(X)                           # B, F, J, V, 3
         self.depth_weights = p[..., 2].clamp(min=1e-3) ** -2  # for the next step's solve
         out = perspective(p, self.cams.focal[:, None]).permute(0, 3, 1, 2, 4)
         self.seconds += time.perf_counter() - t0
@@ -218,10 +219,10 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
     cams = mas_cameras(loaded, settings, device, frames)
     K, V, J = len(schedule), settings.views, loaded.config.num_joints
     if settings.noise_3d:
-        noise3d = draw_noise(seeds, (K + 1, frames, J, 3), device)      # K+1, B, L, J, 3
+        noise3d = draw_noise(seeds, (K + 1, frames, J, 3), device)      # K+1, B, F, J, 3
 
         def noise_at(k):
-            return cams.rotate_orthographic(noise3d[k]).permute(0, 3, 1, 2, 4)   # B, V, L, J, 2
+            return cams.rotate_orthographic(noise3d[k]).permute(0, 3, 1, 2, 4)   # B, V, F, J, 2
     else:
         noise2d = draw_noise(seeds, (K + 1, V, frames, J, 2), device)
 
@@ -232,7 +233,6 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
         to = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
         pull = (to(constraints.targets / loaded.scale), to(constraints.mask), constraints.falloff)
     if settings.triangulation == "reference":
-        from .reference import ReferenceConsistency
         consistency = ReferenceConsistency(cams)
     else:
         layout = loaded.layout

@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from .atomic import atomic_write
 from .catalogue import DEFAULT_CAMERAS
-from .checkpoint import save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .dataset import CONFIDENCE_THRESHOLD, MotionData2D
 from .device import pick_device
 from .diffusion import alpha_bar_schedule, q_sample
@@ -136,7 +136,6 @@ def check_resume(info: dict, model_cfg: ModelConfig | None, cfg: TrainConfig, ou
 
 def warm_start(model: MotionDenoiser, init) -> None:
     """Start from the weights of a checkpoint (a shipped model's name or a path) of the same architecture."""
-    from .checkpoint import load_checkpoint
 
     src = load_checkpoint(init)
     if src.config.to_dict() != model.cfg.to_dict():
@@ -146,18 +145,8 @@ def warm_start(model: MotionDenoiser, init) -> None:
     model.load_state_dict(src.model.state_dict())
 
 
-def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig | None = None,
-          device: str = "auto", resume: bool = True, data_note: str | None = None, log=print,
-          init=None) -> dict:
-    """Train (or resume) a denoiser on a monocular 2D set; returns a summary of the run.
-
-    ``init``: a checkpoint to start from (warm start) instead of random weights; ignored on resume.
-    """
-    from safetensors.torch import load_file
-    from tqdm import tqdm
-
-    cfg = cfg or TrainConfig()
-    out = Path(out)
+def join_processes(device: str) -> tuple[torch.device, int, int]:
+    """(device, world size, rank). Under torchrun: one process per GPU (NCCL) or per CPU group (gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     dev = pick_device(device if world == 1 else ("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"))
@@ -166,54 +155,94 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(dev)
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return dev, world, rank
 
-    data = MotionData2D.load(data_path, "train")
-    val = MotionData2D.load(data_path, "val")
+
+def model_card(data: MotionData2D, cfg: TrainConfig, data_path, init=None, data_note: str | None = None) -> dict:
+    """The checkpoint card of a run (``catalogue``): layout, fps, normalisation, cameras, provenance."""
+    cams = data.meta["config"]["cameras"]
+    return {"layout": data.layout.to_dict(), "fps": data.fps,
+            "normalisation": {"scale": data.scale, "root_motion": data.meta["config"].get("root_motion", True),
+                              "kind": "global scale after centring on the mean root"},
+            "mas_cameras": {"elevation_deg": DEFAULT_CAMERAS["elevation_deg"],
+                            "distance_m": 0.5 * (cams["distance_min"] + cams["distance_max"])},
+            "training": {"data": str(data_path), "windows": len(data), "train": asdict(cfg),
+                         **({"init": str(init)} if init is not None else {})},
+            "licence": data_note or data.meta.get("licence", DATA_NOTE)}
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then a cosine decay to 10% of ``cfg.lr`` at the last step."""
+    lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    return lr * (0.5 * (1 + math.cos(math.pi * step / cfg.steps)) * 0.9 + 0.1)
+
+
+@torch.no_grad()
+def update_ema(ema: MotionDenoiser, model: MotionDenoiser, step: int, decay: float) -> None:
+    """ema <- ema + (1 - d) (model - ema), with d warming up as (1 + step) / (10 + step) to ``decay``."""
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - d)
+
+
+def build_run(out: Path, data: MotionData2D, model_cfg: ModelConfig | None, cfg: TrainConfig, dev, resume: bool,
+              init=None, log=print):
+    """(model, ema, optimiser, steps done): a new run (from ``init``'s weights if given), or the
+    one saved in ``out`` (checked to fit what is asked: ``check_resume``)."""
+    from safetensors.torch import load_file
+
     state_file = out / "train_state.json"
-    resuming = resume and state_file.exists()
-    if resuming:
-        info = json.loads(state_file.read_text())
+    info = json.loads(state_file.read_text()) if resume and state_file.exists() else None
+    if info is not None:
         check_resume(info, model_cfg, cfg, out)
         model_cfg = ModelConfig.from_dict(info["model"])
-        done = int(info["step"])
-    else:
-        model_cfg = model_cfg or ModelConfig()
-        done = 0
+    model_cfg = model_cfg or ModelConfig()
     model_cfg.num_joints = data.layout.num_joints
     longest = int(data.length.max())
     if longest > model_cfg.max_frames:
         raise MasError(f"the data has windows of {longest} frames but the model's max_frames is "
                        f"{model_cfg.max_frames}; raise max_frames")
-
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = MotionDenoiser(model_cfg).to(dev)
-    if init is not None and not resuming:
+    if init is not None and info is None:
         warm_start(model, init)
     ema = MotionDenoiser(model_cfg).to(dev)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if resuming:
-        tensors = load_file(str(out / "train_state.safetensors"))
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        _unflatten_optimizer(opt, {k: v.to(dev) for k, v in tensors.items()}, info["optimizer"])
-        log(f"resuming {out} at step {done}")
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    alpha_bar = alpha_bar_schedule(model_cfg.schedule, model_cfg.diffusion_steps).float().to(dev)
+    if info is None:
+        return model, ema, opt, 0
+    tensors = load_file(str(out / "train_state.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    _unflatten_optimizer(opt, {k: v.to(dev) for k, v in tensors.items()}, info["optimizer"])
+    log(f"resuming {out} at step {int(info['step'])}")
+    return model, ema, opt, int(info["step"])
 
+
+def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig | None = None,
+          device: str = "auto", resume: bool = True, data_note: str | None = None, log=print,
+          init=None) -> dict:
+    """Train (or resume) a denoiser on a monocular 2D set; returns a summary of the run.
+
+    ``init``: a checkpoint to start from (warm start) instead of random weights; ignored on resume.
+    The EMA weights are saved as ``out/model`` every ``cfg.save_every`` steps, with the whole
+    state (``train_state.*``) to resume from and a line of ``log.jsonl``.
+    """
+    from tqdm import tqdm
+
+    cfg = cfg or TrainConfig()
+    out = Path(out)
+    dev, world, rank = join_processes(device)
+    data = MotionData2D.load(data_path, "train")
+    val = MotionData2D.load(data_path, "val")
+    model, ema, opt, done = build_run(out, data, model_cfg, cfg, dev, resume, init, log)
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    alpha_bar = alpha_bar_schedule(model.cfg.schedule, model.cfg.diffusion_steps).float().to(dev)
     # batches and noise depend on (seed, rank, step of the (re)start)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank * 7919 + done)
     batches = data.batches(cfg.batch_size, gen, mirror=cfg.mirror)
-    card = {"layout": data.layout.to_dict(), "fps": data.fps,
-            "normalisation": {"scale": data.scale, "root_motion": data.meta["config"].get("root_motion", True),
-                              "kind": "global scale after centring on the mean root"},
-            "mas_cameras": {"elevation_deg": DEFAULT_CAMERAS["elevation_deg"],
-                            "distance_m": 0.5 * (data.meta["config"]["cameras"]["distance_min"]
-                                                 + data.meta["config"]["cameras"]["distance_max"])},
-            "training": {"data": str(data_path), "windows": len(data), "train": asdict(cfg),
-                         **({"init": str(init)} if init is not None else {})},
-            "licence": data_note or data.meta.get("licence", DATA_NOTE)}
+    card = model_card(data, cfg, data_path, init, data_note)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         log(f"model: {model.num_parameters() / 1e6:.2f} M parameters; data: {len(data)} windows; "
@@ -231,15 +260,13 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
             f.write(json.dumps(entry) + "\n")
         run_card = dict(card, training=dict(card["training"], steps=step))
         save_checkpoint(out / "model", ema, run_card)
-        save_train_state(out, model, ema, opt, step, {"model": model_cfg.to_dict(), "card": run_card})
+        save_train_state(out, model, ema, opt, step, {"model": model.cfg.to_dict(), "card": run_card})
         bar.write(f"step {step}: loss {entry['loss']:.4f}, validation loss (EMA) {vloss:.4f}")
 
     net.train()
     for step in bar:
-        x0, conf, length = next(batches)
-        x0, conf, length = x0.to(dev), conf.to(dev), length.to(dev)
-        lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-        lr *= 0.5 * (1 + math.cos(math.pi * step / cfg.steps)) * 0.9 + 0.1  # cosine decay to 10%
+        x0, conf, length = (t.to(dev) for t in next(batches))
+        lr = learning_rate(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -249,10 +276,7 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - decay)
+        update_ema(ema, model, step, cfg.ema_decay)
         last_loss = float(loss.detach())
         if not math.isfinite(last_loss):
             raise MasError(f"training diverged at step {step} (loss {last_loss}); lower --lr")

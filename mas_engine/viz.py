@@ -8,6 +8,7 @@ import numpy as np
 from rigs.keypoints import KeypointLayout
 
 from .atomic import atomic_write
+from .motion_io import load_motion
 
 
 def _axes(fig, pos, joints):
@@ -81,7 +82,6 @@ def main(argv=None) -> None:
     """python -m mas_engine.viz FOLDER: a film strip (strip.png) of the motions in FOLDER."""
     import sys
 
-    from .motion_io import load_motion
     from rigs.keypoints import get_layout
 
     folder = Path((argv or sys.argv[1:])[0])

@@ -35,7 +35,7 @@ Frame Time: 0.04
 """
 
 
-def test_forward_kinematics_matches_hand_computed_positions():
+def test_joint_positions_match_hand_computed_positions():
     m = parse_bvh(SMALL)
     assert m.skeleton.names == ["hips", "arm", "hand", "hand_end"]
     assert m.skeleton.parents == [-1, 0, 1, 2]
