@@ -43,7 +43,7 @@ def refresh() -> tuple[bool, str]:
         import torch
 
         importlib.import_module("mas_engine.sampler")
-        importlib.import_module("retarget.api")
+        importlib.import_module("retarget.retarget")
         importlib.import_module("mas_app.pipeline")
     except ImportError as e:
         what = e.name or str(e)

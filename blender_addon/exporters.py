@@ -9,7 +9,7 @@ import bpy
 
 from mas_engine.atomic import atomic_write
 from mas_engine.errors import MasError
-from retarget.api import write_track
+from retarget.retarget import write_track
 
 from . import scene
 

@@ -172,7 +172,7 @@ def build_ball(obj, track, name: str, frame_start: int = 1):
 
 
 def read_skeleton(obj) -> dict:
-    """A Blender armature's rest pose as plain data for ``retarget.api.armature_from_skeleton``:
+    """A Blender armature's rest pose as plain data for ``retarget.armatures.armature_from_skeleton``:
     bone names, parents, heads and tails in metres, Z up, world-aligned (the object's rotation
     and scale applied, not its location)."""
     bones = list(obj.data.bones)
@@ -244,12 +244,6 @@ def curve_points(obj, samples: int = 64) -> np.ndarray:
     if len(pts) < 2:
         raise ValueError(f"curve {obj.name} has fewer than two points")
     return pts
-
-
-def posed_heads(obj, names) -> np.ndarray:
-    """World positions of the named pose bones' heads at the current frame (len(names) x 3)."""
-    world = obj.matrix_world
-    return np.array([world @ obj.pose.bones[n].head for n in names])
 
 
 def remove(ids) -> None:

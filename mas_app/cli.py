@@ -1,7 +1,8 @@
 """The ``mas`` command line: prepare data, train, generate, benchmark, list models.
 
 Every user-facing problem is a MasError, printed as one line (``mas: error: ...``) with
-exit status 2; progress bars go to stderr.
+exit status 2; progress bars go to stderr. Each command imports what it needs when it runs, so
+that ``mas --help`` and a mistyped command answer at once, without loading torch.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def cmd_generate(a) -> None:
 
 
 def cmd_retarget(a) -> None:
-    from retarget.api import check_rig, retarget, write_track
+    from retarget.retarget import check_rig, retarget, write_track
     from mas_engine.motion_io import load_motion
 
     if Path(a.out).suffix.lower() not in (".bvh", ".npz"):

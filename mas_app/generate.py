@@ -8,7 +8,7 @@ from mas_engine import validate
 from mas_engine.atomic import FileExists
 from mas_engine.motion_io import Motion, save_motion
 from mas_engine.sampler import MasSettings
-from retarget.api import check_rig, write_track
+from retarget.retarget import check_rig, write_track
 
 from . import pipeline
 

@@ -25,7 +25,8 @@ from mas_engine.device import pick_device
 from mas_engine.errors import MasError
 from mas_engine.motion_io import Motion, load_motion, resample
 from mas_engine.sampler import MasSettings, check_request, sample_mas
-from retarget.api import armature_from_skeleton, retarget
+from retarget.armatures import armature_from_skeleton
+from retarget.retarget import retarget
 
 
 @dataclass

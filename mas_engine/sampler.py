@@ -27,7 +27,7 @@ from .errors import Cancelled, MasError
 from .postprocess import finish_motions
 from .priors import on_floor, rigid_bones
 from .reference import ReferenceConsistency
-from .triangulate import triangulate_linear
+from .triangulate import triangulate
 from .windows import plan_windows, windowed_denoiser
 
 
@@ -106,9 +106,7 @@ class MultiViewConsistency:
     def __call__(self, x0: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
         uv = x0.permute(0, 2, 3, 1, 4)                       # B, F, J, V, 2
-        X, ok = triangulate_linear(self.cams, uv, self.depth_weights)
-        if self.X is not None:
-            X = torch.where(ok[..., None], X, self.X)
+        X = triangulate(self.cams, uv, self.depth_weights, iters=0, init=self.X)
         if self.bones is not None:
             X = rigid_bones(X, *self.bones)
         if self.feet:

@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .api import retarget
+from mas_engine.errors import MasError
+from mas_engine.motion_io import load_motion, resample
+from mas_engine.prepare import CAPTURE_KINDS
+
+from .retarget import retarget
 
 
 def _read_capture(p: Path):
     """A capture clip of any known kind (Bandai or dog BVH, SPL JSON) -> (joints, fps, layout)."""
-    from mas_engine.errors import MasError
-    from mas_engine.prepare import CAPTURE_KINDS
-
     errors = []
     for kind, (pattern, reader, _) in CAPTURE_KINDS.items():
         if p.match(pattern):
@@ -31,8 +32,6 @@ def _read_capture(p: Path):
 
 
 def _motions(paths, frames):
-    from mas_engine.motion_io import load_motion, resample
-
     for p in paths:
         p = Path(p)
         if p.suffix.lower() in (".bvh", ".json"):

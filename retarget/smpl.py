@@ -22,7 +22,7 @@ from mas_engine.errors import MasError
 from rigs.armature import Armature
 from rigs.keypoints import KeypointLayout
 
-from .fit import RotationTrack
+from .fit import RotationTrack, check_motion, fit_armature, marker_error
 
 SMPL_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle",
                "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head",
@@ -141,7 +141,6 @@ def fit_smpl(joints: np.ndarray, layout: KeypointLayout, fps: float, model_path=
     rotations are SMPL's pose (relative to its T-pose rest), converted to Z up.
     Returns the track and {"betas", "marker_error_m"}.
     """
-    from .fit import check_motion, fit_armature, marker_error
 
     if layout.name != "human16":
         raise MasError(f"SMPL fitting maps human16 keypoints; this motion uses {layout.name}")

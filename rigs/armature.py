@@ -33,7 +33,7 @@ class Armature:
     markers: dict[str, tuple[str, np.ndarray]]
     hinges: dict[str, np.ndarray] = field(default_factory=dict)
     flat: tuple[str, ...] = ()
-    scale: float = 1.0          # rest pose = the armature's own rest x scale (see retarget.api.armature_from_skeleton)
+    scale: float = 1.0          # rest pose = the armature's own rest x scale (see retarget.armatures.armature_from_skeleton)
 
     def __post_init__(self):
         n = len(self.bones)

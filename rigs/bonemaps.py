@@ -1,7 +1,7 @@
 """Bone maps: which bone of someone else's armature plays each bone of a built-in rig.
 
 A bone map is plain data, ``{built-in bone: user bone}``, shared by the retargeting
-(``retarget.api.armature_from_skeleton``) and the add-on (which shows, edits and saves it).
+(``retarget.armatures.armature_from_skeleton``) and the add-on (which shows, edits and saves it).
 Presets list alternative names per bone (the first one the armature has wins); names match
 without case and without a namespace prefix (``mixamorig:Hips`` matches ``Hips``).
 Built-in bones a map leaves out are not driven; the user bones they would be stay at rest.

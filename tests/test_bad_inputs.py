@@ -305,7 +305,7 @@ def _api_sample(w, frames=30, **settings):
 
 
 def _api_retarget(w, **motion):
-    from retarget.api import retarget
+    from retarget.retarget import retarget
     m = dict(joints=walking_figure(40), fps=30.0, joint_names=HUMAN16.joints, layout="human16", parents=HUMAN16.parents)
     m.update(motion)
     return retarget(m)

@@ -30,7 +30,7 @@ def test_blender_imports_our_bvh_with_the_same_joint_positions(tmp_path):
 def test_generated_motions_of_every_shipped_model_play_in_blender(tmp_path, model):
     from mas_engine.checkpoint import load_checkpoint
     from mas_engine.sampler import MasSettings, sample_mas
-    from retarget.api import retarget
+    from retarget.retarget import retarget
 
     loaded = load_checkpoint(model)
     res = sample_mas(loaded, [3], int(loaded.fps), MasSettings(steps=20))

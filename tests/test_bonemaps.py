@@ -1,4 +1,4 @@
-"""Bone maps (rigs.bonemaps), users' armatures (retarget.api.armature_from_skeleton), resampling."""
+"""Bone maps (rigs.bonemaps), users' armatures (retarget.armatures.armature_from_skeleton), resampling."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 
 from mas_engine.errors import MasError
 from mas_engine.motion_io import resample
-from retarget.api import armature_from_skeleton, retarget
+from retarget.armatures import armature_from_skeleton
+from retarget.retarget import retarget
 from rigs.armature import human_armature
 from rigs.bonemaps import (HUMAN_BONES, PRESETS, detect_preset, load_bone_map, missing_bones, resolve_preset,
                            save_bone_map)

@@ -8,7 +8,7 @@ from mas_engine.bvh import read_bvh
 from mas_engine.bvh import Y_UP_TO_Z_UP
 from mas_engine.capture import bandai_to_human16
 from mas_engine.errors import MasError
-from retarget.api import retarget, save_track, write_track
+from retarget.retarget import retarget, save_track, write_track
 from retarget.bvh_writer import write_bvh
 from mas_engine.metrics import foot_skating, jitter
 from retarget.contact import detect_contacts, pin_contacts

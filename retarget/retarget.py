@@ -23,9 +23,11 @@ from mas_engine.motion_io import Motion
 from rigs.armature import Armature
 from rigs.keypoints import KeypointLayout, body_keypoints
 
-from .armatures import armature_from_bvh, armature_from_skeleton, builtin_rig  # noqa: F401 - part of the API
+from .armatures import armature_from_bvh, builtin_rig
+from .bvh_writer import write_bvh
 from .contact import foot_locked_fit
 from .fit import RotationTrack, fit_armature, marker_error
+from .smpl import fit_smpl
 
 BUILTIN_RIGS = ("human", "horse", "smpl")
 
@@ -74,8 +76,6 @@ def retarget(motion: Motion | dict, rig: str = "human", in_place: bool = False, 
 def _fitter(rig, joints: np.ndarray, layout: KeypointLayout, fps: float, iters: int, smpl_model):
     """fit(targets, weights) -> RotationTrack for a rig: "smpl", an ``Armature``, a BVH file or a built-in name."""
     if rig == "smpl":
-        from .smpl import fit_smpl
-
         return lambda targets, weights: fit_smpl(targets, layout, fps, smpl_model, weights=weights)[0]
     if isinstance(rig, Armature):
         if rig.layout != layout.name:
@@ -112,8 +112,6 @@ def save_track(path, track: RotationTrack, overwrite: bool = True) -> Path:
 
 def write_track(path, track: RotationTrack, overwrite: bool = True) -> Path:
     """BVH or .npz by the path's suffix; ``overwrite=False`` never replaces a file."""
-    from .bvh_writer import write_bvh
-
     suffix = Path(path).suffix.lower()
     if suffix == ".bvh":
         return write_bvh(path, track, overwrite=overwrite)
