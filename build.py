@@ -6,6 +6,7 @@
     python3 build.py setup [--torch-index URL]   # only the environment
     python3 build.py bench   # the speed table (mas bench)
     python3 build.py extension   # dist/mas_motion-VERSION.zip, the installable Blender extension
+    python3 build.py blender 4.5 # the bpy module of Blender 4.5 (or 4.2) in .blender/4.5, for the tests
 
 The environment is ``.venv`` (Python 3.11) with the pinned versions of requirements.txt and
 this project installed in editable mode (the ``mas`` command). It is rebuilt only when
@@ -59,6 +60,26 @@ def setup(torch_index: str | None = None) -> None:
     run(pip + ["-r", ROOT / "requirements.txt"])
     run(pip + ["--no-deps", "-e", ROOT])
     STAMP.write_text(digest)
+
+
+# Blender versions tested beside .venv's own 5.0 (requirements.txt): their bpy wheels go into
+# .blender/VERSION on first use (about 800 MB each), so the default setup stays lean
+BLENDER_VERSIONS = {"4.2": "4.2.23", "4.5": "4.5.15"}
+
+
+def blender(version: str) -> Path:
+    """The folder holding the ``bpy`` module of Blender ``version`` (installed on first use); put it
+    first on PYTHONPATH to run the add-on's tests on that version."""
+    if version not in BLENDER_VERSIONS:
+        sys.exit(f"build.py: Blender {version} is not one of the tested versions ({', '.join(BLENDER_VERSIONS)}, and 5.0)")
+    pin, target = BLENDER_VERSIONS[version], ROOT / ".blender" / version
+    stamp = target / ".mas-bpy"
+    if stamp.exists() and stamp.read_text() == pin:
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    run([PY, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps", "--target", target, f"bpy=={pin}"])
+    stamp.write_text(pin)
+    return target
 
 
 ENGINE_PACKAGES = ("mas_engine", "rigs", "retarget", "mas_app")
@@ -118,8 +139,10 @@ def main(argv: list[str]) -> None:
         run([BIN / "mas", "bench", *rest], env=env)
     elif task == "extension":
         print(f"extension: {build_extension()}")
+    elif task == "blender":
+        print(f"bpy {BLENDER_VERSIONS.get(rest[0] if rest else '', '?')}: {blender(rest[0] if rest else '')}")
     else:
-        sys.exit(f"build.py: unknown task {task!r}; use setup, test, demo, bench or extension")
+        sys.exit(f"build.py: unknown task {task!r}; use setup, test, demo, bench, extension or blender")
 
 
 if __name__ == "__main__":

@@ -27,11 +27,20 @@ def register():
     properties.register()
     for c in operators.classes + panels.classes:
         bpy.utils.register_class(c)
-    # importing torch takes a second: check the engine just after Blender has started, not while it starts
-    bpy.app.timers.register(lambda: preferences.refresh() and None, first_interval=0.5)
+    # importing torch takes a second: check the engine just after Blender has started, not while it
+    # starts (without a window timers never run: scripts check it when they first generate)
+    if not bpy.app.background:
+        bpy.app.timers.register(_check_engine, first_interval=0.5)
+
+
+def _check_engine():
+    preferences.refresh()
+    return None             # once
 
 
 def unregister():
+    if bpy.app.timers.is_registered(_check_engine):
+        bpy.app.timers.unregister(_check_engine)
     if operators.RUNNING["job"] is not None:
         operators.RUNNING["job"].cancel()
     for c in reversed(operators.classes + panels.classes):

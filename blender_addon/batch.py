@@ -14,7 +14,7 @@ from mas_engine.errors import MasError
 
 from . import scene
 from .exporters import FORMATS, export
-from .operation import Operation, realize
+from .operation import KeepAction, Operation, realize
 from .scene_requests import model_name, requests_for
 
 _TRUE = ("1", "true", "yes", "on")
@@ -68,6 +68,7 @@ class Batch(Operation):
         if unknown or not self.formats:
             raise MasError(f"batch formats: {', '.join(sorted(unknown)) or 'none given'}; use ACTION, BLEND, BVH, FBX, GLB")
         self.overwrite, self.target = overwrite, target
+        self.kept = None            # the target's own action, kept and put back (KeepAction)
         self.defaults = dict(defaults or {})
         self.summary = {"folder": str(self.folder), "written": [], "skipped": [], "failed": [], "actions": []}
         self.reqs, self.paths = [], {}
@@ -114,6 +115,8 @@ class Batch(Operation):
             self.summary["failed"].append({"row": req.label, "reason": result.error})
             return
         made = None
+        if self.kept is None:
+            self.kept = KeepAction(self.target)
         try:
             made = realize(result, self.target)
             objects = made["objects"]
@@ -131,14 +134,17 @@ class Batch(Operation):
             if made is not None:
                 keep = [made["action"]] if "ACTION" in self.formats and made["action"].use_fake_user else []
                 scene.remove([c for c in made["created"] if c not in keep])
-                if self.target is not None and self.target.animation_data is not None:
-                    self.target.animation_data.action = None
+                self.kept.restore_active()
 
     def finish(self):
+        if self.kept is not None:
+            self.kept.undo()        # the target plays its own action again, as before the batch
         atomic_write(self.folder / "batch_report.json", lambda tmp: tmp.write_text(json.dumps(self.summary, indent=2)))
         return self.summary
 
     def abort(self):
+        if self.kept is not None:
+            self.kept.undo()
         for name in self.summary["actions"]:
             a = bpy.data.actions.get(name)
             if a is not None:

@@ -2,8 +2,8 @@
 
 Blender 4.4 introduced slotted actions (keeping ``Action.fcurves`` as a legacy view of the first
 slot) and 5.0 removed ``Action.fcurves`` / ``Action.groups``: F-curves live in a channel bag per
-slot (per animated ID). Everything that adds F-curves or NLA strips goes through here; only the
-5.0 branch runs in this project's tests (the ``bpy`` 5.0 wheel).
+slot (per animated ID). Everything that adds F-curves or NLA strips goes through here. The tests
+run on 5.0, and on 4.5 and 4.2 (``python3 build.py test --blender 4.5``), so every branch runs.
 """
 from __future__ import annotations
 
@@ -24,6 +24,15 @@ def assign_action(obj, action):
         slot = action.slots.new(id_type="OBJECT", name=obj.name)
         ad.action_slot = slot
     return action_ensure_channelbag_for_slot(action, slot)
+
+
+def bind_slot(obj, action) -> None:
+    """4.4-4.5: F-curves added through the legacy ``Action.fcurves`` create the action's first slot
+    after the action was assigned, and the object stays bound to no slot: it would not play the
+    action (the rig stays in its rest pose). Bind it to that slot. Nothing to do on 4.2 or 5.0."""
+    ad = obj.animation_data
+    if ad is not None and hasattr(ad, "action_slot") and ad.action_slot is None and len(getattr(action, "slots", ())):
+        ad.action_slot = action.slots[0]
 
 
 def new_fcurve(channels, data_path: str, index: int, group: str):

@@ -74,6 +74,32 @@ class Operation:
         self.created = []
 
 
+class KeepAction:
+    """The action a target armature plays before we give it ours: given a fake user while ours is
+    active (else it would have no user and be gone after save and reload), and put back on ``undo``."""
+
+    def __init__(self, target):
+        ad = target.animation_data if target is not None else None
+        self.target, self.action = target, ad.action if ad is not None else None
+        self.faked = self.action is not None and not self.action.use_fake_user
+        if self.faked:
+            self.action.use_fake_user = True
+
+    @property
+    def name(self) -> str:
+        return self.action.name if self.action is not None else ""
+
+    def restore_active(self) -> None:
+        """Make the user's action the target's active one again."""
+        if self.target is not None and self.target.animation_data is not None:
+            self.target.animation_data.action = self.action
+
+    def undo(self) -> None:
+        self.restore_active()
+        if self.faked:
+            self.action.use_fake_user = False
+
+
 class Motions(Operation):
     """One motion per seed, as characters at ``location`` (side by side) or as NLA strips on one
     character, or as actions on ``target``. All or nothing: any failure removes every motion."""
@@ -83,7 +109,7 @@ class Motions(Operation):
         self.reqs, self.target, self.location = reqs, target, tuple(location)
         self.arrange, self.spacing, self.group = arrange, spacing, group
         self.made: list[dict] = []
-        self.previous_action = target.animation_data.action if target is not None and target.animation_data else None
+        self.kept: KeepAction | None = None
 
     def requests(self):
         return self.reqs
@@ -93,6 +119,8 @@ class Motions(Operation):
             self.errors.append(f"seed {result.request.seed}: {result.error}")
             return
         i = len(self.made)
+        if self.kept is None:
+            self.kept = KeepAction(self.target)
         if self.arrange == "NLA" and self.made:
             holder = self.target or self.made[0]["objects"][0]
             action = scene.apply_track(holder, result.track, f"{model_name(result.request.model)}_seed{result.request.seed}",
@@ -108,6 +136,7 @@ class Motions(Operation):
                 if self.target is None:
                     o["mas_group"] = self.group
                     o["mas_variant"] = i
+        made["kept_action"] = self.kept.name
         self.made.append(made)
 
     def finish(self):
@@ -124,8 +153,8 @@ class Motions(Operation):
 
     def abort(self):
         super().abort()
-        if self.target is not None and self.target.animation_data is not None:
-            self.target.animation_data.action = self.previous_action
+        if self.kept is not None:
+            self.kept.undo()
 
 
 def run(op: Operation, job: Job | None = None):

@@ -195,8 +195,9 @@ class MAS_OT_generate_motion(_Settings, _JobOperator, bpy.types.Operator):
         m = made[0]
         rep = m["report"]
         first, last = m["action"].frame_range
+        kept = f"; your action {m['kept_action']} is kept (fake user)" if m.get("kept_action") else ""
         self.report({"INFO"}, f"{m['action'].name}: {int(last - first) + 1} frames, "
-                              f"fit error {1000 * rep.get('marker_error_m', 0):.0f} mm")
+                              f"fit error {1000 * rep.get('marker_error_m', 0):.0f} mm{kept}")
         if m["objects"] and m["objects"][0].name in context.view_layer.objects:
             for o in context.selected_objects:
                 o.select_set(False)

@@ -135,6 +135,7 @@ def apply_track(obj, track, action_name: str, frame_start: int = 1):
         pb.rotation_mode = "QUATERNION"
         _write(channels, f'pose.bones["{name}"].rotation_quaternion', frames, q, name)
     _write(channels, f'pose.bones["{root_name}"].location', frames, values["__root__"], root_name)
+    compat.bind_slot(obj, action)
     action.use_fake_user = False
     return action
 
@@ -168,6 +169,7 @@ def build_ball(obj, track, name: str, frame_start: int = 1):
     frames = np.arange(frame_start, frame_start + len(path), dtype=np.float64)
     action = bpy.data.actions.new(name)
     _write(compat.assign_action(ball_obj, action), "location", frames, path, "Object Transforms")
+    compat.bind_slot(ball_obj, action)
     return ball_obj, action
 
 

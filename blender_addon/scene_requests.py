@@ -50,9 +50,15 @@ def resolve_bone_map(obj, rig: str, bone_map="auto", sc=None) -> dict[str, str]:
 
 
 def check_target(obj):
+    """An armature we may animate: not linked from another file (its new action would be lost on
+    save; a library override can be animated)."""
     if obj is None or getattr(obj, "type", None) != "ARMATURE":
         raise MasError("the target must be an armature object: select your character's armature, "
                        "or generate a new built-in character")
+    if obj.library is not None:
+        raise MasError(f"armature {obj.name} is linked from {obj.library.filepath} and cannot keep a new action: "
+                       f"make a library override (Object > Library Override > Make > Selected & Content) "
+                       f"and generate onto the override")
     return obj
 
 

@@ -27,6 +27,17 @@ def posed_heads(obj, names) -> np.ndarray:
     return np.array([obj.matrix_world @ obj.pose.bones[n].head for n in names])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def unregister_at_the_end():
+    """Leave the add-on unregistered: the bpy 4.2 and 4.5 modules crash or hang at interpreter exit
+    while an add-on's classes are registered (any operator; a bug of those wheels, not of Blender)."""
+    yield
+    try:
+        blender_addon.unregister()
+    except RuntimeError:
+        pass
+
+
 @pytest.fixture
 def fresh():
     """An empty scene at 30 fps with the add-on registered."""
@@ -389,6 +400,49 @@ def test_save_reload_and_play(fresh, tmp_path):
         sc.frame_set(f)
         seen.append(np.array(rig.matrix_world @ rig.pose.bones["LeftHand"].head))
     assert np.ptp(np.array(seen), axis=0).max() > 0.05                       # it moves
+
+
+def test_a_users_own_action_survives_generating_onto_the_armature(fresh, tmp_path):
+    """The action an armature played before Generate is kept (fake user) through save and reload,
+    and a batch onto it leaves it playing that action, as before."""
+    rig = build_mixamo_armature()
+    rig.animation_data_create()
+    mine = bpy.data.actions.new("MyHandKeyedWalk")
+    rig.animation_data.action = mine
+    rig.keyframe_insert("location", frame=1)
+    made = api.generate_motion(seed=1, target=rig, **FAST)
+    assert made["action"].name == "human_seed1" and mine.use_fake_user
+    path = tmp_path / "kept.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    assert "MyHandKeyedWalk" in bpy.data.actions and "human_seed1" in bpy.data.actions
+    rig = bpy.data.objects["Character"]
+    rig.animation_data.action = bpy.data.actions["MyHandKeyedWalk"]
+    bpy.data.actions["MyHandKeyedWalk"].use_fake_user = False
+    api.generate_batch(tmp_path / "out", count=1, seed=2, formats=("BVH",), target=rig, **FAST)
+    assert rig.animation_data.action.name == "MyHandKeyedWalk"                 # playing its own again
+    assert not bpy.data.actions["MyHandKeyedWalk"].use_fake_user               # and used, as before
+
+
+def test_a_linked_armature_is_refused_and_its_override_works(fresh, tmp_path):
+    local = build_mixamo_armature("Linked")
+    library = tmp_path / "library.blend"
+    bpy.data.libraries.write(str(library), {local})
+    data = local.data
+    bpy.data.objects.remove(local)
+    bpy.data.armatures.remove(data)
+    with bpy.data.libraries.load(str(library), link=True) as (src, dst):
+        dst.objects = ["Linked"]
+    linked = dst.objects[0]
+    bpy.context.scene.collection.objects.link(linked)
+    before = sorted(a.name for a in bpy.data.actions)
+    with pytest.raises(api.MasError, match="linked from .*library override"):
+        api.generate_motion(seed=1, target=linked, **FAST)
+    assert sorted(a.name for a in bpy.data.actions) == before
+    override = linked.override_create(remap_local_usages=True)
+    override.data = override.data.override_create(remap_local_usages=True) if override.data.library else override.data
+    made = api.generate_motion(seed=1, target=override, **FAST)
+    assert override.animation_data.action is made["action"]
 
 
 def test_job_runs_in_a_thread_and_cancels():
