@@ -445,6 +445,52 @@ def test_a_linked_armature_is_refused_and_its_override_works(fresh, tmp_path):
     assert override.animation_data.action is made["action"]
 
 
+def test_every_export_comes_back_through_blenders_importers(fresh, tmp_path):
+    """BVH, FBX and glTF of one motion (60 frames at 30 fps) come back through Blender's importers
+    with their frames and joint positions (within 1 mm), and independent readers (bvh, ufbx,
+    pygltflib) see 60 frames at 30 fps from time 0. Blender's glTF importer puts time 0 on frame
+    0 (its convention): that round trip is compared one frame earlier."""
+    from blender_addon import exporters
+
+    made = api.generate_motion(seed=5, seconds=2.0, steps=10)
+    rig, sc = made["objects"][0], fresh
+    bones = [b.name for b in rig.pose.bones]
+    want = {}
+    for f in (1, 20, 45, 60):
+        sc.frame_set(f)
+        want[f] = posed_heads(rig, bones)
+    files = {fmt: tmp_path / f"motion{ext}" for fmt, ext in exporters.FORMATS.items() if fmt != "BLEND"}
+    for fmt, path in files.items():
+        exporters.export(fmt, path, made["objects"], made["action"], made["track"])
+    assert rig.animation_data.action is made["action"] and not rig.animation_data.nla_tracks   # as before
+    importers = {"BVH": lambda p: bpy.ops.import_anim.bvh(filepath=p, update_scene_fps=False, update_scene_duration=False),
+                 "FBX": lambda p: bpy.ops.import_scene.fbx(filepath=p),
+                 "GLB": lambda p: bpy.ops.import_scene.gltf(filepath=p)}
+    for fmt, path in files.items():
+        before = set(bpy.data.objects)
+        importers[fmt](str(path))
+        back = next(o for o in bpy.data.objects if o not in before and o.type == "ARMATURE")
+        first = 0 if fmt == "GLB" else 1
+        assert tuple(back.animation_data.action.frame_range) == (first, first + 59), fmt
+        for f, heads in want.items():
+            sc.frame_set(f - 1 + first)
+            assert np.abs(posed_heads(back, bones) - heads).max() < 1e-3, (fmt, f)
+    # independent readers
+    import bvh
+    import pygltflib
+    import ufbx
+
+    mocap = bvh.Bvh(files["BVH"].read_text())
+    assert mocap.nframes == 60 and abs(mocap.frame_time - 1 / 30) < 1e-6
+    fbx = ufbx.load_file(str(files["FBX"]))
+    stack = fbx.anim_stacks[0]
+    assert stack.name == "human_seed5" and fbx.settings.frames_per_second == 30.0
+    assert stack.time_begin == 0.0 and abs(stack.time_end - 59 / 30) < 1e-6
+    gltf = pygltflib.GLTF2().load(str(files["GLB"]))
+    times = gltf.accessors[gltf.animations[0].samplers[0].input]
+    assert times.count == 60 and times.min[0] == 0.0 and abs(times.max[0] - 59 / 30) < 1e-5
+
+
 def test_job_runs_in_a_thread_and_cancels():
     reqs = [jobs.Request(seed=s, seconds=2.0, steps=50, fps=30.0) for s in range(4)]
     job = jobs.Job(reqs).start()
