@@ -20,7 +20,7 @@ from .scene_requests import model_name, requests_for
 _TRUE = ("1", "true", "yes", "on")
 SETTINGS = {"model": str, "seed": int, "seconds": float, "views": int, "steps": int, "device": str,
             "in_place": lambda v: str(v).strip().lower() in _TRUE, "name": str,
-            "loop": lambda v: str(v).strip().lower() in _TRUE}
+            "loop": lambda v: str(v).strip().lower() in _TRUE, "foot_lock": lambda v: str(v).strip().lower() in _TRUE}
 
 
 def batch_rows(count: int = 10, seed: int = 0, settings_file="") -> list[dict]:
@@ -85,7 +85,7 @@ class Batch(Operation):
                 if paths and not todo and "ACTION" not in self.formats:
                     continue
                 req = requests_for([s["seed"]], s["model"], s["seconds"], s["views"], s["steps"], s["device"],
-                                   s["in_place"], target, loop=s["loop"])[0]
+                                   s["in_place"], target, loop=s["loop"], foot_lock=s["foot_lock"])[0]
                 req.label = stem
                 self.reqs.append(req)
                 self.paths[id(req)] = todo
@@ -97,7 +97,7 @@ class Batch(Operation):
         if unknown:
             raise MasError(f"unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(SETTINGS)}")
         s = {"model": "human", "seed": 0, "seconds": 4.0, "views": 5, "steps": 0, "device": "auto", "in_place": False,
-             "loop": False}
+             "loop": False, "foot_lock": True}
         s.update(self.defaults)
         for k, v in row.items():
             try:

@@ -25,6 +25,7 @@ class Request:
     steps: int = 0                       # 0: the model's own number of steps
     device: str = "auto"
     in_place: bool = False
+    foot_lock: bool = True               # the foot-contact clean-up of the fit
     loop: bool = False                   # a seamless loop (the action gets Cycles modifiers)
     rig: object = "human"
     label: str = ""
@@ -82,8 +83,8 @@ def sample_group(reqs: list[Request], progress, cancel) -> list[Result]:
     for k, req in enumerate(reqs):
         try:
             motion = pipeline.motion_of(plan, by_seed[req.seed], req.seed)
-            track, report = pipeline.rig_motion(motion, req.rig, req.in_place, fps=req.fps,
-                                                at_origin=plan.constraints is None, close_loop=req.loop)
+            track, report = pipeline.rig_motion(motion, req.rig, req.in_place, fps=req.fps, at_origin=plan.constraints is None,
+                                                close_loop=req.loop, foot_lock=req.foot_lock)
             out.append(Result(req, track, report))
         except MasError as e:
             out.append(Result(req, error=str(e)))

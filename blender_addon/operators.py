@@ -49,6 +49,8 @@ def _settings_props():
         "device": StringProperty(name="Device", default="auto", description="auto, cpu or cuda"),
         "in_place": BoolProperty(name="In place", default=False),
         "loop": BoolProperty(name="Loop", default=False, description="A seamless loop that plays forever (Cycles modifiers)"),
+        "foot_lock": BoolProperty(name="Foot contacts", default=True,
+                                  description="Clean up foot contacts in the fit: planted feet stay put"),
         "target": StringProperty(name="Target", default="",
                                  description="Name of an armature object to drive; empty: a new built-in character"),
         "bone_map": StringProperty(name="Bone map", default="auto",
@@ -67,7 +69,7 @@ class _Settings:
             if target is None:
                 raise MasError(f"no object named {self.target!r} to drive")
         return dict(model=self.model, seconds=self.seconds, views=self.views, steps=self.steps, device=self.device,
-                    in_place=self.in_place, loop=self.loop, target=target, bone_map=self.bone_map,
+                    in_place=self.in_place, loop=self.loop, foot_lock=self.foot_lock, target=target, bone_map=self.bone_map,
                     models_folder=preferences(context).models_folder)
 
 

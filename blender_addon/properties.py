@@ -52,6 +52,9 @@ class MAS_PG_settings(bpy.types.PropertyGroup):
                        description="Diffusion steps (0: the model's own); fewer is faster and rougher")
     device: EnumProperty(name="Device", items=DEVICES, default="auto")
     in_place: BoolProperty(name="In place", default=False, description="Remove the horizontal root motion")
+    foot_lock: BoolProperty(name="Foot contacts", default=True,
+                            description="Clean up foot contacts when fitting the rig: planted feet stay put "
+                                        "(off: the plain fit, a little closer to the generated joints)")
     loop: BoolProperty(name="Loop", default=False,
                        description="A seamless loop: the last frame flows into the first, the action cycles forever")
     start_from_pose: BoolProperty(name="Start from the current pose", default=False,

@@ -63,7 +63,8 @@ def check_target(obj):
 
 
 def requests_for(seeds, model="human", seconds=4.0, views=5, steps=0, device="auto", in_place=False,
-                 target=None, bone_map="auto", fps=None, models_folder="", loop=False, constraints=None) -> list[Request]:
+                 target=None, bone_map="auto", fps=None, models_folder="", loop=False, constraints=None,
+                 foot_lock=True) -> list[Request]:
     """One request per seed; the rig is the model's built-in character or ``target`` (an armature object)."""
     info = model_list.model_info(model, models_folder)
     if not info.rig:
@@ -77,7 +78,8 @@ def requests_for(seeds, model="human", seconds=4.0, views=5, steps=0, device="au
     fps = fps or scene_fps()
     return [Request(model=model if info.shipped else info.path, seed=int(s), seconds=float(seconds),
                     fps=float(fps), views=int(views), steps=int(steps), device=device, in_place=bool(in_place),
-                    loop=bool(loop), rig=rig, extra={"constraints": constraints} if constraints else {})
+                    loop=bool(loop), foot_lock=bool(foot_lock), rig=rig,
+                    extra={"constraints": constraints} if constraints else {})
             for s in seeds]
 
 

@@ -154,14 +154,14 @@ def motion_of(plan: Plan, joints: np.ndarray, seed: int) -> Motion:
 
 
 def rig_motion(motion: Motion, rig="human", in_place: bool = False, fps: float | None = None,
-               at_origin: bool = False, close_loop: bool = False):
+               at_origin: bool = False, close_loop: bool = False, foot_lock: bool = True):
     """Fit a rig to a motion (``retarget``); returns (RotationTrack, report).
 
     rig: "human", "horse", "smpl", a BVH file, or a user's armature as plain data {name, bones,
     parents, heads, tails (bones x 3, metres, Z up, world-aligned), bone_map}. fps: resample to
     this frame rate first (a scene's). at_origin: the root starts above (0, 0). close_loop: the
     motion is a loop: its first pose is keyed again one frame after the last, exactly, so that a
-    cyclic action's period has no seam.
+    cyclic action's period has no seam. foot_lock: the foot-contact clean-up (``retarget.contact``).
     """
     joints, layout = np.asarray(motion.joints), motion.layout
     if close_loop:
@@ -174,7 +174,7 @@ def rig_motion(motion: Motion, rig="human", in_place: bool = False, fps: float |
     if isinstance(rig, dict):
         rig = armature_from_skeleton(rig["name"], rig["bones"], rig["parents"], np.asarray(rig["heads"]),
                                      np.asarray(rig["tails"]), rig["bone_map"], joints, layout)
-    track, report = retarget(Motion(joints, fps, layout, motion.meta), rig=rig, in_place=in_place)
+    track, report = retarget(Motion(joints, fps, layout, motion.meta), rig=rig, in_place=in_place, foot_lock=foot_lock)
     if close_loop:              # the fit smooths each end on its own: make the period exact
         track.rotations[-1], track.root[-1] = track.rotations[0], track.root[0]
         for v in track.props.values():

@@ -491,6 +491,19 @@ def test_every_export_comes_back_through_blenders_importers(fresh, tmp_path):
     assert times.count == 60 and times.min[0] == 0.0 and abs(times.max[0] - 59 / 30) < 1e-5
 
 
+def test_the_foot_contact_clean_up_can_be_turned_off(fresh, monkeypatch, tmp_path):
+    from mas_app import pipeline
+
+    seen = []
+    real = pipeline.rig_motion
+    monkeypatch.setattr(pipeline, "rig_motion", lambda *a, **k: seen.append(k["foot_lock"]) or real(*a, **k))
+    assert bpy.ops.mas.generate_motion(seed=2, foot_lock=False, **FAST) == {"FINISHED"}
+    api.generate_motion(seed=2, **FAST)
+    api.generate_batch(tmp_path, rows=[{"seed": 3, "foot_lock": "no"}],
+                       formats=("ACTION",), overwrite=True, **FAST)
+    assert seen == [False, True, False]
+
+
 def test_job_runs_in_a_thread_and_cancels():
     reqs = [jobs.Request(seed=s, seconds=2.0, steps=50, fps=30.0) for s in range(4)]
     job = jobs.Job(reqs).start()
