@@ -24,8 +24,9 @@ from . import compat, scene
 FORMATS = {"BLEND": ".blend", "BVH": ".bvh", "FBX": ".fbx", "GLB": ".glb"}
 
 
-def export(fmt: str, path: Path, objects, action, track) -> None:
-    """Write ``fmt`` of one motion (its objects, action and rotation track) to ``path``."""
+def export(fmt: str, path: Path, objects, action, track, overwrite: bool = True) -> None:
+    """Write ``fmt`` of one motion (its objects, action and rotation track) to ``path``
+    (``overwrite=False``: never replace a file, FileExists)."""
     def write(tmp: Path):
         if fmt == "BVH":
             write_track(tmp, track)
@@ -53,7 +54,7 @@ def export(fmt: str, path: Path, objects, action, track) -> None:
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise MasError(f"the {fmt} exporter wrote nothing to {tmp.name}")
 
-    atomic_write(path, write)
+    atomic_write(path, write, overwrite=overwrite)
 
 
 @contextmanager

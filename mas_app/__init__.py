@@ -1,1 +1,2 @@
-"""The `mas` command line: the top floor, which wires the engine (mas_engine), rigs and retarget together."""
+"""The application core: the one generation pipeline (pipeline.py) that the command line
+(mas_cli) and the Blender add-on (blender_addon) both run."""

@@ -19,6 +19,16 @@ class FileExists(MasError):
     """The target file exists and replacing it was not asked for."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)      # read it by setting it (once, at import, before any thread starts)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes its file readable by its owner only; a result gets the mode a plain open() would give
+FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path, write, overwrite: bool = True) -> Path:
     """Call ``write(tmp)`` with a fresh temporary path beside ``path`` (same extension, so writers that
     go by it, like numpy's savez or matplotlib's savefig, keep working), then move it into place.
@@ -37,6 +47,8 @@ def atomic_write(path, write, overwrite: bool = True) -> Path:
         if not stat.S_ISREG(os.lstat(tmp).st_mode):      # some writers replace the file: a plain file is fine, a link is not
             raise MasError(f"the temporary file {tmp} was replaced by a link while writing {path}; is another "
                            f"program writing into {path.parent}?")
+        # the mode of the file it replaces, else what a plain open() would give (mkstemp's is 0600)
+        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if os.path.isfile(path) else FILE_MODE)
         if overwrite:
             os.replace(tmp, path)
         else:

@@ -1,7 +1,7 @@
 """Training the 2D motion denoiser: masked L2 on x0, AdamW, EMA, resume, data-parallel.
 
 Run alone (``mas train``) or data-parallel with torchrun: ``torchrun --nproc_per_node N
--m mas_app train ...`` (gloo on CPU, NCCL on GPU). Each rank draws its own batches;
+-m mas_cli train ...`` (gloo on CPU, NCCL on GPU). Each rank draws its own batches;
 the effective batch is ``batch_size x N``. Rank 0 writes the checkpoints.
 
 Files in ``out``: ``model.safetensors`` + ``model.json`` (EMA weights: what sampling

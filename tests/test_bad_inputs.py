@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from mas_engine.checkpoint import MODELS_DIR, save_checkpoint
-from mas_app.cli import main
+from mas_cli.cli import main
 from mas_engine.dataset import MonocularConfig, build_monocular_set, save_monocular_set
 from mas_engine.errors import MasError
 from mas_engine.model import ModelConfig, MotionDenoiser
@@ -176,7 +176,7 @@ CASES = [
     ("distance inf", G + ["--distance", "inf"], "distance"),
     ("distance nan", G + ["--distance", "nan"], "positive number"),
     ("batch size absurd", G + ["--batch-size", "1000000"], "batch size"),
-    ("format unknown", G + ["--format", "fbx"], "invalid choice"),
+    ("format unknown", G + ["--format", "obj"], "invalid choice"),
     ("rig file missing", G + ["--format", "bvh", "--rig", "{w}/nope.bvh"], "not found"),
     ("rig unknown", G + ["--format", "bvh", "--rig", "octopus"], "unknown rig"),
     ("device absent", G + ["--device", "cuda"], "no CUDA GPU"),
@@ -217,7 +217,7 @@ CASES = [
     ("motion unknown layout", ["retarget", "{w}/badlayout.npz", "--out", "{w}/x.bvh"], "unknown keypoint layout"),
     ("motion a folder", ["retarget", "{w}/adir.npz", "--out", "{w}/x.bvh"], "not a regular file"),
     ("motion a FIFO", ["retarget", "{w}/fifo.npz", "--out", "{w}/x.bvh"], "not a regular file"),
-    ("retarget out suffix", ["retarget", "{w}/good.npz", "--out", "{w}/x.txt"], ".bvh or .npz"),
+    ("retarget out suffix", ["retarget", "{w}/good.npz", "--out", "{w}/x.txt"], ".bvh, .npz, .fbx or .glb"),
     ("retarget out exists", ["retarget", "{w}/good.npz", "--out", "{w}/exists.bvh"], "--overwrite"),
     ("retarget rig missing", R + ["--rig", "{w}/nope.bvh"], "not found"),
     ("retarget rig unknown", R + ["--rig", "octopus"], "unknown rig"),
@@ -293,7 +293,7 @@ def test_catalogue_is_large_enough():
 # --- the Python API: the same rules at its boundary ---
 
 def _api_generate(w, **kw):
-    from mas_app.generate import generate_to_files
+    from mas_cli.generate import generate_to_files
     return generate_to_files(**dict(dict(model=str(w / "tiny"), seconds=1, steps=2, views=2, out=w / "out",
                                          log=lambda s: None), **kw))
 
@@ -343,6 +343,28 @@ def test_bad_api_input_is_a_mas_error_and_changes_nothing(world, name, call, mes
 
 # --- security and the write path ---
 
+def test_results_get_the_usual_file_mode(tmp_path):
+    """A result is readable as any file the user makes (not mkstemp's owner-only 0600), and a
+    replaced file keeps its mode."""
+    import stat
+
+    from mas_engine.atomic import FILE_MODE, atomic_write
+
+    new = atomic_write(tmp_path / "a.txt", lambda tmp: tmp.write_text("x"))
+    assert stat.S_IMODE(new.stat().st_mode) == FILE_MODE == 0o666 & ~_current_umask()
+    new.chmod(0o640)
+    atomic_write(new, lambda tmp: tmp.write_text("y"))
+    assert stat.S_IMODE(new.stat().st_mode) == 0o640 and new.read_text() == "y"
+
+
+def _current_umask() -> int:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def test_a_planted_symlink_is_never_written_through(tmp_path):
     from mas_engine.atomic import atomic_write
 
@@ -387,7 +409,7 @@ def test_deeplabcut_h5_is_read_without_pickle(tmp_path):
 
 
 def _mas(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "mas_app", *map(str, args)], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "mas_cli", *map(str, args)], cwd=ROOT,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
@@ -448,16 +470,17 @@ def test_export_writes_inside_its_folder_and_keeps_an_existing_model(world, tmp_
 
 
 def test_floors_only_point_down():
-    """rigs < mas_engine < retarget < mas_app < blender_addon (docs/ARCHITECTURE.md): no package imports
+    """rigs < mas_engine < retarget < mas_app < blender_addon < mas_cli (docs/ARCHITECTURE.md): no package imports
     one above it (imports inside functions included), only blender_addon imports bpy, and its
     Blender-free modules do not."""
     import ast
 
-    floors = ["rigs", "mas_engine", "retarget", "mas_app", "blender_addon"]
+    floors = ["rigs", "mas_engine", "retarget", "mas_app", "blender_addon", "mas_cli"]
     banned = {pkg: set(floors[i + 1:]) | {"bpy", "mathutils"} for i, pkg in enumerate(floors)}
-    banned["blender_addon"] = set()
+    banned["blender_addon"] = {"mas_cli"}
+    banned["mas_cli"] = set()           # the top: it may use bpy for FBX and glTF files
     for free in ("dependencies", "model_list", "jobs"):
-        banned[f"blender_addon/{free}.py"] = {"bpy", "mathutils"}
+        banned[f"blender_addon/{free}.py"] = {"bpy", "mathutils", "mas_cli"}
     wrong = []
     for where, names_banned in banned.items():
         files = [ROOT / where] if where.endswith(".py") else (ROOT / where).rglob("*.py")

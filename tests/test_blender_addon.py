@@ -22,6 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(seconds=2.0, steps=10)          # short motions, few steps: the tests check plumbing and geometry
 
 
+def fbx_take(path) -> tuple[str, float, float, float]:
+    """(name, first time, last time in seconds, fps) of an FBX file's first take, read by ufbx (an
+    independent reader; its Python objects do not keep their parents alive: hold each one)."""
+    import ufbx
+
+    scene = ufbx.load_file(str(path))
+    stacks = scene.anim_stacks
+    stack = stacks[0]
+    settings = scene.settings
+    return str(stack.name), float(stack.time_begin), float(stack.time_end), float(settings.frames_per_second)
+
+
 def posed_heads(obj, names) -> np.ndarray:
     """World positions of the named pose bones' heads at the current frame (len(names) x 3)."""
     return np.array([obj.matrix_world @ obj.pose.bones[n].head for n in names])
@@ -478,14 +490,11 @@ def test_every_export_comes_back_through_blenders_importers(fresh, tmp_path):
     # independent readers
     import bvh
     import pygltflib
-    import ufbx
 
     mocap = bvh.Bvh(files["BVH"].read_text())
     assert mocap.nframes == 60 and abs(mocap.frame_time - 1 / 30) < 1e-6
-    fbx = ufbx.load_file(str(files["FBX"]))
-    stack = fbx.anim_stacks[0]
-    assert stack.name == "human_seed5" and fbx.settings.frames_per_second == 30.0
-    assert stack.time_begin == 0.0 and abs(stack.time_end - 59 / 30) < 1e-6
+    name, begin, end, fps = fbx_take(files["FBX"])
+    assert name == "human_seed5" and fps == 30.0 and begin == 0.0 and abs(end - 59 / 30) < 1e-6
     gltf = pygltflib.GLTF2().load(str(files["GLB"]))
     times = gltf.accessors[gltf.animations[0].samplers[0].input]
     assert times.count == 60 and times.min[0] == 0.0 and abs(times.max[0] - 59 / 30) < 1e-5
@@ -502,6 +511,26 @@ def test_the_foot_contact_clean_up_can_be_turned_off(fresh, monkeypatch, tmp_pat
     api.generate_batch(tmp_path, rows=[{"seed": 3, "foot_lock": "no"}],
                        formats=("ACTION",), overwrite=True, **FAST)
     assert seen == [False, True, False]
+
+
+def test_the_command_line_writes_fbx_and_gltf_through_bpy(fresh, tmp_path):
+    import pygltflib
+
+    from mas_cli.cli import main
+
+    base = ["generate", "-n", "1", "--seed", "2", "--seconds", "1", "--steps", "5", "--out", str(tmp_path)]
+    assert main(base + ["--format", "fbx"]) == 0 and main(base + ["--format", "glb"]) == 0
+    _, begin, end, fps = fbx_take(tmp_path / "human_seed00002.fbx")
+    assert begin == 0.0 and abs(end - 29 / 30) < 1e-6 and fps == 30.0
+    gltf = pygltflib.GLTF2().load(str(tmp_path / "human_seed00002.glb"))
+    assert gltf.accessors[gltf.animations[0].samplers[0].input].count == 30
+    motion = tmp_path / "m.npz"
+    assert main(base + ["--format", "npz"]) == 0
+    (tmp_path / "human_seed00002.npz").rename(motion)
+    assert main(["retarget", str(motion), "--rig", "human", "--out", str(tmp_path / "r.fbx")]) == 0
+    assert fbx_take(tmp_path / "r.fbx")[0] == "r"
+    assert main(["retarget", str(motion), "--rig", "human", "--out", str(tmp_path / "r.fbx")]) == 2    # kept
+    assert not bpy.data.objects and not bpy.data.actions                  # the scene is left as it was
 
 
 def test_job_runs_in_a_thread_and_cancels():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mas_engine.checkpoint import shipped_models
-from mas_app.cli import main
+from mas_cli.cli import main
 from mas_engine.motion_io import load_motion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def test_asking_for_a_missing_gpu_says_so(tmp_path, tiny_checkpoint, capsys):
 
 
 def test_console_script_entry_point_runs(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "mas_app", "--help"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "mas_cli", "--help"], capture_output=True, text=True,
                        cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0 and "generate" in r.stdout
 
@@ -78,7 +78,7 @@ def test_generation_split_over_processes_with_torchrun(tmp_path, tiny_checkpoint
     import os
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-           "mas_app", "generate", "--model", str(tiny_checkpoint), "-n", "5", "--seed", "3",
+           "mas_cli", "generate", "--model", str(tiny_checkpoint), "-n", "5", "--seed", "3",
            "--seconds", "0.5", "--steps", "3", "--out", str(tmp_path), "--device", "cpu"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

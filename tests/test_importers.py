@@ -178,7 +178,7 @@ def test_own_2d_data_to_generated_3d_motions(tmp_path):
     data.mkdir()
     for k in range(3):
         mouse_csv(data / f"session{k}.csv", frames=200)
-    mas = [sys.executable, "-m", "mas_app"]
+    mas = [sys.executable, "-m", "mas_cli"]
 
     def run(*args):
         r = subprocess.run(mas + [str(a) for a in args], capture_output=True, text=True, timeout=600)
@@ -260,7 +260,7 @@ def test_video_errors_are_reported_by_file(tmp_path):
     with pytest.raises(MasError, match="use --layout coco17"):
         prepare_2d(data, tmp_path / "x.npz", "video", layout=HUMAN16, log=log.append)
     assert not (tmp_path / "x.npz").exists()
-    r = subprocess.run([sys.executable, "-m", "mas_app", "prepare", str(data), "--from", "video",
+    r = subprocess.run([sys.executable, "-m", "mas_cli", "prepare", str(data), "--from", "video",
                         "--min-frames", "24", "--max-frames", "48", "--out", str(tmp_path / "cli.npz")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "layout coco17" in r.stdout and "rejected fast.mp4: frame rate 5000" in r.stdout, r.stdout + r.stderr[-2000:]

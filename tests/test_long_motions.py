@@ -8,7 +8,7 @@ import torch
 
 from mas_engine import constraints as C
 from mas_engine.checkpoint import load_checkpoint, shipped_models
-from mas_app.cli import main
+from mas_cli.cli import main
 from mas_engine.errors import MasError
 from mas_engine.metrics import loop_closure, seam_ratio
 from mas_engine.motion_io import load_motion, save_motion

@@ -168,7 +168,7 @@ def test_retarget_of_generated_motions_never_adds_skating_or_jitter(tmp_path):
     """Generated motions' bones vary in length and a rig's cannot, so a fitted foot can come near the
     floor where the input's was not (seed 206 of the shipped model: 8.3% -> 11.2% before the clean-up
     also pinned those frames)."""
-    from mas_app.generate import generate_to_files
+    from mas_cli.generate import generate_to_files
     from mas_engine.motion_io import load_motion
 
     for path in generate_to_files("human", num=3, seconds=4.0, seed=204, device="cpu", out=tmp_path, log=lambda s: None):

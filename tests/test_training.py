@@ -57,7 +57,7 @@ def test_data_parallel_training_with_torchrun_on_cpu(walk_set, tmp_path):
     run = tmp_path / "ddp"
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "mas_app", "train", str(walk_set), "--out", str(run), "--steps", "6", "--save-every", "3",
+           "-m", "mas_cli", "train", str(walk_set), "--out", str(run), "--steps", "6", "--save-every", "3",
            "--batch-size", "4", "--width", "32", "--layers", "1", "--heads", "2", "--ff-width", "32",
            "--max-frames", "48", "--device", "cpu"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

@@ -10,9 +10,22 @@ from mas_engine.motion_io import Motion, save_motion
 from mas_engine.sampler import MasSettings
 from retarget.retarget import check_rig, write_track
 
-from . import pipeline
+from mas_app import pipeline
 
-FORMATS = ("npz", "bvh", "both")
+FORMATS = ("npz", "bvh", "both", "fbx", "glb")
+SUFFIXES = {"npz": [".npz"], "bvh": [".bvh"], "both": [".npz", ".bvh"], "fbx": [".fbx"], "glb": [".glb"]}
+
+
+def blender_files():
+    """``blender_addon.files`` (FBX and glTF through Blender's bpy module), or MasError with the fix."""
+    try:
+        from blender_addon import files
+    except ImportError as e:
+        if e.name != "bpy":
+            raise
+        raise validate.MasError("FBX and glTF files are written by Blender's bpy module, which is not installed here: "
+                                "pip install bpy==5.0.1 (Python 3.11), or use --format bvh") from None
+    return files
 
 
 def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=None, device="auto",
@@ -22,7 +35,8 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
                       log=print) -> list[Path]:
     """Generate ``num`` motions (seeds seed .. seed+num-1) into ``out``; returns the files written.
 
-    formats: "npz" (joint positions), "bvh" (a rotation track on ``rig``) or "both". Every argument
+    formats: "npz" (joint positions), "bvh" (a rotation track on ``rig``), "both", or "fbx" / "glb"
+    (the rig's character with its action, through Blender's bpy module). Every argument
     is checked, and the output folder probed, before sampling starts. Each batch's files are
     written as soon as the batch is done, so an interrupt loses at most the batch in flight.
     A motion whose files already exist is skipped (and named) unless ``overwrite``. cancel() True
@@ -49,11 +63,13 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     loaded, frames = plan.loaded, plan.frames
     if formats != "npz":
         check_rig(rig, loaded.layout)
+    if formats in ("fbx", "glb"):
+        blender_files()
     # under torchrun every process takes every WORLD_SIZE-th seed: one folder, no seed twice or missing
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     seeds = all_seeds[rank::world]
     out = Path(out)
-    suffixes = {"npz": [".npz"], "bvh": [".bvh"], "both": [".npz", ".bvh"]}[formats] + ([".gif"] if preview else [])
+    suffixes = SUFFIXES[formats] + ([".gif"] if preview else [])
     stem = lambda s: out / f"{loaded.name}_seed{s:05d}"  # noqa: E731
     skipped = [s for s in seeds if not overwrite and any(stem(s).with_suffix(x).exists() for x in suffixes)]
     seeds = [s for s in seeds if s not in set(skipped)]
@@ -91,6 +107,10 @@ def write_motion(stem: Path, motion: Motion, formats: str, rig: str, preview: bo
         if formats in ("bvh", "both"):
             track, _ = pipeline.rig_motion(motion, rig)
             written.append(write_track(stem.with_suffix(".bvh"), track, overwrite=overwrite))
+        if formats in ("fbx", "glb"):
+            track, _ = pipeline.rig_motion(motion, rig)
+            written.append(blender_files().write_track_file(stem.with_suffix("." + formats), track, stem.name,
+                                                            overwrite=overwrite))
         if preview:
             from mas_engine.viz import write_animation
             written.append(write_animation(stem.with_suffix(".gif"), motion.joints, motion.layout, motion.fps,

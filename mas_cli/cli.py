@@ -49,15 +49,23 @@ def cmd_retarget(a) -> None:
     from retarget.retarget import check_rig, retarget, write_track
     from mas_engine.motion_io import load_motion
 
-    if Path(a.out).suffix.lower() not in (".bvh", ".npz"):
-        raise MasError(f"output {a.out}: use a .bvh or .npz file name")
+    suffix = Path(a.out).suffix.lower()
+    if suffix not in (".bvh", ".npz", ".fbx", ".glb"):
+        raise MasError(f"output {a.out}: use a .bvh, .npz, .fbx or .glb file name")
+    if suffix in (".fbx", ".glb"):
+        from .generate import blender_files
+
+        blender_files()
     if os.path.lexists(a.out) and not a.overwrite:
         raise MasError(f"{a.out} exists; pass --overwrite to replace it, or choose another name")
     motion = load_motion(a.motion)
     check_rig(a.rig)
     track, report = retarget(motion, rig=a.rig, in_place=a.in_place, foot_lock=not a.no_foot_lock,
                              smpl_model=a.smpl_model)
-    write_track(a.out, track, overwrite=a.overwrite)
+    if suffix in (".fbx", ".glb"):
+        blender_files().write_track_file(a.out, track, overwrite=a.overwrite)
+    else:
+        write_track(a.out, track, overwrite=a.overwrite)
     line = f"wrote {a.out}: {len(track.armature.bones)} bones, {len(track.root)} frames; keypoint error " \
            f"{1000 * report['marker_error_m']:.1f} mm"
     if "skating_before" in report:
@@ -186,9 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--floor", action="store_true", help="floor prior: after each triangulation the lowest foot on one "
                                                         "floor (no floating or sinking; gliding shows as foot skating)")
     g.add_argument("--preview", action="store_true", help="also write a stick-figure GIF per motion")
-    g.add_argument("--format", default="npz", choices=["npz", "bvh", "both"],
-                   help="joint positions (.npz), a rotation track on --rig (.bvh), or both")
-    g.add_argument("--rig", default="human", help="rig for --format bvh: human or a BVH file of your armature")
+    g.add_argument("--format", default="npz", choices=["npz", "bvh", "both", "fbx", "glb"],
+                   help="joint positions (.npz), a rotation track on --rig (.bvh), both, or the rig's character "
+                        "with its animation as FBX or glTF (.glb; through Blender's bpy module)")
+    g.add_argument("--rig", default="human", help="rig for --format bvh/fbx/glb: human, horse or a BVH file of your armature")
     g.add_argument("--overwrite", action="store_true", help="replace motion files of the same name in --out "
                                                             "(default: skip those seeds and say so)")
     g.add_argument("--loop", action="store_true", help="a seamless loop: the last frame flows into the first "
@@ -210,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--rig", default="human",
                     help="human, horse, smpl (needs --smpl-model), or a BVH file of your armature (Mixamo-style bone names)")
     rt.add_argument("--smpl-model", default=None, help="SMPL .npz model file for --rig smpl (or set MAS_SMPL_MODEL)")
-    rt.add_argument("--out", required=True, help="OUT.bvh or OUT.npz (rotation track)")
+    rt.add_argument("--out", required=True, help="OUT.bvh, OUT.npz (rotation track), or OUT.fbx / OUT.glb (the rig "
+                                                 "with its animation, through Blender's bpy module)")
     rt.add_argument("--in-place", action="store_true", help="remove the horizontal root trajectory")
     rt.add_argument("--no-foot-lock", action="store_true", help="do not pin the feet during ground contact")
     rt.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

@@ -1,6 +1,0 @@
-"""python -m mas_app: the same as the `mas` command (and what torchrun runs)."""
-import sys
-
-from .cli import main
-
-sys.exit(main())
