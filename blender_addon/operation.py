@@ -13,9 +13,11 @@ from .jobs import Job, Request
 from .scene_requests import model_name
 
 
-def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, collection=None) -> dict:
+def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, collection=None,
+            key_tolerance: float = 0.0) -> dict:
     """Put one finished motion in the scene: a new built-in character at ``location`` (armature and
-    body), or a new action on ``target``. Returns {"objects", "action", "created"}; on an error
+    body), or a new action on ``target`` (keys reduced to ``key_tolerance``, see
+    ``scene.apply_track``). Returns {"objects", "action", "created"}; on an error
     nothing it made is left."""
     req, track = result.request, result.track
     sc = bpy.context.scene
@@ -33,7 +35,7 @@ def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, col
             created.append(body)
             objects = [obj, body]
             obj["mas_model"], obj["mas_seed"] = model_name(req.model), req.seed
-        action = scene.apply_track(obj, track, name, frame_start)
+        action = scene.apply_track(obj, track, name, frame_start, key_tolerance)
         created.append(action)
         scene.remember_markers(obj, track.armature)
         if req.loop:
@@ -104,8 +106,10 @@ class Motions(Operation):
     """One motion per seed, as characters at ``location`` (side by side) or as NLA strips on one
     character, or as actions on ``target``. All or nothing: any failure removes every motion."""
 
-    def __init__(self, reqs, target=None, location=(0.0, 0.0, 0.0), arrange="SIDE_BY_SIDE", spacing=1.5, group=""):
+    def __init__(self, reqs, target=None, location=(0.0, 0.0, 0.0), arrange="SIDE_BY_SIDE", spacing=1.5, group="",
+                 key_tolerance: float = 0.0):
         super().__init__()
+        self.key_tolerance = key_tolerance
         self.reqs, self.target, self.location = reqs, target, tuple(location)
         self.arrange, self.spacing, self.group = arrange, spacing, group
         self.made: list[dict] = []
@@ -124,12 +128,12 @@ class Motions(Operation):
         if self.arrange == "NLA" and self.made:
             holder = self.target or self.made[0]["objects"][0]
             action = scene.apply_track(holder, result.track, f"{model_name(result.request.model)}_seed{result.request.seed}",
-                                       bpy.context.scene.frame_start)
+                                       bpy.context.scene.frame_start, self.key_tolerance)
             self.created.append(action)
             made = {"objects": [holder], "action": action, "report": result.report, "track": result.track}
         else:
             x, y, z = self.location
-            made = realize(result, self.target, (x + i * self.spacing, y, z))
+            made = realize(result, self.target, (x + i * self.spacing, y, z), key_tolerance=self.key_tolerance)
             self.created += made["created"]
         if self.group:
             for o in made["objects"]:

@@ -52,6 +52,9 @@ class MAS_PG_settings(bpy.types.PropertyGroup):
                        description="Diffusion steps (0: the model's own); fewer is faster and rougher")
     device: EnumProperty(name="Device", items=DEVICES, default="auto")
     in_place: BoolProperty(name="In place", default=False, description="Remove the horizontal root motion")
+    key_tolerance: FloatProperty(name="Key tolerance", default=0.0, min=0.0, max=45.0, soft_max=5.0,
+                                 description="Keep only the keys that matter: every rotation within this many degrees, "
+                                             "the root within this many cm, of the motion (0: a key on every frame)")
     foot_lock: BoolProperty(name="Foot contacts", default=True,
                             description="Clean up foot contacts when fitting the rig: planted feet stay put "
                                         "(off: the plain fit, a little closer to the generated joints)")
