@@ -71,11 +71,8 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     out = Path(out)
     suffixes = SUFFIXES[formats] + ([".gif"] if preview else [])
     stem = lambda s: out / f"{loaded.name}_seed{s:05d}"  # noqa: E731
-    skipped = [s for s in seeds if not overwrite and any(stem(s).with_suffix(x).exists() for x in suffixes)]
-    seeds = [s for s in seeds if s not in set(skipped)]
-    if skipped:
-        names = ", ".join(stem(s).with_suffix(suffixes[0]).name for s in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-        log(f"skipped {len(skipped)} motion(s) whose files exist in {out}/ ({names}); pass --overwrite to replace them")
+    if not overwrite:
+        seeds = _without_existing(seeds, stem, suffixes, out, log)
     # a motion file is about frames x joints x 3 float32 plus its names; a BVH or GIF is larger
     validate.output_folder(out, len(seeds) * len(suffixes) * (frames * loaded.layout.num_joints * 12 + 4096) * 4)
     if not seeds:
@@ -95,6 +92,15 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     log(f"{'' if world == 1 else f'rank {rank}: '}wrote {len(paths)} file(s) for {len(seeds)} motion(s) of {frames} frames "
         f"({frames / loaded.fps:g} s at {loaded.fps:g} fps) to {out}/ in {stats['seconds']:.1f} s")
     return paths
+
+
+def _without_existing(seeds: list[int], stem, suffixes: list[str], out: Path, log) -> list[int]:
+    """The seeds none of whose files exist yet; the others are named in one line (kept, not replaced)."""
+    skipped = [s for s in seeds if any(stem(s).with_suffix(x).exists() for x in suffixes)]
+    if skipped:
+        names = ", ".join(stem(s).with_suffix(suffixes[0]).name for s in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        log(f"skipped {len(skipped)} motion(s) whose files exist in {out}/ ({names}); pass --overwrite to replace them")
+    return [s for s in seeds if s not in set(skipped)]
 
 
 def write_motion(stem: Path, motion: Motion, formats: str, rig: str, preview: bool, overwrite: bool) -> list[Path]:
