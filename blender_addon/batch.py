@@ -20,7 +20,10 @@ from .scene_requests import model_name, requests_for
 _TRUE = ("1", "true", "yes", "on")
 SETTINGS = {"model": str, "seed": int, "seconds": float, "views": int, "steps": int, "device": str,
             "in_place": lambda v: str(v).strip().lower() in _TRUE, "name": str,
-            "loop": lambda v: str(v).strip().lower() in _TRUE, "foot_lock": lambda v: str(v).strip().lower() in _TRUE}
+            "loop": lambda v: str(v).strip().lower() in _TRUE, "foot_lock": lambda v: str(v).strip().lower() in _TRUE,
+            "path": str, "start_from": str, "end_at": str, "keys": str}
+# the columns that are constraints (as in 'mas generate'): motion files, and the root's path 'x,y x,y ...' in metres
+INPUTS = ("start_from", "end_at", "keys", "path")
 
 
 def batch_rows(count: int = 10, seed: int = 0, settings_file="") -> list[dict]:
@@ -29,7 +32,8 @@ def batch_rows(count: int = 10, seed: int = 0, settings_file="") -> list[dict]:
 
 
 def read_settings_file(path) -> list[dict]:
-    """Rows of settings from a CSV (header: model, seed, seconds, views, steps, device, in_place, name)
+    """Rows of settings from a CSV (header: model, seed, seconds, views, steps, device, in_place, loop,
+    foot_lock, name, and the constraints start_from, end_at, keys (motion files) and path ('x,y x,y'))
     or a JSON list of objects with those keys. Values are checked per row in ``Batch``."""
     path = Path(bpy.path.abspath(str(path)))
     try:
@@ -88,6 +92,9 @@ class Batch(Operation):
                 req = requests_for([s["seed"]], s["model"], s["seconds"], s["views"], s["steps"], s["device"],
                                    s["in_place"], target, loop=s["loop"], foot_lock=s["foot_lock"])[0]
                 req.label = stem
+                inputs = {k: s[k] if k == "path" else bpy.path.abspath(s[k]) for k in INPUTS if s.get(k)}
+                if inputs:
+                    req.extra["inputs"] = inputs
                 self.reqs.append(req)
                 self.paths[id(req)] = todo
             except (MasError, ValueError, TypeError, KeyError) as e:

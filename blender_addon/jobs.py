@@ -15,7 +15,9 @@ class Request:
     """One motion to make. rig: "human", "horse", or a user armature as plain data
     {name, bones, parents, heads, tails (metres, Z up), bone_map}. extra["constraints"]: what
     the scene asks for (``scene_requests.scene_constraints``): start_pose (joints x 3), keys ({frame
-    at ``fps`` from the motion's start: joints x 3, NaN where free}), path (points x 2), metres."""
+    at ``fps`` from the motion's start: joints x 3, NaN where free}), path (points x 2), metres.
+    extra["inputs"]: constraints as ``mas generate`` takes them (a batch row's columns): start_from,
+    end_at, keys (motion files) and path ('x,y x,y ...', metres)."""
 
     model: str = "human"
     seed: int = 0
@@ -34,7 +36,7 @@ class Request:
     def group_key(self):
         """Requests that differ only in seed (and rig) are sampled as one batch; constrained ones alone."""
         return (self.model, self.seconds, self.views, self.steps, self.device, self.loop,
-                id(self) if self.extra.get("constraints") else None)
+                id(self) if self.extra.get("constraints") or self.extra.get("inputs") else None)
 
 
 @dataclass
@@ -65,9 +67,11 @@ def plan_for(req: Request):
             start = {"joints": np.asarray(c["start_pose"])[None], "joint_names": names, "source": "the current pose"}
         if c.get("keys"):
             keys = {"poses": c["keys"], "fps": req.fps}
+    given = req.extra.get("inputs") or {}
     settings = MasSettings(views=req.views, steps=req.steps or None, loop=req.loop)
-    return pipeline.prepare(req.model, req.seconds, settings, req.device, start_from=start, keys=keys,
-                            path=c.get("path"), cache=True)
+    return pipeline.prepare(req.model, req.seconds, settings, req.device, start_from=given.get("start_from", start),
+                            end_at=given.get("end_at"), keys=given.get("keys", keys), path=given.get("path", c.get("path")),
+                            cache=True)
 
 
 def sample_group(reqs: list[Request], progress, cancel) -> list[Result]:

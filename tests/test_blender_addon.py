@@ -328,6 +328,20 @@ def test_batch_goes_on_after_a_failure_and_does_not_overwrite(fresh, tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]        # no partial files
 
 
+def test_batch_rows_take_constraints(fresh, tmp_path):
+    """A settings file's columns path, start_from, end_at and keys are the constraints of 'mas
+    generate': here a root path 2 m along X, and a row whose start file is missing fails alone."""
+    from mas_engine.bvh import read_bvh
+
+    rows = [{"seed": 1, "seconds": 2, "path": "0,0 2,0", "name": "walk_x"},
+            {"seed": 2, "seconds": 2, "start_from": str(tmp_path / "nowhere.npz"), "name": "lost"}]
+    report = api.generate_batch(tmp_path / "out", rows=rows, formats=("BVH",), steps=10)
+    assert report["written"] == [str(tmp_path / "out" / "walk_x.bvh")]
+    assert report["failed"][0]["row"] == "lost" and "nowhere.npz" in report["failed"][0]["reason"]
+    root = read_bvh(tmp_path / "out" / "walk_x.bvh").positions()[:, 0]          # metres, Y up: X is X
+    assert abs(root[0, 0]) < 0.1 and abs(root[-1, 0] - 2.0) < 0.1, root[[0, -1]]
+
+
 def build_mixamo_armature(name="Character"):
     """A user's armature: Mixamo names with a namespace, centimetres (object scale 0.01), turned
     about Z, bone rolls of its own, an extra spine bone and a finger that no preset maps."""
