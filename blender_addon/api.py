@@ -18,13 +18,12 @@ from mas_engine.errors import MasError  # noqa: F401 - part of the API: what cal
 from . import dependencies, scene
 from .batch import Batch, batch_rows
 from .operation import Motions, run
+from .preferences import setup_paths
 from .scene_requests import model_name, requests_for, scene_constraints
 
 
 def ensure_engine() -> None:
     """MasError with the fix unless torch and the engine import (checked once, then cached)."""
-    from .preferences import setup_paths
-
     ok, line = dependencies.status()
     if not ok:
         setup_paths()

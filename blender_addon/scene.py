@@ -10,11 +10,15 @@ Everything made here is listed, so that a failure can remove it again (``remove`
 """
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 
 import numpy as np
 
 import bpy
+from mathutils import Euler, Matrix, Quaternion, Vector
+
+from rigs.mesh import ball, bone_tubes
 
 from . import compat
 
@@ -54,7 +58,6 @@ def build_armature(arm, name: str, location=(0.0, 0.0, 0.0), collection=None):
 
 def build_body(arm, arm_obj, name: str):
     """The rig's procedural tube mesh (``rigs.mesh``), skinned bone by bone, parented to ``arm_obj``."""
-    from rigs.mesh import bone_tubes
 
     tubes = bone_tubes(arm)
     me = bpy.data.meshes.new(name)
@@ -129,7 +132,7 @@ def pose_channels(obj, track) -> dict[str, np.ndarray]:
     Returns {bone: frames x 4 quaternions (w, x, y, z)} and "__root__": frames x 3, the root
     bone's location channel.
     """
-    import torch
+    import torch      # here, not at the top: the add-on registers before torch is installed
 
     from retarget.rotations import quaternion_from_matrix
 
@@ -185,7 +188,6 @@ def rotation_channels(pose_bone, q: np.ndarray, key_tolerance: float = 0.0):
     in the pose bone's own rotation mode. A quaternion component or an axis-angle changes by at
     most about the angle itself, so the tolerance in degrees becomes radians for every channel
     (half of it for a quaternion component, which moves by sin(angle / 2))."""
-    from mathutils import Euler, Quaternion
 
     tol = np.radians(key_tolerance)
     mode = pose_bone.rotation_mode
@@ -221,7 +223,6 @@ def prop_positions(obj, track, name: str) -> np.ndarray:
 def build_ball(obj, track, name: str, frame_start: int = 1):
     """The ball of a track as a sphere parented to armature object ``obj``, keyed on its location.
     Returns (ball object, its action)."""
-    from rigs.mesh import ball
 
     verts, faces = ball()
     me = bpy.data.meshes.new(name)
@@ -254,8 +255,6 @@ def read_skeleton(obj) -> dict:
 def remember_markers(obj, armature) -> None:
     """Store where ``armature``'s keypoints sit on the bones of ``obj`` (custom properties), so that
     ``armature_keypoints`` can read its poses back as the model's keypoints later."""
-    import json
-
     obj["mas_markers"] = json.dumps({kp: [bone, *map(float, pos)] for kp, (bone, pos) in armature.markers.items()})
     obj["mas_scale"] = float(armature.scale)
     obj["mas_layout"] = armature.layout
@@ -265,9 +264,6 @@ def armature_keypoints(obj, joint_names) -> np.ndarray:
     """The keypoints of armature object ``obj`` at the current frame, in the motion frame its actions
     were made in (metres, Z up, the object's origin at 0): len(joint_names) x 3, NaN for keypoints
     it has no marker for. Needs ``remember_markers`` (any armature the add-on has animated)."""
-    import json
-
-    from mathutils import Matrix, Vector
 
     markers = json.loads(obj["mas_markers"])
     scale = float(obj["mas_scale"])
