@@ -17,7 +17,6 @@ import bpy
 
 from mas_engine.atomic import atomic_write
 from mas_engine.errors import MasError
-from retarget.retarget import write_track
 
 from . import compat, scene
 
@@ -29,6 +28,8 @@ def export(fmt: str, path: Path, objects, action, track, overwrite: bool = True)
     (``overwrite=False``: never replace a file, FileExists)."""
     def write(tmp: Path):
         if fmt == "BVH":
+            from retarget.retarget import write_track     # here: retarget needs torch, the add-on registers without it
+
             write_track(tmp, track)
         elif fmt == "BLEND":
             bpy.data.libraries.write(str(tmp), set(objects) | {action}, fake_user=True)

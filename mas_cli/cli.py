@@ -104,7 +104,7 @@ def cmd_train(a) -> None:
     from mas_engine.model import ModelConfig
     from mas_engine.train import TrainConfig, train
 
-    from mas_engine.checkpoint import check_config
+    from mas_engine.catalogue import check_config
 
     mc = check_config(ModelConfig(width=a.width, layers=a.layers, heads=a.heads, ff_width=a.ff_width,
                                   max_frames=a.max_frames, schedule=a.schedule), "mas train")
@@ -116,7 +116,8 @@ def cmd_train(a) -> None:
 
 
 def cmd_models(a) -> None:
-    from mas_engine.checkpoint import load_checkpoint, shipped_models
+    from mas_engine.catalogue import shipped_models
+    from mas_engine.checkpoint import load_checkpoint
 
     shipped = shipped_models()
     if not shipped:
@@ -130,7 +131,8 @@ def cmd_models(a) -> None:
 
 
 def cmd_export(a) -> None:
-    from mas_engine.checkpoint import MODELS_DIR, export_model
+    from mas_engine.catalogue import MODELS_DIR
+    from mas_engine.checkpoint import export_model
 
     card = export_model(a.checkpoint, a.name, a.dest or MODELS_DIR, a.note, overwrite=a.overwrite)
     size = card.with_suffix(".safetensors").stat().st_size

@@ -140,6 +140,10 @@ def read_card(card_path: Path) -> dict:
         raise MasError(f"cannot read checkpoint card {card_path}: {e}") from None
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise MasError(f"{card_path} is not a MAS checkpoint card (no \"format\": \"{FORMAT}\")")
+    return _check_version(card, card_path)
+
+
+def _check_version(card: dict, card_path) -> dict:
     if card.get("version", 0) > VERSION:
         raise MasError(f"{card_path} was written by a newer version of MAS (format {card['version']}); update MAS")
     return card
@@ -177,7 +181,7 @@ def describe(card_path, shipped: bool = False) -> ModelInfo | None:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         return None
     try:
-        card = read_card(card_path)
+        card = _check_version(raw, card_path)         # read once, above
         check_card(card, card_path)
         layout = KeypointLayout.from_dict(card["layout"])
         info.layout, info.rig, info.fps = layout.name, rig_of(layout.name), float(card["fps"])

@@ -16,8 +16,8 @@ from safetensors.torch import load_file, save_file
 from rigs.keypoints import KeypointLayout
 
 from .atomic import atomic_write
-from .catalogue import (CARD_LIMITS, DEFAULT_CAMERAS, FORMAT, MAX_FILE_BYTES, MODELS_DIR, VERSION,  # noqa: F401
-                        ModelConfig, check_card, check_config, checkpoint_paths, read_card, resolve, shipped_models)
+from .catalogue import (DEFAULT_CAMERAS, FORMAT, MODELS_DIR, VERSION, ModelConfig, check_card, checkpoint_paths,
+                        read_card, resolve)
 from .errors import MasError
 from .model import MotionDenoiser
 

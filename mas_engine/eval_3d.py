@@ -116,7 +116,7 @@ def real_windows(folder, names_file, frames: int, fps: float, count: int, seed: 
 def summarise(motions: np.ndarray, layout: KeypointLayout, fps: float) -> dict:
     """Bone-length variation, jitter and foot skating, on the body (optional joints such as a ball,
     NaN in capture where unseen, are left out)."""
-    spec = layout_spec(layout)
+    layout_spec(layout)                     # a layout without 3D capture is refused here
     feet = [layout.index(f) for f in layout.feet]
     body = [j for j, n in enumerate(layout.joints) if n not in layout.optional]
     return {"bone_cv": float(np.mean([bone_length_variation(m, layout) for m in motions])),

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from mas_engine.checkpoint import MODELS_DIR, save_checkpoint
+from mas_engine.catalogue import MODELS_DIR
+from mas_engine.checkpoint import save_checkpoint
 from mas_cli.cli import main
 from mas_engine.dataset import MonocularConfig, build_monocular_set, save_monocular_set
 from mas_engine.errors import MasError

@@ -16,7 +16,7 @@ import blender_addon  # noqa: E402
 from blender_addon import api, dependencies, jobs, model_list, scene  # noqa: E402
 from blender_addon.operation import Motions  # noqa: E402
 from blender_addon.scene_requests import requests_for  # noqa: E402
-from mas_engine.checkpoint import shipped_models  # noqa: E402
+from mas_engine.catalogue import shipped_models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(seconds=2.0, steps=10)          # short motions, few steps: the tests check plumbing and geometry
@@ -82,6 +82,18 @@ def test_register_and_unregister_twice(fresh):
         blender_addon.register()
         assert hasattr(bpy.types.Scene, "mas") and hasattr(bpy.types, "MAS_PT_generate")
         assert bpy.ops.mas.generate_motion.poll()
+
+
+def test_the_addon_registers_without_importing_torch():
+    """Registering imports neither torch nor what needs it (retarget, scipy): the add-on must load and
+    explain itself before its dependencies are installed. In a child process, where nothing else
+    has imported them."""
+    code = ("import sys, bpy, blender_addon; blender_addon.register(); "
+            "print(sorted(m for m in ('torch', 'scipy', 'retarget.retarget', 'mas_app.pipeline') if m in sys.modules)); "
+            "blender_addon.unregister()")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "[]", r.stdout[-1000:] + r.stderr[-1000:]
 
 
 class CheckedLayout:

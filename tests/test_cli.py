@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mas_engine.checkpoint import shipped_models
+from mas_engine.catalogue import shipped_models
 from mas_cli.cli import main
 from mas_engine.motion_io import load_motion
 

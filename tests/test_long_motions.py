@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from mas_engine import constraints as C
-from mas_engine.checkpoint import load_checkpoint, shipped_models
+from mas_engine.catalogue import shipped_models
+from mas_engine.checkpoint import load_checkpoint
 from mas_cli.cli import main
 from mas_engine.errors import MasError
 from mas_engine.metrics import loop_closure, seam_ratio
-from mas_engine.motion_io import load_motion, save_motion
+from mas_engine.motion_io import load_motion
 from mas_engine.sampler import MasSettings, sample_mas
 from mas_engine.windows import plan_windows, windowed_denoiser
 from rigs.keypoints import HUMAN16
