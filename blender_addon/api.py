@@ -34,35 +34,40 @@ def ensure_engine() -> None:
 
 def generate_motion(model="human", seed=0, seconds=4.0, views=5, steps=0, device="auto", in_place=False,
                     target=None, bone_map="auto", location=None, models_folder="", loop=False,
-                    start_from_pose=False, use_keyframes=False, path=None, foot_lock=True, key_tolerance=0.0) -> dict:
+                    start_from_pose=False, use_keyframes=False, path=None, foot_lock=True, key_tolerance=0.0,
+                    rigify_limbs="FK") -> dict:
     """Generate one motion into the current scene. target: an armature object to drive (None: a
     new built-in character at ``location``, default the 3D cursor). ``loop``: a seamless loop
     (Cycles modifiers). On ``target``: ``start_from_pose`` begins in its current pose,
     ``use_keyframes`` passes through the poses of its active action's keyframes; ``path``: a curve
     object the root follows; ``foot_lock``: the foot-contact clean-up of the fit (planted feet stay
     put); ``key_tolerance`` (degrees, and cm for the root): keep only the keys that matter (0: a key
-    on every frame). Returns {"objects", "action", "report"}."""
+    on every frame). A generated Rigify rig as ``target`` is keyed on its controls (FK and IK; the
+    limbs' IK/FK switches keyed to ``rigify_limbs``, "FK" or "IK"). Returns {"objects", "action", "report"}."""
     return run(motion_operation([seed], model, seconds, views, steps, device, in_place, target, bone_map, location,
                                 models_folder, loop, start_from_pose, use_keyframes, path, foot_lock=foot_lock,
-                                key_tolerance=key_tolerance))[0]
+                                key_tolerance=key_tolerance, rigify_limbs=rigify_limbs))[0]
 
 
 def motion_operation(seeds, model="human", seconds=4.0, views=5, steps=0, device="auto", in_place=False, target=None,
                      bone_map="auto", location=None, models_folder="", loop=False, start_from_pose=False,
                      use_keyframes=False, path=None, foot_lock=True, key_tolerance=0.0, variants=False,
-                     arrange="SIDE_BY_SIDE", spacing=1.5) -> Motions:
+                     arrange="SIDE_BY_SIDE", spacing=1.5, rigify_limbs="FK") -> Motions:
     """The operation behind generate_motion and generate_variants (what the operators run);
     ``variants``: the motions form a set to compare and keep one of (``keep_variant``)."""
     ensure_engine()
     validate.number("key tolerance (degrees)", key_tolerance, 0.0, 45.0)
+    if rigify_limbs not in ("FK", "IK"):
+        raise MasError(f"rigify_limbs must be FK or IK, not {rigify_limbs!r}")
     loc = tuple(bpy.context.scene.cursor.location) if location is None else tuple(location)
     wanted = scene_constraints(model, target, start_from_pose, use_keyframes, path, loc, seconds, models_folder)
     reqs = requests_for(seeds, model, seconds, views, steps, device, in_place, target, bone_map,
                         models_folder=models_folder, loop=loop, constraints=wanted, foot_lock=foot_lock)
     if not variants:
-        return Motions(reqs, target, loc, key_tolerance=key_tolerance)
+        return Motions(reqs, target, loc, key_tolerance=key_tolerance, rigify_limbs=rigify_limbs)
     group = f"{model_name(reqs[0].model)}_seeds{reqs[0].seed}-{reqs[-1].seed}"
-    return Motions(reqs, target, loc, "NLA" if target is not None else arrange, spacing, group, key_tolerance)
+    return Motions(reqs, target, loc, "NLA" if target is not None else arrange, spacing, group, key_tolerance,
+                   rigify_limbs)
 
 
 def generate_variants(count=3, seed=0, arrange="SIDE_BY_SIDE", spacing=1.5, location=None, **settings) -> list[dict]:

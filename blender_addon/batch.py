@@ -75,6 +75,7 @@ class Batch(Operation):
         self.kept = None            # the target's own action, kept and put back (KeepAction)
         self.defaults = dict(defaults or {})
         self.key_tolerance = validate.number("key tolerance (degrees)", self.defaults.pop("key_tolerance", 0.0), 0.0, 45.0)
+        self.rigify_limbs = self.defaults.pop("rigify_limbs", "FK")
         self.summary = {"folder": str(self.folder), "written": [], "skipped": [], "failed": [], "actions": []}
         self.reqs, self.paths = [], {}
         validate.output_folder(self.folder, option="folder")     # before any work: a folder we cannot write fails now
@@ -126,7 +127,7 @@ class Batch(Operation):
         if self.kept is None:
             self.kept = KeepAction(self.target)
         try:
-            made = realize(result, self.target, key_tolerance=self.key_tolerance)
+            made = realize(result, self.target, key_tolerance=self.key_tolerance, rigify_limbs=self.rigify_limbs)
             objects = made["objects"]
             for fmt, path in self.paths[id(req)].items():
                 export(fmt, path, objects, made["action"], result.track)

@@ -8,13 +8,25 @@ import bpy
 
 from mas_engine.errors import MasError
 
-from . import compat, scene
+from . import compat, rigify, scene
 from .jobs import Job, Request
 from .scene_requests import model_name
 
 
+def animate(obj, track, name: str, frame_start: int, key_tolerance: float = 0.0, rigify_limbs: str = "FK"):
+    """Key ``track`` on armature ``obj`` as a new action (made active): on its bones, or on its
+    controls if it is a generated Rigify rig (limbs switched to ``rigify_limbs``, "FK" or "IK")."""
+    if rigify.is_control_rig(obj):
+        action = rigify.apply_to_controls(obj, track, name, frame_start, key_tolerance, rigify_limbs)
+        scene.remember_markers(obj, track.armature, rigify.ORG)
+    else:
+        action = scene.apply_track(obj, track, name, frame_start, key_tolerance)
+        scene.remember_markers(obj, track.armature)
+    return action
+
+
 def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, collection=None,
-            key_tolerance: float = 0.0) -> dict:
+            key_tolerance: float = 0.0, rigify_limbs: str = "FK") -> dict:
     """Put one finished motion in the scene: a new built-in character at ``location`` (armature and
     body), or a new action on ``target`` (keys reduced to ``key_tolerance``, see
     ``scene.apply_track``). Returns {"objects", "action", "created"}; on an error
@@ -35,9 +47,8 @@ def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, col
             created.append(body)
             objects = [obj, body]
             obj["mas_model"], obj["mas_seed"] = model_name(req.model), req.seed
-        action = scene.apply_track(obj, track, name, frame_start, key_tolerance)
+        action = animate(obj, track, name, frame_start, key_tolerance, rigify_limbs)
         created.append(action)
-        scene.remember_markers(obj, track.armature)
         if req.loop:
             scene.make_cyclic(action, obj)
         if "ball" in track.props:
@@ -107,9 +118,9 @@ class Motions(Operation):
     character, or as actions on ``target``. All or nothing: any failure removes every motion."""
 
     def __init__(self, reqs, target=None, location=(0.0, 0.0, 0.0), arrange="SIDE_BY_SIDE", spacing=1.5, group="",
-                 key_tolerance: float = 0.0):
+                 key_tolerance: float = 0.0, rigify_limbs: str = "FK"):
         super().__init__()
-        self.key_tolerance = key_tolerance
+        self.key_tolerance, self.rigify_limbs = key_tolerance, rigify_limbs
         self.reqs, self.target, self.location = reqs, target, tuple(location)
         self.arrange, self.spacing, self.group = arrange, spacing, group
         self.made: list[dict] = []
@@ -127,13 +138,14 @@ class Motions(Operation):
             self.kept = KeepAction(self.target)
         if self.arrange == "NLA" and self.made:
             holder = self.target or self.made[0]["objects"][0]
-            action = scene.apply_track(holder, result.track, f"{model_name(result.request.model)}_seed{result.request.seed}",
-                                       bpy.context.scene.frame_start, self.key_tolerance)
+            action = animate(holder, result.track, f"{model_name(result.request.model)}_seed{result.request.seed}",
+                             bpy.context.scene.frame_start, self.key_tolerance, self.rigify_limbs)
             self.created.append(action)
             made = {"objects": [holder], "action": action, "report": result.report, "track": result.track}
         else:
             x, y, z = self.location
-            made = realize(result, self.target, (x + i * self.spacing, y, z), key_tolerance=self.key_tolerance)
+            made = realize(result, self.target, (x + i * self.spacing, y, z), key_tolerance=self.key_tolerance,
+                           rigify_limbs=self.rigify_limbs)
             self.created += made["created"]
         if self.group:
             for o in made["objects"]:

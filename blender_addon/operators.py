@@ -18,6 +18,7 @@ from . import api, dependencies, model_list
 from .jobs import Job
 from .operation import Operation
 from .preferences import preferences, setup_paths
+from .properties import RIGIFY_LIMBS
 
 RUNNING: dict = {"job": None, "label": ""}      # the one job in flight, for the panel
 
@@ -54,6 +55,8 @@ def _settings_props():
                                                    "degrees, the root within this many cm (0: a key on every frame)"),
         "foot_lock": BoolProperty(name="Foot contacts", default=True,
                                   description="Clean up foot contacts in the fit: planted feet stay put"),
+        "rigify_limbs": EnumProperty(name="Rigify limbs", default="FK", items=RIGIFY_LIMBS,
+                                     description="On a generated Rigify rig: what the limbs' IK/FK switches are keyed to"),
         "target": StringProperty(name="Target", default="",
                                  description="Name of an armature object to drive; empty: a new built-in character"),
         "bone_map": StringProperty(name="Bone map", default="auto",
@@ -73,7 +76,7 @@ class _Settings:
                 raise MasError(f"no object named {self.target!r} to drive")
         return dict(model=self.model, seconds=self.seconds, views=self.views, steps=self.steps, device=self.device,
                     in_place=self.in_place, loop=self.loop, foot_lock=self.foot_lock, key_tolerance=self.key_tolerance,
-                    target=target, bone_map=self.bone_map,
+                    target=target, bone_map=self.bone_map, rigify_limbs=self.rigify_limbs,
                     models_folder=preferences(context).models_folder)
 
 

@@ -3,7 +3,7 @@ engine's status and the model list are cached (``dependencies``, ``model_list``)
 
 import bpy
 
-from . import dependencies, model_list
+from . import dependencies, model_list, rigify
 from .operators import RUNNING
 from .preferences import preferences
 
@@ -13,10 +13,10 @@ def _copy_settings(op, context):
     s = context.scene.mas
     op.model, op.seed, op.seconds, op.views, op.steps = s.model, s.seed, s.seconds, s.views, s.steps
     op.device, op.in_place, op.loop, op.foot_lock = s.device, s.in_place, s.loop, s.foot_lock
-    op.key_tolerance = s.key_tolerance
+    op.key_tolerance, op.rigify_limbs = s.key_tolerance, s.rigify_limbs
     obj = context.active_object
     op.target = obj.name if s.target == "SELECTED" and obj is not None and obj.type == "ARMATURE" else ""
-    op.bone_map = "panel" if len(s.bone_map) else "auto"
+    op.bone_map = "panel" if len(s.bone_map) and not rigify.is_control_rig(obj) else "auto"
 
 
 class _Sidebar:
@@ -94,6 +94,11 @@ def _draw_target(layout, context) -> None:
     col = layout.column(align=True)
     col.prop(s, "start_from_pose")
     col.prop(s, "use_keyframes")
+    if rigify.is_control_rig(obj):             # no bone map: its ORG bones are the metarig's
+        box = layout.box()
+        box.label(text="Rigify rig: keyed on its FK and IK controls", icon="CON_ARMATURE")
+        box.row().prop(s, "rigify_limbs", expand=True)
+        return
     layout.prop(s, "show_bone_map", icon="TRIA_DOWN" if s.show_bone_map else "TRIA_RIGHT")
     if not s.show_bone_map:
         return

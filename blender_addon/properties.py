@@ -41,6 +41,11 @@ class MAS_PG_bone_pair(bpy.types.PropertyGroup):
 DEVICES = [("auto", "Auto", "The GPU when torch sees one, else the CPU"), ("cpu", "CPU", ""), ("cuda", "GPU (CUDA)", "")]
 
 
+RIGIFY_LIMBS = [("FK", "FK", "The limbs play their FK controls (exact); IK targets and poles are keyed too"),
+         ("IK", "IK", "The limbs play their IK targets and poles (Rigify's IK stretch moves knees and elbows by "
+                      "up to 2 cm); FK controls are keyed too")]
+
+
 class MAS_PG_settings(bpy.types.PropertyGroup):
     model: EnumProperty(name="Model", items=model_items, description="Motion model (shipped, or a checkpoint of yours)")
     seconds: FloatProperty(name="Length", default=4.0, min=0.5, max=600.0, soft_max=60.0, unit="TIME_ABSOLUTE",
@@ -68,6 +73,8 @@ class MAS_PG_settings(bpy.types.PropertyGroup):
                                             "(its active action, from the scene's start)")
     path: PointerProperty(name="Root path", type=bpy.types.Object, poll=lambda self, obj: obj.type == "CURVE",
                           description="A curve the character's root follows on the floor, at constant speed")
+    rigify_limbs: EnumProperty(name="Limbs", default="FK", items=RIGIFY_LIMBS,
+                               description="On a generated Rigify rig: what the limbs' IK/FK switches are keyed to")
     target: EnumProperty(name="Target", default="NEW", items=[
         ("NEW", "New character", "A built-in character for the model (human, horse) at the 3D cursor"),
         ("SELECTED", "Selected armature", "Drive the active armature through the bone map")])

@@ -73,7 +73,7 @@ def build_body(arm, arm_obj, name: str):
     return obj
 
 
-def _continuous(q: np.ndarray) -> np.ndarray:
+def continuous_quaternions(q: np.ndarray) -> np.ndarray:
     """Flip quaternion signs (frames x 4) so consecutive ones lie in the same hemisphere."""
     q = q.copy()
     for f in range(1, len(q)):
@@ -82,7 +82,7 @@ def _continuous(q: np.ndarray) -> np.ndarray:
     return q
 
 
-def _write(channels, data_path: str, frames: np.ndarray, values: np.ndarray, group: str, tolerance: float = 0.0) -> None:
+def write_keys(channels, data_path: str, frames: np.ndarray, values: np.ndarray, group: str, tolerance: float = 0.0) -> None:
     """One F-curve per column of values (frames x n), all keys at once. With a tolerance, only the
     frames ``reduce_keys`` keeps (the same frames for every column: a rotation stays whole), and
     then any frame where Blender's smooth curves still stray further is keyed too."""
@@ -149,7 +149,7 @@ def pose_channels(obj, track) -> dict[str, np.ndarray]:
         Mw = C @ np.array(bone.matrix_local.to_3x3())
         Mw /= np.linalg.norm(Mw, axis=0, keepdims=True)
         basis = np.einsum("ji,fjk,kl->fil", Mw, track.rotations[:, k], Mw)
-        out[name] = _continuous(quaternion_from_matrix(torch.from_numpy(basis)).numpy())
+        out[name] = continuous_quaternions(quaternion_from_matrix(torch.from_numpy(basis)).numpy())
     root = obj.data.bones[arm.bones[0]]
     head_arm = np.linalg.solve(L, (track.root / arm.scale).T).T     # armature space
     M = np.array(root.matrix_local.to_3x3())
@@ -175,8 +175,8 @@ def apply_track(obj, track, action_name: str, frame_start: int = 1, key_toleranc
         if name == "__root__":
             continue
         path, v, tol = rotation_channels(obj.pose.bones[name], q, key_tolerance)
-        _write(channels, f'pose.bones["{name}"].{path}', frames, v, name, tol)
-    _write(channels, f'pose.bones["{root_name}"].location', frames, values["__root__"], root_name,
+        write_keys(channels, f'pose.bones["{name}"].{path}', frames, v, name, tol)
+    write_keys(channels, f'pose.bones["{root_name}"].location', frames, values["__root__"], root_name,
            key_tolerance / 100.0 / track.armature.scale if key_tolerance else 0.0)
     compat.bind_slot(obj, action)
     action.use_fake_user = False
@@ -233,7 +233,7 @@ def build_ball(obj, track, name: str, frame_start: int = 1):
     path = prop_positions(obj, track, "ball")
     frames = np.arange(frame_start, frame_start + len(path), dtype=np.float64)
     action = bpy.data.actions.new(name)
-    _write(compat.assign_action(ball_obj, action), "location", frames, path, "Object Transforms")
+    write_keys(compat.assign_action(ball_obj, action), "location", frames, path, "Object Transforms")
     compat.bind_slot(ball_obj, action)
     return ball_obj, action
 
@@ -252,10 +252,11 @@ def read_skeleton(obj) -> dict:
             "heads": heads, "tails": tails}
 
 
-def remember_markers(obj, armature) -> None:
+def remember_markers(obj, armature, prefix: str = "") -> None:
     """Store where ``armature``'s keypoints sit on the bones of ``obj`` (custom properties), so that
-    ``armature_keypoints`` can read its poses back as the model's keypoints later."""
-    obj["mas_markers"] = json.dumps({kp: [bone, *map(float, pos)] for kp, (bone, pos) in armature.markers.items()})
+    ``armature_keypoints`` can read its poses back as the model's keypoints later. ``prefix``: what
+    obj's bone names have before ``armature``'s ("ORG-" on a Rigify control rig)."""
+    obj["mas_markers"] = json.dumps({kp: [prefix + bone, *map(float, pos)] for kp, (bone, pos) in armature.markers.items()})
     obj["mas_scale"] = float(armature.scale)
     obj["mas_layout"] = armature.layout
 

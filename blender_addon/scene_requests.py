@@ -12,7 +12,7 @@ from mas_engine.errors import MasError
 from rigs.bonemaps import PRESETS, detect_preset, load_bone_map, resolve_preset
 from rigs.keypoints import get_layout
 
-from . import model_list, scene
+from . import model_list, rigify, scene
 from .jobs import Request
 
 
@@ -26,10 +26,11 @@ def model_name(model: str) -> str:
     return Path(model).stem if ("/" in model or os.sep in model) else model
 
 
-def resolve_bone_map(obj, rig: str, bone_map="auto", sc=None) -> dict[str, str]:
+def resolve_bone_map(obj, rig: str, bone_map="auto", sc=None, names=None) -> dict[str, str]:
     """{built-in bone: bone of obj}: "auto" (the best preset), a preset name, "panel" (the scene's
-    edited map), a JSON file from ``rigs.bonemaps.save_bone_map``, or a dict."""
-    names = [b.name for b in obj.data.bones]
+    edited map), a JSON file from ``rigs.bonemaps.save_bone_map``, or a dict. ``names``: the bones
+    to choose from (default: all of obj's)."""
+    names = [b.name for b in obj.data.bones] if names is None else list(names)
     if isinstance(bone_map, dict):
         return dict(bone_map)
     if bone_map == "auto":
@@ -72,8 +73,13 @@ def requests_for(seeds, model="human", seconds=4.0, views=5, steps=0, device="au
     rig: object = info.rig
     if target is not None:
         check_target(target)
-        spec = scene.read_skeleton(target)
-        spec["bone_map"] = resolve_bone_map(target, info.rig, bone_map)
+        if rigify.is_control_rig(target):       # fitted to its ORG bones, keyed on its controls
+            spec = rigify.org_skeleton(target)
+            spec["bone_map"] = resolve_bone_map(target, info.rig, "rigify" if bone_map == "auto" else bone_map,
+                                                names=spec["bones"])
+        else:
+            spec = scene.read_skeleton(target)
+            spec["bone_map"] = resolve_bone_map(target, info.rig, bone_map)
         rig = spec
     fps = fps or scene_fps()
     return [Request(model=model if info.shipped else info.path, seed=int(s), seconds=float(seconds),
