@@ -35,24 +35,26 @@ def ensure_engine() -> None:
 def generate_motion(model="human", seed=0, seconds=4.0, views=5, steps=0, device="auto", in_place=False,
                     target=None, bone_map="auto", location=None, models_folder="", loop=False,
                     start_from_pose=False, use_keyframes=False, path=None, foot_lock=True, key_tolerance=0.0,
-                    rigify_limbs="FK") -> dict:
+                    rigify_limbs="FK", continue_action=False) -> dict:
     """Generate one motion into the current scene. target: an armature object to drive (None: a
     new built-in character at ``location``, default the 3D cursor). ``loop``: a seamless loop
     (Cycles modifiers). On ``target``: ``start_from_pose`` begins in its current pose,
     ``use_keyframes`` passes through the poses of its active action's keyframes; ``path``: a curve
     object the root follows; ``foot_lock``: the foot-contact clean-up of the fit (planted feet stay
-    put); ``key_tolerance`` (degrees, and cm for the root): keep only the keys that matter (0: a key
+    put); ``continue_action``: on ``target``, a motion that continues its active action from its
+    last key (the two play one after the other on an NLA track); ``key_tolerance`` (degrees, and cm for the root): keep only the keys that matter (0: a key
     on every frame). A generated Rigify rig as ``target`` is keyed on its controls (FK and IK; the
     limbs' IK/FK switches keyed to ``rigify_limbs``, "FK" or "IK"). Returns {"objects", "action", "report"}."""
     return run(motion_operation([seed], model, seconds, views, steps, device, in_place, target, bone_map, location,
                                 models_folder, loop, start_from_pose, use_keyframes, path, foot_lock=foot_lock,
-                                key_tolerance=key_tolerance, rigify_limbs=rigify_limbs))[0]
+                                key_tolerance=key_tolerance, rigify_limbs=rigify_limbs,
+                                continue_action=continue_action))[0]
 
 
 def motion_operation(seeds, model="human", seconds=4.0, views=5, steps=0, device="auto", in_place=False, target=None,
                      bone_map="auto", location=None, models_folder="", loop=False, start_from_pose=False,
                      use_keyframes=False, path=None, foot_lock=True, key_tolerance=0.0, variants=False,
-                     arrange="SIDE_BY_SIDE", spacing=1.5, rigify_limbs="FK") -> Motions:
+                     arrange="SIDE_BY_SIDE", spacing=1.5, rigify_limbs="FK", continue_action=False) -> Motions:
     """The operation behind generate_motion and generate_variants (what the operators run);
     ``variants``: the motions form a set to compare and keep one of (``keep_variant``)."""
     ensure_engine()
@@ -60,7 +62,13 @@ def motion_operation(seeds, model="human", seconds=4.0, views=5, steps=0, device
     if rigify_limbs not in ("FK", "IK"):
         raise MasError(f"rigify_limbs must be FK or IK, not {rigify_limbs!r}")
     loc = tuple(bpy.context.scene.cursor.location) if location is None else tuple(location)
-    wanted = scene_constraints(model, target, start_from_pose, use_keyframes, path, loc, seconds, models_folder)
+    if continue_action and variants:
+        raise MasError("Continue the active action makes one motion, not variants")
+    # a continuation begins in the action's last poses; the foot clean-up would re-plant the feet
+    # there and pop them by about 3 cm at the join (measured), so its fit is the plain one
+    foot_lock = foot_lock and not continue_action
+    wanted = scene_constraints(model, target, start_from_pose, use_keyframes, path, loc, seconds, models_folder,
+                               continue_action)
     reqs = requests_for(seeds, model, seconds, views, steps, device, in_place, target, bone_map,
                         models_folder=models_folder, loop=loop, constraints=wanted, foot_lock=foot_lock)
     if not variants:

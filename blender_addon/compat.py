@@ -56,11 +56,13 @@ def action_fcurves(action, obj=None):
     return out
 
 
-def push_to_nla(obj, action, name: str, start: int, mute: bool):
-    """Put ``action`` on a new NLA track of ``obj`` (one slot for the object on 4.4+)."""
+def push_to_nla(obj, action, name: str, start: int, mute: bool, track=None):
+    """Put ``action`` on a new NLA track of ``obj`` (or after the strips of ``track``), one slot for
+    the object on 4.4+; returns the track."""
     ad = obj.animation_data or obj.animation_data_create()
-    track = ad.nla_tracks.new()
-    track.name = name
+    if track is None:
+        track = ad.nla_tracks.new()
+        track.name = name
     strip = track.strips.new(name, int(start), action)
     if getattr(strip, "action_slot", False) is None and len(action.slots):     # 4.4+: a slot to play
         strip.action_slot = action.slots[0]

@@ -60,18 +60,20 @@ def plan_for(req: Request):
     from rigs.keypoints import get_layout
 
     c = req.extra.get("constraints") or {}
-    start = keys = None
-    if c.get("start_pose") is not None or c.get("keys"):
+    start = keys = cont = None
+    if c.get("start_pose") is not None or c.get("keys") or c.get("continue"):
         names = np.array(get_layout(c["layout"]).joints)
         if c.get("start_pose") is not None:
             start = {"joints": np.asarray(c["start_pose"])[None], "joint_names": names, "source": "the current pose"}
+        if c.get("continue"):           # the new part is req.seconds long, after the action's last frames
+            cont = {"joints": np.asarray(c["continue"]["joints"]), "joint_names": names, "source": "the active action"}
         if c.get("keys"):
             keys = {"poses": c["keys"], "fps": req.fps}
     given = req.extra.get("inputs") or {}
     settings = MasSettings(views=req.views, steps=req.steps or None, loop=req.loop)
     return pipeline.prepare(req.model, req.seconds, settings, req.device, start_from=given.get("start_from", start),
-                            end_at=given.get("end_at"), keys=given.get("keys", keys), path=given.get("path", c.get("path")),
-                            cache=True)
+                            continue_from=cont, end_at=given.get("end_at"), keys=given.get("keys", keys),
+                            path=given.get("path", c.get("path")), cache=True)
 
 
 def sample_group(reqs: list[Request], progress, cancel) -> list[Result]:

@@ -4,6 +4,8 @@ a cancel removes everything it made (``abort()``), so the scene is left as it wa
 """
 from __future__ import annotations
 
+import math
+
 import bpy
 
 from mas_engine.errors import MasError
@@ -33,7 +35,8 @@ def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, col
     nothing it made is left."""
     req, track = result.request, result.track
     sc = bpy.context.scene
-    frame_start = sc.frame_start if frame_start is None else frame_start
+    cont = (req.extra.get("constraints") or {}).get("continue")
+    frame_start = cont["start"] if cont is not None else sc.frame_start if frame_start is None else frame_start
     name = f"{model_name(req.model)}_seed{req.seed}"
     created, previous = [], None
     try:
@@ -49,6 +52,8 @@ def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, col
             obj["mas_model"], obj["mas_seed"] = model_name(req.model), req.seed
         action = animate(obj, track, name, frame_start, key_tolerance, rigify_limbs)
         created.append(action)
+        if cont is not None:                      # its first frames are the end of the action it continues
+            scene.drop_keys_until(action, obj, cont["frame"])
         if req.loop:
             scene.make_cyclic(action, obj)
         if "ball" in track.props:
@@ -62,7 +67,7 @@ def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, col
         raise
     end = frame_start + len(track.root) - 1 - (1 if req.loop else 0)      # a loop's last key is its first pose
     if sc.frame_end < end:
-        sc.frame_end = end
+        sc.frame_end = int(math.ceil(end))
     return {"objects": objects, "action": action, "created": created, "report": result.report, "track": track}
 
 
@@ -159,6 +164,11 @@ class Motions(Operation):
         if self.errors:
             self.abort()
             raise MasError("; ".join(self.errors))
+        if self.made and self.kept is not None and self.kept.action is not None \
+                and (self.reqs[0].extra.get("constraints") or {}).get("continue"):
+            if self.kept.faked:                   # a strip plays it from now on: it has a user
+                self.kept.action.use_fake_user = False
+            continue_on_nla(self.target, self.kept.action, self.made[0]["action"])
         if self.arrange == "NLA" and len(self.made) > 1:
             holder = self.made[0]["objects"][0]
             for i, m in enumerate(self.made):
@@ -171,6 +181,14 @@ class Motions(Operation):
         super().abort()
         if self.kept is not None:
             self.kept.undo()
+
+
+def continue_on_nla(obj, before, after) -> None:
+    """Play ``before`` and then ``after`` (the motion continuing it): two strips of one NLA track
+    of ``obj``, each at the frames it was keyed on; no active action."""
+    track = compat.push_to_nla(obj, before, f"{before.name} + {after.name}", int(round(before.frame_range[0])), False)
+    compat.push_to_nla(obj, after, after.name, int(round(after.frame_range[0])), False, track)
+    obj.animation_data.action = None
 
 
 def run(op: Operation, job: Job | None = None):

@@ -189,6 +189,9 @@ class MAS_OT_generate_motion(_Settings, _JobOperator, bpy.types.Operator):
                                   description="Begin in the target armature's current pose")
     use_keyframes: BoolProperty(name="Through the target's keyframes", default=False,
                                 description="In-between: pass through the poses at the target's keyframes")
+    continue_action: BoolProperty(name="Continue the active action", default=False,
+                                  description="Begin where the target's active action ends, with its velocity; "
+                                              "the two then play one after the other on an NLA track")
     path: StringProperty(name="Root path", default="", description="Name of a curve object the root follows")
 
     def operation(self, context):
@@ -198,7 +201,7 @@ class MAS_OT_generate_motion(_Settings, _JobOperator, bpy.types.Operator):
             if path is None:
                 raise MasError(f"no curve named {self.path!r} for the root path")
         return api.motion_operation([self.seed], start_from_pose=self.start_from_pose, use_keyframes=self.use_keyframes,
-                                    path=path, **self.common(context))
+                                    path=path, continue_action=self.continue_action, **self.common(context))
 
     def done(self, context, made):
         m = made[0]

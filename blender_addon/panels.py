@@ -59,6 +59,7 @@ class MAS_PT_generate(_Sidebar, bpy.types.Panel):
         op.path = s.path.name if s.path is not None else ""
         op.start_from_pose = s.target == "SELECTED" and s.start_from_pose
         op.use_keyframes = s.target == "SELECTED" and s.use_keyframes
+        op.continue_action = s.target == "SELECTED" and s.continue_action
 
 
 def _draw_model(layout, context) -> bool:
@@ -93,6 +94,7 @@ def _draw_target(layout, context) -> None:
         layout.label(text="select an armature", icon="ERROR")
     col = layout.column(align=True)
     col.prop(s, "start_from_pose")
+    col.prop(s, "continue_action")
     col.prop(s, "use_keyframes")
     if rigify.is_control_rig(obj):             # no bone map: its ORG bones are the metarig's
         box = layout.box()

@@ -68,6 +68,11 @@ class MAS_PG_settings(bpy.types.PropertyGroup):
     start_from_pose: BoolProperty(name="Start from the current pose", default=False,
                                   description="Begin in the selected armature's current pose (a character made or "
                                               "driven by Generate Motion)")
+    continue_action: BoolProperty(name="Continue the active action", default=False,
+                                  description="Begin where the selected armature's active action ends, with its "
+                                              "velocity (a character made or driven by Generate Motion); the two then "
+                                              "play one after the other on an NLA track (the new part's fit is "
+                                              "the plain one: Foot contacts would re-plant the feet at the join)")
     use_keyframes: BoolProperty(name="Through its keyframes", default=False,
                                 description="In-between: pass through the poses at the selected armature's keyframes "
                                             "(its active action, from the scene's start)")

@@ -206,6 +206,17 @@ def rotation_channels(pose_bone, q: np.ndarray, key_tolerance: float = 0.0):
     return "rotation_euler", np.array(out), tol
 
 
+def drop_keys_until(action, obj, frame: float) -> None:
+    """Remove the keys of ``action`` at or before ``frame`` (a continuation's first frames repeat
+    the end of the action it continues)."""
+    for fc in compat.action_fcurves(action, obj):
+        points = fc.keyframe_points
+        for i in reversed(range(len(points))):
+            if points[i].co[0] <= frame + 1e-4:
+                points.remove(points[i], fast=True)
+        fc.update()
+
+
 def make_cyclic(action, obj=None) -> None:
     """A Cycles modifier on every F-curve of ``action``: a loop plays forever without a pop (its last
     key is its first pose, one period after the first key)."""

@@ -90,17 +90,21 @@ def requests_for(seeds, model="human", seconds=4.0, views=5, steps=0, device="au
 
 
 def scene_constraints(model, target=None, start_from_pose=False, use_keyframes=False, path=None, location=None,
-                      seconds=4.0, models_folder="") -> dict | None:
+                      seconds=4.0, models_folder="", continue_action=False) -> dict | None:
     """Constraints read from the scene, as plain data for the pipeline (``jobs.plan_for``): the
     current pose of ``target`` as the start, the poses at its active action's keyframes
-    (in-betweening, frames counted from the scene's start), and a curve object as the root's path.
-    The pose and keys need an armature that the add-on has animated (it knows where the model's
-    keypoints sit on its bones)."""
-    if not (start_from_pose or use_keyframes or path is not None):
+    (in-betweening, frames counted from the scene's start), the end of its active action to
+    continue (``continue_action``: its last frames at the model's frame rate, and the scene frame
+    they end at), and a curve object as the root's path. The pose, keys and continuation need an
+    armature that the add-on has animated (it knows where the model's keypoints sit on its bones)."""
+    if not (start_from_pose or use_keyframes or continue_action or path is not None):
         return None
+    if continue_action and (start_from_pose or use_keyframes):
+        raise MasError("Continue the active action begins where that action ends: use it without "
+                       "Start from the current pose and Through its keyframes")
     info = model_list.model_info(model, models_folder)
     out: dict = {"layout": info.layout}
-    if start_from_pose or use_keyframes:
+    if start_from_pose or use_keyframes or continue_action:
         check_target(target)
         if "mas_markers" not in target or target.get("mas_layout") != info.layout:
             raise MasError(f"{target.name} has no {info.layout} keypoints the add-on knows of: start from a pose or "
@@ -121,6 +125,8 @@ def scene_constraints(model, target=None, start_from_pose=False, use_keyframes=F
                     out["keys"][f - sc.frame_start] = scene.armature_keypoints(target, names)
             finally:
                 sc.frame_set(now)
+        if continue_action:
+            out["continue"] = action_end(target, names, scene_fps() / info.fps)
     if path is not None:
         if getattr(path, "type", None) != "CURVE":
             raise MasError(f"the root path must be a curve object, not {getattr(path, 'name', path)!r}")
@@ -130,3 +136,27 @@ def scene_constraints(model, target=None, start_from_pose=False, use_keyframes=F
         except ValueError as e:
             raise MasError(str(e)) from None
     return out
+
+
+def action_end(obj, names, step: float) -> dict:
+    """The end of ``obj``'s active action as a motion to continue: {"joints": the keypoints at its
+    last START_FRAMES frames at the model's frame rate (``step`` scene frames apart; START_FRAMES x
+    joints x 3, metres), "frame": the scene frame of its last key, "start": the scene frame where
+    the new motion, which begins with those frames, starts}."""
+    from mas_engine.constraints import START_FRAMES      # here: the engine needs torch, registering does not
+
+    keyed = scene.keyed_frames(obj)
+    if not keyed:
+        raise MasError(f"{obj.name} has no active action with keys to continue: select an armature that plays one")
+    last = keyed[-1]
+    sc = bpy.context.scene
+    now = sc.frame_current
+    joints = []
+    try:
+        for k in range(START_FRAMES):
+            t = last - (START_FRAMES - 1 - k) * step
+            sc.frame_set(int(np.floor(t)), subframe=float(t - np.floor(t)))
+            joints.append(scene.armature_keypoints(obj, names))
+    finally:
+        sc.frame_set(now)
+    return {"joints": np.stack(joints), "frame": last, "start": last - (START_FRAMES - 1) * step}

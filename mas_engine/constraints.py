@@ -74,7 +74,7 @@ def start_from(motion: dict, frames: int, layout: KeypointLayout, fps: float, wh
     c = empty(frames, layout, fps)
     if len(joints) > frames:
         raise MasError(f"{what}: the motion to continue needs {len(joints)} frames, the new one has {frames}")
-    c.targets[:len(joints)], c.mask[:len(joints)] = joints, _known(joints, layout)
+    c.targets[:len(joints)], c.mask[:len(joints)] = np.nan_to_num(joints), _known(joints, layout)   # NaN: free
     return c
 
 
@@ -82,7 +82,7 @@ def end_at(pose: dict, frames: int, layout: KeypointLayout, fps: float) -> Const
     """The new motion ends in the first frame of ``pose`` (a pose or a motion file)."""
     joints = _check_skeleton(pose, layout, fps, "--end-at")[:1]
     c = empty(frames, layout, fps)
-    c.targets[-1], c.mask[-1] = joints[0], _known(joints, layout)[0]
+    c.targets[-1], c.mask[-1] = np.nan_to_num(joints[0]), _known(joints, layout)[0]
     return c
 
 

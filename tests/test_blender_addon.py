@@ -258,6 +258,37 @@ def test_start_from_the_current_pose_in_between_keys_and_follow_a_curve(fresh):
         api.generate_motion(seed=1, target=bare, start_from_pose=True, **FAST)
 
 
+def test_continue_the_active_action(fresh):
+    """A motion continuing the armature's active action starts where it ends, with its velocity:
+    both play one after the other on one NLA track, the join moving no more than the frames around it."""
+    made = api.generate_motion(seed=5, **FAST)                       # frames 1-60
+    obj, old = made["objects"][0], made["action"]
+    bones = [b.name for b in obj.pose.bones]
+    fresh.frame_set(30)
+    before = posed_heads(obj, bones)
+    nxt = api.generate_motion(seed=6, target=obj, continue_action=True, **FAST)
+    ad = obj.animation_data
+    assert ad.action is None and len(ad.nla_tracks) == 1
+    strips = list(ad.nla_tracks[0].strips)
+    assert [s.action for s in strips] == [old, nxt["action"]]
+    assert (strips[0].frame_start, strips[0].frame_end, strips[1].frame_start) == (1, 60, 61)
+    assert strips[1].frame_end == 120 and fresh.frame_end >= 120      # 2 s more
+    assert not old.use_fake_user                                       # a strip uses it
+    fresh.frame_set(30)
+    assert np.allclose(posed_heads(obj, bones), before, atol=1e-5)      # the old part plays as before
+    pts = []
+    for f in range(52, 70):
+        fresh.frame_set(f)
+        pts.append(posed_heads(obj, bones))
+    pts = np.array(pts)
+    accel = np.nanmax(np.linalg.norm(np.diff(pts, 2, axis=0), axis=-1), axis=1)   # frames 53-68
+    join = accel[60 - 53]                                            # at frame 60 (and 61 next)
+    inside = np.median(accel)
+    assert max(join, accel[61 - 53]) < 2.5 * inside, (join, accel)      # no pop at the join (measured 1.5x)
+    with pytest.raises(api.MasError, match="without"):
+        api.generate_motion(seed=7, target=obj, continue_action=True, start_from_pose=True, **FAST)
+
+
 def test_scene_frame_rate_resamples(fresh):
     fresh.render.fps = 24
     made = api.generate_motion(seed=1, **FAST)
@@ -476,6 +507,8 @@ def test_the_panel_offers_rigify_limbs_and_its_button_drives_the_controls(fresh)
     assert bpy.ops.mas.generate_motion(target=rig.name, seed=2, rigify_limbs="IK", **FAST) == {"FINISHED"}
     keys = fcurve_values(rig.animation_data.action)
     assert keys[('pose.bones["upper_arm_parent.L"]["IK_FK"]', 0)][0, 1] == 0.0
+    api.generate_motion(target=rig, seed=4, continue_action=True, **FAST)       # its keypoints are read back too
+    assert [len(t.strips) for t in rig.animation_data.nla_tracks] == [2]
 
 
 def test_each_bone_keeps_its_rotation_mode_and_reduced_keys_stay_within_tolerance(fresh):

@@ -105,6 +105,17 @@ def test_constraints_say_what_is_wrong():
         C.end_at(_as_motion(np.full((1, 16, 3), np.nan)), 60, HUMAN16, 30.0)
 
 
+def test_an_unknown_joint_of_a_start_or_end_pose_is_left_free():
+    """A pose read from a rig may not know every keypoint (NaN): that joint is free, and its
+    target is a number (a NaN target would turn the whole motion into NaN through the pull)."""
+    pose = np.random.default_rng(0).normal(size=(3, 16, 3))
+    pose[:, 5] = np.nan
+    for c in (C.start_from(_as_motion(pose), 60, HUMAN16, 30.0), C.end_at(_as_motion(pose), 60, HUMAN16, 30.0)):
+        assert np.isfinite(c.targets).all()
+        fixed = c.mask.any(-1).any(0)
+        assert not fixed[5] and fixed[[0, 1, 4, 6]].all()
+
+
 def test_cli_long_loop_continue_keys_and_path(tiny_checkpoint, tmp_path):
     base = ["generate", "--model", str(tiny_checkpoint), "--steps", "3", "--views", "2", "--device", "cpu"]
     assert main(base + ["--seconds", "5", "--out", str(tmp_path / "long")]) == 0
