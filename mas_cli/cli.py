@@ -109,7 +109,7 @@ def cmd_train(a) -> None:
     mc = check_config(ModelConfig(width=a.width, layers=a.layers, heads=a.heads, ff_width=a.ff_width,
                                   max_frames=a.max_frames, schedule=a.schedule), "mas train")
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
-                     mirror=not a.no_mirror, bf16=a.bf16)
+                     mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight)
     summary = train(a.data, a.out, mc, tc, device=a.device, resume=not a.restart, init=a.init)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: {summary['steps']} steps in {summary['seconds']:.0f} s; checkpoint {Path(a.out) / 'model'}.json")
@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "same model settings), not from random weights")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass (about 1.5x faster "
                                                        "on CPUs with AVX-512 bf16; see docs/results.md)")
+    t.add_argument("--still-weight", type=_positive_float, default=1.0,
+                   help="draw the stillest 40%% of the windows this often against the others (below 1: moving "
+                        "windows are drawn more; 1: all alike)")
     t.add_argument("--device", default="auto")
     t.set_defaults(func=cmd_train)
 

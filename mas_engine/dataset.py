@@ -289,8 +289,22 @@ class MotionData2D:
         except (KeyError, ValueError, OSError) as e:
             raise MasError(f"{path} is not a MAS 2D data set ({e}); build one with 'mas prepare'") from None
 
-    def batches(self, batch_size: int, generator: torch.Generator, mirror: bool = True):
-        """Endless batches of similar-length windows (little padding), mirrored at random.
+    def speed(self) -> torch.Tensor:
+        """Each window's mean 2D joint speed (windows; metres a second in the image plane, detector
+        noise included): how much it moves."""
+        v = (self.pose[:, 1:] - self.pose[:, :-1]).norm(dim=-1) * self.fps * self.scale
+        seen = (self.conf[:, 1:] >= CONFIDENCE_THRESHOLD) & (self.conf[:, :-1] >= CONFIDENCE_THRESHOLD)
+        return (v * seen).sum((1, 2)) / seen.sum((1, 2)).clamp(min=1)
+
+    def still_weights(self, quantile: float, weight: float) -> torch.Tensor:
+        """Sampling weights (windows): ``weight`` for the stillest ``quantile`` of the windows (by
+        ``speed``), 1 for the others; so that moving windows are not outnumbered."""
+        s = self.speed()
+        return torch.where(s <= torch.quantile(s, quantile), torch.tensor(weight), torch.tensor(1.0))
+
+    def batches(self, batch_size: int, generator: torch.Generator, mirror: bool = True, weights=None):
+        """Endless batches of similar-length windows (little padding), mirrored at random; with
+        ``weights`` (windows), windows are drawn in proportion to them (with replacement).
 
         Yields (x0 B x L x J x 2, conf B x L x J, length B).
         """
@@ -298,7 +312,8 @@ class MotionData2D:
         n = len(self)
         while True:
             # sort a random permutation by length in chunks, so a batch has similar lengths
-            order = torch.randperm(n, generator=generator)
+            order = (torch.randperm(n, generator=generator) if weights is None
+                     else torch.multinomial(weights, n, replacement=True, generator=generator))
             chunk = batch_size * 16
             batches = []
             for c in range(0, n, chunk):

@@ -45,6 +45,8 @@ class TrainConfig:
     mirror: bool = True
     grad_clip: float = 1.0
     bf16: bool = False  # CPU/GPU autocast to bfloat16 for the forward pass (weights, EMA, optimiser stay float32)
+    still_weight: float = 1.0     # how often the stillest windows are drawn against the others (1: as often)
+    still_quantile: float = 0.4   # the share of windows that counts as stillest (by mean 2D joint speed)
 
 
 def masked_x0_loss(pred: torch.Tensor, x0: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -241,7 +243,8 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
     alpha_bar = alpha_bar_schedule(model.cfg.schedule, model.cfg.diffusion_steps).float().to(dev)
     # batches and noise depend on (seed, rank, step of the (re)start)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank * 7919 + done)
-    batches = data.batches(cfg.batch_size, gen, mirror=cfg.mirror)
+    weights = data.still_weights(cfg.still_quantile, cfg.still_weight) if cfg.still_weight != 1.0 else None
+    batches = data.batches(cfg.batch_size, gen, mirror=cfg.mirror, weights=weights)
     card = model_card(data, cfg, data_path, init, data_note)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

@@ -115,3 +115,29 @@ def test_padding_does_not_change_the_valid_frames():
     alone = model(x, t)
     padded = model(torch.cat([x, torch.randn(1, 10, 16, 2)], 1), t, torch.tensor([30]))
     torch.testing.assert_close(padded[:, :30], alone, atol=1e-5, rtol=0)
+
+
+def test_still_windows_can_be_drawn_less_often():
+    """Windows that barely move (here: constant poses) are the stillest by speed, and with a weight
+    of 1/4 the batches hold about 4 moving windows for each still one (half of each in the set)."""
+    import numpy as np
+
+    from mas_engine.dataset import MotionData2D
+
+    rng = np.random.default_rng(0)
+    pose = np.ones((40, 30, 16, 3))
+    pose[..., :2] = rng.normal(size=(40, 1, 16, 2))                          # 40 still windows...
+    t = np.arange(30)[:, None, None] / 30.0
+    pose[20:, :, :, 0] += np.sin(2 * np.pi * t[..., 0])                       # ...the last 20 move
+    data = MotionData2D(pose, np.full(40, 30), {"layout": HUMAN16.to_dict(), "scale": 0.5, "fps": 30.0})
+    speed = data.speed()
+    assert speed[:20].max() < 1e-5 and speed[20:].min() > 0.5                 # metres a second
+    w = data.still_weights(0.5, 0.25)
+    assert torch.equal(w, torch.tensor([0.25] * 20 + [1.0] * 20))
+    g = torch.Generator().manual_seed(0)
+    batches = data.batches(8, g, mirror=False, weights=w)
+    moving = []
+    for _ in range(200):
+        x, _, _ = next(batches)
+        moving += ((x[:, 1:] - x[:, :-1]).abs().amax((1, 2, 3)) > 1e-4).tolist()
+    assert 0.75 < np.mean(moving) < 0.85, np.mean(moving)                    # 1 / (1 + 0.25) = 0.8
