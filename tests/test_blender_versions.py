@@ -44,6 +44,8 @@ def test_the_addon_on_blender(version, on_50):
     r = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_blender_addon.py", "tests/test_blender_bvh.py",
               "-k", "not extension_zip"], folder)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-1000:]
+    r = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_blender_rigify.py"], folder)   # alone: see there
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-1000:]
     seen = probe(folder)
     assert seen["version"].startswith(version)
     for model in ("human", "quadruped", "ball"):
