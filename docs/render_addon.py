@@ -9,7 +9,6 @@ Blender as a module has no window, so the sidebar panel itself cannot be capture
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import blender_addon  # noqa: E402
 from blender_addon import api  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from render_bvh import render_frame, save_strip  # noqa: E402
+from render_bvh import aim, render_frame, save_strip, studio  # noqa: E402
 
 
 def main(argv=None):
@@ -37,29 +36,17 @@ def main(argv=None):
     scene = bpy.context.scene
     scene.render.fps = 30
     made = api.generate_variants(count=3, seed=a.seed, model=a.model, seconds=4.0, spacing=a.spacing, location=(0, 0, 0))
-    scene.render.engine = "BLENDER_WORKBENCH"
-    scene.render.resolution_x, scene.render.resolution_y = 400, 300
-    scene.display.shading.light = "STUDIO"
-    scene.display.shading.color_type = "OBJECT"
     for k, m in enumerate(made):
         for o in m["objects"]:
             o.color = ((0.85, 0.45, 0.3, 1), (0.3, 0.6, 0.85, 1), (0.45, 0.75, 0.4, 1))[k % 3]
-    scene.world = bpy.data.worlds.new("w")
-    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
-    scene.collection.objects.link(cam)
-    scene.camera = cam
-    floor = bpy.data.meshes.new("floor")
-    floor.from_pydata([(-30, -30, 0), (30, -30, 0), (30, 30, 0), (-30, 30, 0)], [], [(0, 1, 2, 3)])
-    scene.collection.objects.link(bpy.data.objects.new("floor", floor))
+    cam = studio(scene, 400, 300)
     images = []
     for f in (int(x) for x in a.frames.split(",")):
         scene.frame_set(f)
         roots = np.array([m["objects"][0].matrix_world @ m["objects"][0].pose.bones[0].head for m in made])
         c = roots.mean(0)
         k = a.spacing / 1.6                  # frame the characters at their size
-        cam.location = (c[0] + 1.0 * k, c[1] - 6.0 * k, 1.6 * k)
-        d = np.array([c[0], c[1], 0.9 * k]) - np.array(cam.location)
-        cam.rotation_euler = (math.atan2(math.hypot(d[0], d[1]), -d[2]), 0, math.atan2(d[1], d[0]) - math.pi / 2)
+        aim(cam, (c[0] + 1.0 * k, c[1] - 6.0 * k, 1.6 * k), (c[0], c[1], 0.9 * k))
         images.append(render_frame(scene, Path(a.out).with_name(f".frame_{f}.png")))
     save_strip(images, a.out)
     print(f"wrote {a.out}: seeds {a.seed}..{a.seed + 2}, frames {a.frames}")

@@ -45,6 +45,30 @@ def build_mesh(arm_obj, rig):
     return obj
 
 
+def studio(scene, width: int, height: int, color_type: str = "OBJECT", floor_half: float = 30.0):
+    """Workbench with studio light, a grey floor and a camera (returned) for headless pictures."""
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.render.resolution_x, scene.render.resolution_y = width, height
+    scene.display.shading.light = "STUDIO"
+    scene.display.shading.color_type = color_type
+    scene.world = bpy.data.worlds.new("w")
+    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    scene.collection.objects.link(cam)
+    scene.camera = cam
+    h = floor_half
+    floor = bpy.data.meshes.new("floor")
+    floor.from_pydata([(-h, -h, 0), (h, -h, 0), (h, h, 0), (-h, h, 0)], [], [(0, 1, 2, 3)])
+    scene.collection.objects.link(bpy.data.objects.new("floor", floor))
+    return cam
+
+
+def aim(cam, location, target) -> None:
+    """Put the camera at ``location`` looking at ``target`` (metres, Z up), horizon level."""
+    cam.location = tuple(location)
+    d = np.asarray(target, float) - np.asarray(location, float)
+    cam.rotation_euler = (math.atan2(math.hypot(d[0], d[1]), -d[2]), 0, math.atan2(d[1], d[0]) - math.pi / 2)
+
+
 def render_frame(scene, path: Path) -> np.ndarray:
     """Render the current frame through a temporary PNG; rows x columns x RGBA, top row first."""
     scene.render.filepath = str(path)
@@ -79,26 +103,12 @@ def main(argv=None):
     rig = human_armature() if a.rig == "human" else horse_armature()
     build_mesh(arm_obj, rig)
     scene = bpy.context.scene
-    scene.render.engine = "BLENDER_WORKBENCH"
-    scene.render.resolution_x, scene.render.resolution_y = 320, 400
-    scene.display.shading.light = "STUDIO"
-    scene.display.shading.color_type = "SINGLE"
-    world = bpy.data.worlds.new("w")
-    scene.world = world
-    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
-    scene.collection.objects.link(cam)
-    scene.camera = cam
-    floor = bpy.data.meshes.new("floor")
-    floor.from_pydata([(-20, -20, 0), (20, -20, 0), (20, 20, 0), (-20, 20, 0)], [], [(0, 1, 2, 3)])
-    scene.collection.objects.link(bpy.data.objects.new("floor", floor))
+    cam = studio(scene, 320, 400, "SINGLE", 20.0)
     images = []
     for k, f in enumerate(int(x) for x in a.frames.split(",")):
         scene.frame_set(scene.frame_start + f)
         root = arm_obj.matrix_world @ arm_obj.pose.bones[0].head
-        cam.location = (root.x + 2.3, root.y - 2.3, 1.4)
-        direction = np.array([root.x, root.y, 0.9]) - np.array(cam.location)
-        cam.rotation_euler = (math.atan2(math.hypot(direction[0], direction[1]), -direction[2]), 0,
-                              math.atan2(direction[1], direction[0]) - math.pi / 2)
+        aim(cam, (root.x + 2.3, root.y - 2.3, 1.4), (root.x, root.y, 0.9))
         images.append(render_frame(scene, Path(a.out).with_name(f".frame_{k}.png")))
     save_strip(images, a.out)
     print(f"wrote {a.out}")

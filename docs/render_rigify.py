@@ -12,7 +12,6 @@ over the motion: what the controls reproduce. Needs the bpy module (Python 3.11)
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import blender_addon  # noqa: E402
 from blender_addon import api  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from render_bvh import render_frame, save_strip  # noqa: E402
+from render_bvh import aim, render_frame, save_strip, studio  # noqa: E402
 
 
 def skin_tubes(rig, radius=0.035):
@@ -92,24 +91,12 @@ def main(argv=None):
     meta.hide_render = True
     body = skin_tubes(rig)
     body.color = (0.85, 0.45, 0.3, 1)
-    scene.render.engine = "BLENDER_WORKBENCH"
-    scene.render.resolution_x, scene.render.resolution_y = 400, 300
-    scene.display.shading.light = "STUDIO"
-    scene.display.shading.color_type = "OBJECT"
-    scene.world = bpy.data.worlds.new("w")
-    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
-    scene.collection.objects.link(cam)
-    scene.camera = cam
-    floor = bpy.data.meshes.new("floor")
-    floor.from_pydata([(-30, -30, 0), (30, -30, 0), (30, 30, 0), (-30, 30, 0)], [], [(0, 1, 2, 3)])
-    scene.collection.objects.link(bpy.data.objects.new("floor", floor))
+    cam = studio(scene, 400, 300)
     images = []
     for f in (int(x) for x in a.frames.split(",")):
         scene.frame_set(f)
         c = np.array(rig.matrix_world @ rig.pose.bones["torso"].head)
-        cam.location = (c[0] + 1.5, c[1] - 5.0, 1.4)
-        d = np.array([c[0], c[1], 0.9]) - np.array(cam.location)
-        cam.rotation_euler = (math.atan2(math.hypot(d[0], d[1]), -d[2]), 0, math.atan2(d[1], d[0]) - math.pi / 2)
+        aim(cam, (c[0] + 1.5, c[1] - 5.0, 1.4), (c[0], c[1], 0.9))
         images.append(render_frame(scene, Path(a.out).with_name(f".frame_{f}.png")))
     save_strip(images, a.out)
     print(f"wrote {a.out}: seed {a.seed}, frames {a.frames}")
