@@ -42,9 +42,10 @@ def generate_motion(model="human", seed=0, seconds=4.0, views=5, steps=0, device
     ``use_keyframes`` passes through the poses of its active action's keyframes; ``path``: a curve
     object the root follows; ``foot_lock``: the foot-contact clean-up of the fit (planted feet stay
     put); ``continue_action``: on ``target``, a motion that continues its active action from its
-    last key (the two play one after the other on an NLA track); ``key_tolerance`` (degrees, and cm for the root): keep only the keys that matter (0: a key
-    on every frame). A generated Rigify rig as ``target`` is keyed on its controls (FK and IK; the
-    limbs' IK/FK switches keyed to ``rigify_limbs``, "FK" or "IK"). Returns {"objects", "action", "report"}."""
+    last key (the two play one after the other on an NLA track); ``key_tolerance`` (degrees, and
+    cm for the root): keep only the keys that matter (0: a key on every frame). A generated Rigify
+    rig as ``target`` is keyed on its controls (FK and IK; the limbs' IK/FK switches keyed to
+    ``rigify_limbs``, "FK" or "IK"). Returns {"objects", "action", "report"}."""
     return run(motion_operation([seed], model, seconds, views, steps, device, in_place, target, bone_map, location,
                                 models_folder, loop, start_from_pose, use_keyframes, path, foot_lock=foot_lock,
                                 key_tolerance=key_tolerance, rigify_limbs=rigify_limbs,

@@ -105,37 +105,28 @@ def _limbs(obj) -> list[tuple[str, str, tuple[str, str, str]]]:
 
 def _helper(obj, skeleton: dict, driven: dict[str, str], poles: list[str]):
     """The helper armature (see the module's docstring), at ``obj``'s place, in the scene."""
-    data = bpy.data.armatures.new("MAS helper")
-    helper = bpy.data.objects.new("MAS helper", data)
+    helper = bpy.data.objects.new("MAS helper", bpy.data.armatures.new("MAS helper"))
     bpy.context.scene.collection.objects.link(helper)
     helper.matrix_world = obj.matrix_world
-    view_layer = bpy.context.view_layer
-    previous = view_layer.objects.active
-    view_layer.objects.active = helper
-    try:
-        with bpy.context.temp_override(active_object=helper, object=helper):
-            bpy.ops.object.mode_set(mode="EDIT")
-            made = {}
+    with scene.editing(helper) as edit_bones:
+        made = {}
 
-            def copy(name, rest_bone, parent=None):
-                eb = data.edit_bones.new(name)
-                eb.head, eb.tail = rest_bone.head_local, rest_bone.tail_local
-                eb.align_roll(rest_bone.z_axis)
-                eb.parent = parent
-                made[name] = eb
+        def copy(name, rest_bone, parent=None):
+            eb = edit_bones.new(name)
+            eb.head, eb.tail = rest_bone.head_local, rest_bone.tail_local
+            eb.align_roll(rest_bone.z_axis)
+            eb.parent = parent
+            made[name] = eb
 
-            for name in skeleton["bones"]:
-                copy(name, obj.data.bones[ORG + name])
-            for k, name in enumerate(skeleton["bones"]):
-                if skeleton["parents"][k] >= 0:
-                    made[name].parent = made[skeleton["bones"][skeleton["parents"][k]]]
-            for control, bone in driven.items():
-                copy(">" + control, obj.data.bones[control], made[bone])
-            for pole in poles:
-                copy(">" + pole, obj.data.bones[pole])
-            bpy.ops.object.mode_set(mode="OBJECT")
-    finally:
-        view_layer.objects.active = previous
+        for name in skeleton["bones"]:
+            copy(name, obj.data.bones[ORG + name])
+        for k, name in enumerate(skeleton["bones"]):
+            if skeleton["parents"][k] >= 0:
+                made[name].parent = made[skeleton["bones"][skeleton["parents"][k]]]
+        for control, bone in driven.items():
+            copy(">" + control, obj.data.bones[control], made[bone])
+        for pole in poles:
+            copy(">" + pole, obj.data.bones[pole])
     for pb in helper.pose.bones:
         pb.rotation_mode = "QUATERNION"
     return helper
@@ -145,10 +136,9 @@ def _pole_positions(helper, limbs, frames) -> dict[str, np.ndarray]:
     """Where each IK pole must be at each frame (armature space, frames x 3): in the limb's plane,
     on the bent side of its middle joint, as far from it as at rest. A straight limb keeps the
     direction of the frame before."""
-    sc = bpy.context.scene
     heads = {c: [] for _, _, chain in limbs for c in chain}
     for f in frames:
-        sc.frame_set(int(f))
+        scene.set_frame(f)
         for c in heads:
             heads[c].append(np.array(helper.pose.bones[c].head))
     out = {}
@@ -175,12 +165,7 @@ def _key_poles(helper, positions: dict[str, np.ndarray], frames) -> None:
     for pole, pos in positions.items():
         rest = helper.data.bones[">" + pole]
         local = (pos - np.array(rest.head_local)) @ np.array(rest.matrix_local.to_3x3())     # bone's own axes
-        path = f'pose.bones[">{pole}"].location'
-        for i in range(3):
-            fc = compat.new_fcurve(channels, path, i, ">" + pole)
-            fc.keyframe_points.add(len(frames))
-            fc.keyframe_points.foreach_set("co", np.stack([frames, local[:, i]], 1).astype(np.float32).ravel())
-            fc.update()
+        scene.write_keys(channels, f'pose.bones[">{pole}"].location', frames, local, ">" + pole)
     compat.bind_slot(helper, helper.animation_data.action)
 
 
@@ -219,7 +204,7 @@ def apply_to_controls(obj, track, action_name: str, frame_start: int = 1, key_to
             added.append((c, con))
         local = {c: [] for c in controls}
         for f in frames:
-            sc.frame_set(int(f))
+            scene.set_frame(f)
             for c in controls:
                 pb = obj.pose.bones[c]
                 local[c].append(np.array(obj.convert_space(pose_bone=pb, matrix=pb.matrix, from_space="POSE", to_space="LOCAL")))
@@ -240,10 +225,11 @@ def _key_controls(obj, local, limbs, limbs_mode, action_name, frames, key_tolera
     """The baked local matrices ({control: frames x 4 x 4}) as a new action on ``obj``: rotations
     in each control's own rotation mode, locations where a control moves off its rest (IK targets,
     poles, torso), and the limbs' switches (one key each)."""
-    poles = {pole for _, pole, _ in limbs}
     import torch      # here, not at the top: the add-on registers before torch is installed
 
     from retarget.rotations import quaternion_from_matrix
+
+    poles = {pole for _, pole, _ in limbs}
 
     action = bpy.data.actions.new(action_name)
     try:

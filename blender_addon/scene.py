@@ -28,28 +28,42 @@ def _link(obj, collection=None):
     return obj
 
 
-def build_armature(arm, name: str, location=(0.0, 0.0, 0.0), collection=None):
-    """A Blender armature object from a ``rigs.armature.Armature`` (rest in metres, Z up), at ``location``."""
-    data = bpy.data.armatures.new(name)
-    obj = _link(bpy.data.objects.new(name, data), collection)
-    obj.location = location
+@contextmanager
+def editing(obj):
+    """Edit mode on armature object ``obj`` for the ``with`` block (yields its edit bones), then
+    object mode; the active object is put back (``obj`` if there was none)."""
     view_layer = bpy.context.view_layer
     previous = view_layer.objects.active
     view_layer.objects.active = obj
     try:
         with bpy.context.temp_override(active_object=obj, object=obj):
             bpy.ops.object.mode_set(mode="EDIT")
-            bones = []
-            for b, bone_name in enumerate(arm.bones):
-                eb = data.edit_bones.new(bone_name)
-                eb.head = arm.heads[b].tolist()
-                eb.tail = arm.tails[b].tolist()
-                if arm.parents[b] >= 0:
-                    eb.parent = bones[arm.parents[b]]
-                bones.append(eb)
+            yield obj.data.edit_bones
             bpy.ops.object.mode_set(mode="OBJECT")
     finally:
         view_layer.objects.active = previous if previous is not None else obj
+
+
+def set_frame(frame: float) -> None:
+    """Evaluate the scene at ``frame``, a fractional one included (as a frame and a subframe)."""
+    whole = int(np.floor(frame))
+    bpy.context.scene.frame_set(whole, subframe=float(frame - whole))
+
+
+def build_armature(arm, name: str, location=(0.0, 0.0, 0.0), collection=None):
+    """A Blender armature object from a ``rigs.armature.Armature`` (rest in metres, Z up), at ``location``."""
+    data = bpy.data.armatures.new(name)
+    obj = _link(bpy.data.objects.new(name, data), collection)
+    obj.location = location
+    with editing(obj) as edit_bones:
+        bones = []
+        for b, bone_name in enumerate(arm.bones):
+            eb = edit_bones.new(bone_name)
+            eb.head = arm.heads[b].tolist()
+            eb.tail = arm.tails[b].tolist()
+            if arm.parents[b] >= 0:
+                eb.parent = bones[arm.parents[b]]
+            bones.append(eb)
     data.display_type = "STICK"
     for pb in obj.pose.bones:
         pb.rotation_mode = "QUATERNION"

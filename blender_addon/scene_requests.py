@@ -155,7 +155,7 @@ def action_end(obj, names, step: float) -> dict:
     try:
         for k in range(START_FRAMES):
             t = last - (START_FRAMES - 1 - k) * step
-            sc.frame_set(int(np.floor(t)), subframe=float(t - np.floor(t)))
+            scene.set_frame(t)
             joints.append(scene.armature_keypoints(obj, names))
     finally:
         sc.frame_set(now)
