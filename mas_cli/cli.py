@@ -30,6 +30,13 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _nonnegative_float(s: str) -> float:
+    v = float(s)
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, got {s}")
+    return v
+
+
 _STOP = threading.Event()      # set by SIGTERM: commands that can stop between batches do so
 _GRACEFUL = []                 # non-empty while such a command runs
 
@@ -109,7 +116,8 @@ def cmd_train(a) -> None:
     mc = check_config(ModelConfig(width=a.width, layers=a.layers, heads=a.heads, ff_width=a.ff_width,
                                   max_frames=a.max_frames, schedule=a.schedule), "mas train")
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
-                     mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight)
+                     mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight,
+                     noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight)
     summary = train(a.data, a.out, mc, tc, device=a.device, resume=not a.restart, init=a.init)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: {summary['steps']} steps in {summary['seconds']:.0f} s; checkpoint {Path(a.out) / 'model'}.json")
@@ -275,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--still-weight", type=_positive_float, default=1.0,
                    help="draw the stillest 40%% of the windows this often against the others (below 1: moving "
                         "windows are drawn more; 1: all alike)")
+    t.add_argument("--noise-weighting", default="uniform", choices=["uniform", "alpha_bar"],
+                   help="how much each noise level's x0 error counts: alike (uniform), or alpha_bar (the P2 "
+                        "weighting: the noisiest levels, whose error is mostly irreducible, count little)")
+    t.add_argument("--velocity-weight", type=_nonnegative_float, default=0.0,
+                   help="add this times the frame-to-frame velocity error to the loss (0: positions only)")
     t.add_argument("--device", default="auto")
     t.set_defaults(func=cmd_train)
 

@@ -47,22 +47,67 @@ class TrainConfig:
     bf16: bool = False  # CPU/GPU autocast to bfloat16 for the forward pass (weights, EMA, optimiser stay float32)
     still_weight: float = 1.0     # how often the stillest windows are drawn against the others (1: as often)
     still_quantile: float = 0.4   # the share of windows that counts as stillest (by mean 2D joint speed)
+    noise_weighting: str = "uniform"  # "uniform": every noise level's x0 error counts alike; "alpha_bar": see noise_level_weights
+    velocity_weight: float = 0.0  # weight of the frame-to-frame velocity error next to the position error
 
 
-def masked_x0_loss(pred: torch.Tensor, x0: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over confident joints: pred, x0 B x L x J x 2; conf B x L x J (0 on padding)."""
+def masked_x0_loss(pred: torch.Tensor, x0: torch.Tensor, conf: torch.Tensor,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over confident joints: pred, x0 B x L x J x 2; conf B x L x J (0 on
+    padding); each window's errors multiplied by ``weights`` (B) if given."""
     mask = (conf >= CONFIDENCE_THRESHOLD).to(pred.dtype)
-    return (((pred - x0) ** 2).sum(-1) * mask).sum() / (2 * mask.sum().clamp(min=1.0))
+    return _weighted_mean(((pred - x0) ** 2).sum(-1), mask, weights)
 
 
-def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=None) -> torch.Tensor:
-    """One diffusion training loss: random t, noise x0 to x_t, predict x0."""
+def masked_velocity_loss(pred: torch.Tensor, x0: torch.Tensor, conf: torch.Tensor,
+                         weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error of the frame-to-frame velocity (normalised units a frame) over joints
+    confident in both frames; as ``masked_x0_loss``. It weighs what a position error barely
+    sees: a foot that glides where it should stand, or frames that alternate."""
+    mask = (conf >= CONFIDENCE_THRESHOLD).to(pred.dtype)
+    err = (pred[:, 1:] - pred[:, :-1]) - (x0[:, 1:] - x0[:, :-1])
+    return _weighted_mean((err ** 2).sum(-1), mask[:, 1:] * mask[:, :-1], weights)
+
+
+def _weighted_mean(sq: torch.Tensor, mask: torch.Tensor, weights) -> torch.Tensor:
+    """sum(w_b mask sq) / (2 sum(mask)): B x L x J squared errors of 2 coordinates."""
+    per_window = (sq * mask).sum((1, 2))
+    if weights is not None:
+        per_window = per_window * weights.to(sq.dtype)
+    return per_window.sum() / (2 * mask.sum().clamp(min=1.0))
+
+
+def noise_level_weights(alpha_bar: torch.Tensor, kind: str = "uniform") -> torch.Tensor:
+    """The weight of each noise level's x0 error (T), mean 1.
+
+    uniform: all alike, which lets the highest noise levels dominate the loss (there the best
+    x0 is a blurred mean pose and the error is largely irreducible). alpha_bar: w_t =
+    alpha_bar_t = SNR / (1 + SNR), the P2 weighting with k = 1, gamma = 1 (Choi et al. 2022)
+    written for an x0 model; every level up to mid-way then counts about alike, the noisiest little.
+    """
+    if kind == "uniform":
+        return torch.ones_like(alpha_bar)
+    if kind == "alpha_bar":
+        return alpha_bar / alpha_bar.mean()
+    raise MasError(f"unknown noise weighting {kind!r}; use 'uniform' or 'alpha_bar'")
+
+
+def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=None,
+                  level_weights: torch.Tensor | None = None, velocity_weight: float = 0.0) -> torch.Tensor:
+    """One diffusion training loss: random t, noise x0 to x_t, predict x0; the x0 error of each
+    window weighted by its noise level's weight (``noise_level_weights``), plus
+    ``velocity_weight`` times the velocity error."""
     B = x0.shape[0]
     T = alpha_bar.shape[0]
     t = torch.randint(0, T, (B,), generator=generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     x_t = q_sample(x0, alpha_bar[t], noise)
-    return masked_x0_loss(model(x_t, t, length), x0, conf)
+    pred = model(x_t, t, length)
+    w = level_weights[t] if level_weights is not None else None
+    loss = masked_x0_loss(pred, x0, conf, w)
+    if velocity_weight:
+        loss = loss + velocity_weight * masked_velocity_loss(pred, x0, conf, w)
+    return loss
 
 
 @torch.no_grad()
@@ -243,6 +288,7 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
     alpha_bar = alpha_bar_schedule(model.cfg.schedule, model.cfg.diffusion_steps).float().to(dev)
     # batches and noise depend on (seed, rank, step of the (re)start)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank * 7919 + done)
+    level_weights = noise_level_weights(alpha_bar, cfg.noise_weighting)
     weights = data.still_weights(cfg.still_quantile, cfg.still_weight) if cfg.still_weight != 1.0 else None
     batches = data.batches(cfg.batch_size, gen, mirror=cfg.mirror, weights=weights)
     card = model_card(data, cfg, data_path, init, data_note)
@@ -273,7 +319,7 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = training_loss(net, alpha_bar, x0, conf, length, gen)
+            loss = training_loss(net, alpha_bar, x0, conf, length, gen, level_weights, cfg.velocity_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
