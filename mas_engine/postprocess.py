@@ -1,5 +1,5 @@
 """What happens to sampled motions after the diffusion loop: the half-frame-rate band-stop, metres,
-the floor, and the constraints' final placement. X: frames x joints x 3 (numpy), Z up.
+the travel of a motion made in place, the floor, and the constraints' final placement. X: frames x joints x 3 (numpy), Z up.
 """
 from __future__ import annotations
 
@@ -41,6 +41,37 @@ def place_on_floor(X: np.ndarray, floor_offset: float) -> np.ndarray:
     return X + np.array([0.0, 0.0, floor_offset - low], dtype=X.dtype)
 
 
+def travel_from_feet(X: np.ndarray, feet: list[int], softness: float = 0.01,
+                     lift: float = 0.15) -> np.ndarray:
+    """Give a motion made in place (frames x joints x 3, metres, Z up) the travel its feet imply.
+
+    A model trained in place (``mas prepare --in-place``: the root removed in every frame) makes
+    the body's motion, not where it goes. Where a foot stands on the floor it should not move,
+    so the body moves by the opposite of the standing foot's horizontal motion: from frame f-1
+    to f the whole motion is shifted by -sum_k w_k (p_k(f) - p_k(f-1)), with w a softmin over
+    the feet's heights in that step (the higher of f-1 and f; ``softness`` metres): the lower
+    foot stands, both alike when both are down. When even the lowest foot is ``lift`` above the floor (the motion's lowest foot
+    height), the body keeps the velocity it had (a jump or a run's flight). The root's own
+    horizontal motion is kept; the first frame stays where it is.
+    """
+    if len(X) < 2 or not feet:
+        return X
+    P = X[:, feet].astype(np.float64)                        # F, K, 3
+    h = P[..., 2]
+    floor = float(np.percentile(h.min(axis=1), 5))
+    h_step = np.maximum(h[1:], h[:-1])                       # F-1, K: a foot stands in a step if down at both ends
+    w = np.exp(-(h_step - h_step.min(axis=1, keepdims=True)) / softness)
+    w /= w.sum(axis=1, keepdims=True)
+    v = -(w[..., None] * np.diff(P[..., :2], axis=0)).sum(axis=1)   # F-1, 2: the body's horizontal step
+    flying = (h.min(axis=1)[1:] - floor) > lift
+    for f in np.flatnonzero(flying):
+        v[f] = v[f - 1] if f > 0 else 0.0
+    shift = np.concatenate([np.zeros((1, 2)), np.cumsum(v, axis=0)])
+    out = X.astype(np.float64).copy()
+    out[..., :2] += shift[:, None, :]
+    return out.astype(X.dtype)
+
+
 def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constraints: Constraints | None = None) -> np.ndarray:
     """Sampled motions (motions x frames x joints x 3, normalised) -> metres, float32: on the floor,
     or, with constraints, moved by ``shift`` (motions x 3) onto them (a coordinate that no
@@ -50,6 +81,10 @@ def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constr
         raise MasError("sampling produced non-finite joints; the checkpoint may be damaged or untrained")
     if loaded.config.frames_per_token > 1:
         X = np.stack([remove_alternation(x, loop) for x in X])
+    if not loaded.root_motion and constraints is None and not loop:
+        # a model trained in place: the travel comes from the feet (a loop stays in place)
+        feet = [loaded.layout.index(n) for n in loaded.layout.feet]
+        X = np.stack([travel_from_feet(x, feet) for x in X])
     if constraints is not None:
         # the band-stop moved the constrained values by a little: pull them back, smoothly
         X, rest = pull_to_targets(torch.from_numpy(X + shift[:, None, None, :] * loaded.scale),

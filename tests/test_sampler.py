@@ -150,3 +150,45 @@ def test_rigid_bones_fixes_lengths_and_keeps_directions(tiny_checkpoint):
     X3, _ = sample_mas_batch(loaded, [5], 24, MasSettings(views=4, rigid_bones=True), torch.device("cpu"))
     bones = torch.stack([(X3[:, :, j] - X3[:, :, p]).norm(dim=-1) for j, p in enumerate(HUMAN16.parents) if p >= 0], -1)
     assert float((bones.std(1) / bones.mean(1)).max()) < 1e-5
+
+
+def stepping_in_place(frames=120, fps=30.0, speed=1.2, cycle=1.0, stance=0.6):
+    """A human16 motion walking in place, as a model trained in place makes it (frames x 16 x 3,
+    m, Z up): the pelvis stays at the origin, each ankle on the floor moves back at ``speed``
+    for ``stance`` of the gait cycle, then swings forward, lifted; the feet half a cycle apart."""
+    from rigs.keypoints import HUMAN16
+
+    X = np.zeros((frames, 16, 3))
+    X[:, :, 2] = 1.0
+    X[:, 0] = (0, 0, 0.95)
+    t = np.arange(frames) / fps
+    reach = speed * stance * cycle / 2
+    for name, y, offset in (("left_ankle", 0.1, 0.0), ("right_ankle", -0.1, 0.5)):
+        ph = (t / cycle + offset) % 1.0
+        s = np.clip((ph - stance) / (1 - stance), 0, 1)          # 0 in stance, 0 -> 1 in swing
+        x = np.where(ph < stance, reach - speed * ph * cycle, -reach + 2 * reach * (0.5 - 0.5 * np.cos(np.pi * s)))
+        X[:, HUMAN16.index(name)] = np.stack([x, np.full(frames, y), 0.1 + 0.1 * np.sin(np.pi * s)], -1)
+    return X
+
+
+def test_travel_from_feet_recovers_a_walk_and_leaves_standing_still():
+    """A walk made in place gets the travel its feet imply: the speed it was made with, and a
+    standing foot does not slide; a motion whose feet do not move stays where it is."""
+    from mas_engine.postprocess import travel_from_feet
+    from rigs.keypoints import HUMAN16
+
+    feet = [HUMAN16.index("left_ankle"), HUMAN16.index("right_ankle")]
+    X = stepping_in_place(speed=1.2)
+    Y = travel_from_feet(X, feet)
+    speed = np.linalg.norm(Y[-1, 0, :2] - Y[0, 0, :2]) / ((len(Y) - 1) / 30.0)
+    assert speed == pytest.approx(1.2, rel=0.05)
+    assert np.allclose(Y[..., 2], X[..., 2]) and np.allclose(Y - Y[:, :1], X - X[:, :1])   # only moved
+    # a foot in the middle of its stance, the other in the air: it stays put
+    for k, f in enumerate(feet):
+        low = X[:, f, 2] < 0.1005
+        other_up = X[:, feet[1 - k], 2] > 0.15
+        standing = np.flatnonzero(low[1:] & low[:-1] & other_up[1:])
+        slide = np.linalg.norm(np.diff(Y[:, f, :2], axis=0), axis=-1)[standing]
+        assert len(standing) > 10 and slide.max() < 1e-3
+    still = np.repeat(X[:1], 60, axis=0)
+    assert np.array_equal(travel_from_feet(still, feet), still)
