@@ -52,7 +52,8 @@ def travel_from_feet(X: np.ndarray, feet: list[int], softness: float = 0.01,
     the feet's heights in that step (the higher of f-1 and f; ``softness`` metres): the lower
     foot stands, both alike when both are down. When even the lowest foot is ``lift`` above the floor (the motion's lowest foot
     height), the body keeps the velocity it had (a jump or a run's flight). The root's own
-    horizontal motion is kept; the first frame stays where it is.
+    horizontal motion is kept; the first frame stays where it is. The body's steps are
+    low-passed lightly, so the feet's jitter does not shake it.
     """
     if len(X) < 2 or not feet:
         return X
@@ -66,6 +67,11 @@ def travel_from_feet(X: np.ndarray, feet: list[int], softness: float = 0.01,
     flying = (h.min(axis=1)[1:] - floor) > lift
     for f in np.flatnonzero(flying):
         v[f] = v[f - 1] if f > 0 else 0.0
+    if len(v) >= 5:
+        # a 5-tap binomial low-pass (half gain at about 6 Hz at 30 fps): the feet's jitter and the
+        # hand-over from one foot to the other do not shake the body
+        vp = np.pad(v, [(2, 2), (0, 0)], mode="edge")
+        v = sum(c * vp[k:k + len(v)] for k, c in enumerate((1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)))
     shift = np.concatenate([np.zeros((1, 2)), np.cumsum(v, axis=0)])
     out = X.astype(np.float64).copy()
     out[..., :2] += shift[:, None, :]

@@ -189,6 +189,6 @@ def test_travel_from_feet_recovers_a_walk_and_leaves_standing_still():
         other_up = X[:, feet[1 - k], 2] > 0.15
         standing = np.flatnonzero(low[1:] & low[:-1] & other_up[1:])
         slide = np.linalg.norm(np.diff(Y[:, f, :2], axis=0), axis=-1)[standing]
-        assert len(standing) > 10 and slide.max() < 1e-3
+        assert len(standing) > 10 and slide.max() < 2e-3                                 # metres a frame
     still = np.repeat(X[:1], 60, axis=0)
     assert np.array_equal(travel_from_feet(still, feet), still)
