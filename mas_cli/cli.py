@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num", type=_positive_int, default=128, help="motions per row")
     ev.add_argument("--seconds", type=_positive_float, default=4.0)
     ev.add_argument("--rows", default="mas5,mas5rigid,mas2,no3dnoise",
-                    help="comma-separated: mas5 (the paper's MAS), mas5rigid (the default: rigid bones), mas2, no3dnoise")
+                    help="comma-separated: mas5 (the paper's MAS), mas5rigid (the default: rigid bones), mas2, "
+                         "no3dnoise, mas5floor (+ the floor prior), mas5feet (+ travel from the feet), mas5floorfeet")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--json", default=None)

@@ -161,7 +161,9 @@ def motion_table(results: dict) -> list[str]:
 # the paper's MAS and its ablations (no bone prior), and the product's default (rigid bones)
 ROWS = {"mas5": dict(views=5, rigid_bones=False), "mas2": dict(views=2, rigid_bones=False),
         "no3dnoise": dict(views=5, noise_3d=False, rigid_bones=False), "mas5rigid": dict(views=5, rigid_bones=True),
-        "mas5floor": dict(views=5, rigid_bones=True, floor=True)}
+        "mas5floor": dict(views=5, rigid_bones=True, floor=True),
+        "mas5feet": dict(views=5, rigid_bones=True, travel="feet"),
+        "mas5floorfeet": dict(views=5, rigid_bones=True, floor=True, travel="feet")}
 
 
 def evaluate_3d(model="human", capture=None, names_file=None, num=128, seconds=4.0, rows=("mas5", "mas5rigid", "mas2", "no3dnoise"),

@@ -78,18 +78,23 @@ def travel_from_feet(X: np.ndarray, feet: list[int], softness: float = 0.01,
     return out.astype(X.dtype)
 
 
-def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constraints: Constraints | None = None) -> np.ndarray:
+def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constraints: Constraints | None = None,
+                   travel: str = "model") -> np.ndarray:
     """Sampled motions (motions x frames x joints x 3, normalised) -> metres, float32: on the floor,
     or, with constraints, moved by ``shift`` (motions x 3) onto them (a coordinate that no
-    constraint fixes, such as the height under a root path, still goes on the floor)."""
+    constraint fixes, such as the height under a root path, still goes on the floor).
+    ``travel="feet"`` (or a model trained in place): the root's horizontal travel is replaced by
+    what the feet imply (``travel_from_feet``), except in a loop or under constraints."""
     X = X * loaded.scale
     if not np.isfinite(X).all():
         raise MasError("sampling produced non-finite joints; the checkpoint may be damaged or untrained")
     if loaded.config.frames_per_token > 1:
         X = np.stack([remove_alternation(x, loop) for x in X])
-    if not loaded.root_motion and constraints is None and not loop:
-        # a model trained in place: the travel comes from the feet (a loop stays in place)
-        feet = [loaded.layout.index(n) for n in loaded.layout.feet]
+    if (travel == "feet" or not loaded.root_motion) and constraints is None and not loop:
+        # the travel comes from the feet (a loop stays as it is made)
+        root, feet = loaded.layout.root, [loaded.layout.index(n) for n in loaded.layout.feet]
+        X = X.copy()
+        X[..., :2] -= X[:, :, root:root + 1, :2] - X[:, :1, root:root + 1, :2]
         X = np.stack([travel_from_feet(x, feet) for x in X])
     if constraints is not None:
         # the band-stop moved the constrained values by a little: pull them back, smoothly

@@ -46,6 +46,8 @@ class MasSettings:
     batch_size: int | None = None       # motions per model call; None: 8 on CPU, 256 on GPU
     loop: bool = False                  # the last frame flows into the first (windows wrap around)
     floor: bool = False                 # after each triangulation, the lowest foot on one floor (on_floor)
+    travel: str = "model"               # "feet": replace the root's travel by what the feet imply
+                                        # (postprocess.travel_from_feet); a model trained in place always does
     window_overlap_s: float = 0.5       # seconds that windows of a long motion overlap (windows.py; 1 s made
                                         # 12 s motions stiller: 79% against 67% nearly still windows)
 
@@ -280,7 +282,8 @@ def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: Mas
         prog = None if progress is None else (lambda d, n, c=c: progress(c * K + d, len(chunks) * K))
         X, st = sample_mas_batch(loaded, chunk, frames, settings, device, prog, cancel, constraints)
         shift = None if st["shift"] is None else st["shift"].float().cpu().numpy()
-        joints.append(finish_motions(loaded, X.float().cpu().numpy(), settings.loop, shift, constraints))
+        joints.append(finish_motions(loaded, X.float().cpu().numpy(), settings.loop, shift, constraints,
+                                     settings.travel))
         for k in stats:
             stats[k] += st[k]
         if on_batch is not None:

@@ -192,3 +192,25 @@ def test_travel_from_feet_recovers_a_walk_and_leaves_standing_still():
         assert len(standing) > 10 and slide.max() < 2e-3                                 # metres a frame
     still = np.repeat(X[:1], 60, axis=0)
     assert np.array_equal(travel_from_feet(still, feet), still)
+
+
+def test_finish_motions_takes_the_travel_from_the_feet_when_asked():
+    """A glide (the whole body sliding at 1 m/s) loses its travel with travel="feet"; a model
+    trained in place always gets the travel of its feet; a loop is left as it was made."""
+    from types import SimpleNamespace
+
+    from mas_engine.postprocess import finish_motions
+    from rigs.keypoints import HUMAN16
+
+    def loaded(root_motion):
+        return SimpleNamespace(scale=1.0, config=SimpleNamespace(frames_per_token=1), layout=HUMAN16,
+                               root_motion=root_motion)
+
+    glide = np.repeat(stepping_in_place(60)[:1], 60, axis=0)
+    glide[..., 0] += np.arange(60)[:, None] / 30.0                       # 1 m/s, feet never standing still
+    travel = lambda X: float(np.linalg.norm(X[0, -1, 0, :2] - X[0, 0, 0, :2]))   # noqa: E731
+    assert travel(finish_motions(loaded(True), glide[None])) == pytest.approx(59 / 30, rel=1e-4)
+    assert travel(finish_motions(loaded(True), glide[None], travel="feet")) < 1e-6
+    walk = stepping_in_place(120, speed=1.2)[None]
+    assert travel(finish_motions(loaded(False), walk)) == pytest.approx(1.2 * 119 / 30, rel=0.05)
+    assert travel(finish_motions(loaded(False), walk, loop=True)) < 1e-6
