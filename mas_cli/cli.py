@@ -23,6 +23,13 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _nonnegative_int(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {s}")
+    return v
+
+
 def _positive_float(s: str) -> float:
     v = float(s)
     if not v > 0 or v != v:
@@ -117,7 +124,8 @@ def cmd_train(a) -> None:
                                   max_frames=a.max_frames, schedule=a.schedule), "mas train")
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
                      mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight,
-                     noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight)
+                     noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight,
+                     motion_check=a.motion_check)
     summary = train(a.data, a.out, mc, tc, device=a.device, resume=not a.restart, init=a.init)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: {summary['steps']} steps in {summary['seconds']:.0f} s; checkpoint {Path(a.out) / 'model'}.json")
@@ -288,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "weighting: the noisiest levels, whose error is mostly irreducible, count little)")
     t.add_argument("--velocity-weight", type=_nonnegative_float, default=0.0,
                    help="add this times the frame-to-frame velocity error to the loss (0: positions only)")
+    t.add_argument("--motion-check", type=_nonnegative_int, default=64,
+                   help="at each checkpoint, draw this many plain 2D samples and log how alive they are (share "
+                        "nearly still, travelling, feet planted while travelling) next to the data's (0: off)")
     t.add_argument("--device", default="auto")
     t.set_defaults(func=cmd_train)
 

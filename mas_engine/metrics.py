@@ -172,6 +172,41 @@ def motion_statistics(windows: np.ndarray, fps: float, limbs: list[int], feet: l
     return out
 
 
+PLANTED = 0.3          # a foot is planted in a frame when it moves at under this share of the body's speed
+
+
+def motion_statistics_2d(windows: np.ndarray, fps: float, feet: list[int], root: int = 0) -> dict:
+    """How alive a set of 2D windows is, and whether its feet plant while it travels: a check of
+    a 2D model's own samples against its data, before any MAS.
+
+    windows: N x frames x J x 2, metres in the image plane of one static camera per window.
+    Speeds are taken over two frames. A window is nearly still when its joints (all but the root)
+    move slower than STILL_SPEED on average; it travels when the root moves faster than
+    TRAVEL_SPEED in most frames; in a travelling frame a foot is planted when the slowest of
+    ``feet`` moves at under PLANTED times the root's speed (people: 78% of travelling frames in
+    real 2D data; a glide: none). Returns the shares of still and travelling windows, the median
+    planted share of travelling frames, and the share of travelling windows that plant a foot in
+    at least 30% of their frames (nan where nothing travels).
+    """
+    if windows.ndim != 4 or windows.shape[1] < 3:
+        raise ValueError(f"2D windows must be N x frames (3 or more) x joints x 2, got {windows.shape}")
+    v = np.linalg.norm(windows[:, 2:] - windows[:, :-2], axis=-1) * fps / 2      # N, F-2, J
+    others = [j for j in range(windows.shape[2]) if j != root]
+    still = v[:, :, others].mean((1, 2)) < STILL_SPEED
+    body = v[:, :, root]
+    travelling = (body > TRAVEL_SPEED).mean(1) > 0.5
+    planted = []
+    for n in np.flatnonzero(travelling):
+        frames = body[n] > TRAVEL_SPEED
+        slowest = v[n][:, feet].min(-1)
+        planted.append(float((slowest[frames] < PLANTED * body[n][frames]).mean()))
+    planted = np.array(planted)
+    return {"windows": int(len(windows)), "still_share": float(still.mean()),
+            "travelling_share": float(travelling.mean()),
+            "planted_share_p50": float(np.median(planted)) if planted.size else float("nan"),
+            "planting_windows_share": float((planted >= 0.3).mean()) if planted.size else float("nan")}
+
+
 # --- Seams: where windows of a long motion meet, and where a loop closes ---
 
 def acceleration(track: np.ndarray, fps: float) -> np.ndarray:

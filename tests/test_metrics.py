@@ -166,3 +166,34 @@ def test_the_floor_prior_puts_the_lowest_foot_on_one_floor():
     assert (low - low[:, :1]).abs().max() < 1e-6
     pose = on_floor(bob, feet)
     assert torch.allclose(pose - pose[..., :1, :], bob - bob[..., :1, :], atol=1e-6)   # the pose itself is unchanged
+
+
+def test_motion_statistics_2d_knows_a_still_pose_a_walk_and_a_glide():
+    """Known answers: a still pose is 100% still and never travels; a 2D walk whose standing foot
+    stays put while the body moves at 1 m/s plants a foot in its travelling frames; the same body
+    with both feet carried along (a glide) plants none."""
+    from mas_engine.metrics import motion_statistics_2d
+
+    F, fps = 90, 30.0
+    t = np.arange(F) / fps
+    still = np.zeros((4, F, 3, 2))
+    still[:, :, 1:] = [[0.1, -0.9], [-0.1, -0.9]]                      # root, two feet
+    s = motion_statistics_2d(still, fps, feet=[1, 2], root=0)
+    assert s["still_share"] == 1.0 and s["travelling_share"] == 0.0 and np.isnan(s["planted_share_p50"])
+
+    walk = np.zeros((1, F, 3, 2))
+    walk[0, :, 0, 0] = 1.0 * t                                         # the body: 1 m/s
+    step = 0.5                                                         # each foot stands 0.5 s, then swings 0.5 s
+    for k, phase in ((1, 0.0), (2, step)):
+        p = (t + phase) % (2 * step)
+        base = np.floor((t + phase) / (2 * step)) * 2 * step - phase   # when this foot last set down
+        stand = p < step
+        walk[0, :, k, 0] = np.where(stand, base + step, base + step + 2 * (p - step))  # stands, then swings at 2 m/s
+        walk[0, :, k, 1] = -0.9
+    s = motion_statistics_2d(walk, fps, feet=[1, 2], root=0)
+    assert s["travelling_share"] == 1.0 and s["planted_share_p50"] > 0.8 and s["planting_windows_share"] == 1.0
+    glide = np.zeros((1, F, 3, 2))
+    glide[0, :, :, 0] = t[:, None]
+    glide[0, :, 1:, 1] = -0.9
+    s = motion_statistics_2d(glide, fps, feet=[1, 2], root=0)
+    assert s["travelling_share"] == 1.0 and s["planted_share_p50"] == 0.0 and s["planting_windows_share"] == 0.0

@@ -185,3 +185,7 @@ def test_weighted_training_learns_and_is_recorded(walk_set, tmp_path):
     assert log[-1]["loss"] < 0.6 * log[0]["loss"]
     card = json.loads((run / "model.json").read_text())["training"]["train"]
     assert card["noise_weighting"] == "alpha_bar" and card["velocity_weight"] == 5.0
+    # every checkpoint logs how alive the model's own 2D samples are, next to the data's (walks: they travel)
+    check = log[-1]["motion_2d"]
+    assert check["samples"]["windows"] == 64 and 0 <= check["samples"]["still_share"] <= 1
+    assert check["data"]["still_share"] == 0.0 and check["data"]["travelling_share"] > 0.5
