@@ -1,5 +1,6 @@
 """What happens to sampled motions after the diffusion loop: the half-frame-rate band-stop, metres,
-the travel of a motion made in place, the floor, and the constraints' final placement. X: frames x joints x 3 (numpy), Z up.
+the travel of a motion made in place, the floor, and the constraints' final placement.
+X: frames x joints x 3 (numpy), Z up.
 """
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ def travel_from_feet(X: np.ndarray, feet: list[int], softness: float = 0.01,
     so the body moves by the opposite of the standing foot's horizontal motion: from frame f-1
     to f the whole motion is shifted by -sum_k w_k (p_k(f) - p_k(f-1)), with w a softmin over
     the feet's heights in that step (the higher of f-1 and f; ``softness`` metres): the lower
-    foot stands, both alike when both are down. When even the lowest foot is ``lift`` above the floor (the motion's lowest foot
-    height), the body keeps the velocity it had (a jump or a run's flight). The root's own
+    foot stands, both alike when both are down. When even the lowest foot is ``lift`` above the
+    floor (the motion's lowest foot height), the body keeps the velocity it had (a jump or a
+    run's flight). The root's own
     horizontal motion is kept; the first frame stays where it is. The body's steps are
     low-passed lightly, so the feet's jitter does not shake it.
     """

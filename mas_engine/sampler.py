@@ -164,6 +164,9 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
                             f"{loaded.cameras['distance_m']:g}")
         if settings.batch_size is not None:
             validate.integer("batch size", settings.batch_size, 1, 4096)
+        if settings.travel not in ("model", "feet"):
+            raise MasError(f"travel {settings.travel!r} is not known; use 'model' (the model's own travel) or "
+                           f"'feet' (the travel the feet imply)")
 
 
 MAX_SECONDS = 600.0      # one motion: 10 minutes (its 3D noise alone is about 35 MB a minute at 30 fps)

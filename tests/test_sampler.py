@@ -214,3 +214,10 @@ def test_finish_motions_takes_the_travel_from_the_feet_when_asked():
     walk = stepping_in_place(120, speed=1.2)[None]
     assert travel(finish_motions(loaded(False), walk)) == pytest.approx(1.2 * 119 / 30, rel=0.05)
     assert travel(finish_motions(loaded(False), walk, loop=True)) < 1e-6
+
+
+def test_an_unknown_travel_is_refused_before_any_work(tiny_checkpoint):
+    from mas_engine.sampler import check_request
+
+    with pytest.raises(MasError, match="travel 'walk' is not known"):
+        check_request(load_checkpoint(tiny_checkpoint), 24, MasSettings(travel="walk"))
