@@ -25,7 +25,7 @@ from .catalogue import DEFAULT_CAMERAS
 from .checkpoint import load_checkpoint, save_checkpoint
 from .dataset import CONFIDENCE_THRESHOLD, MotionData2D
 from .device import pick_device
-from .diffusion import Schedule, alpha_bar_schedule, q_sample
+from .diffusion import alpha_bar_schedule, q_sample
 from .errors import MasError
 from .model import ModelConfig, MotionDenoiser
 
@@ -47,7 +47,7 @@ class TrainConfig:
     bf16: bool = False  # CPU/GPU autocast to bfloat16 for the forward pass (weights, EMA, optimiser stay float32)
     still_weight: float = 1.0     # how often the stillest windows are drawn against the others (1: as often)
     still_quantile: float = 0.4   # the share of windows that counts as stillest (by mean 2D joint speed)
-    noise_weighting: str = "uniform"  # "uniform": every noise level's x0 error counts alike; "alpha_bar": see noise_level_weights
+    noise_weighting: str = "uniform"  # or "alpha_bar": how each noise level's x0 error counts (noise_level_weights)
     velocity_weight: float = 0.0  # weight of the frame-to-frame velocity error next to the position error
     motion_check: int = 64        # 2D samples drawn at each checkpoint to log how alive they are (0: none)
 
@@ -131,27 +131,25 @@ def validation_loss(model, alpha_bar, data: MotionData2D, device, batches: int =
 
 
 @torch.no_grad()
-def motion_check(model: MotionDenoiser, data: MotionData2D, device, num: int = 64) -> dict:
+def motion_check(model: MotionDenoiser, card: dict, data: MotionData2D, device, num: int = 64) -> dict:
     """``metrics.motion_statistics_2d`` of ``num`` plain 2D samples of the model (of the data's
     median window length; seeds 0 .. num-1, so checks compare across steps and runs), with the
-    same of up to as many of the data's windows, cut to that length: the validation loss does not say whether a model's motion is still
-    or glides, this does (docs/results.md, 'Why the motions glide')."""
+    same of up to as many of the data's windows, cut to that length. The validation loss does not
+    say whether a model's motion is still or glides; this does (docs/results.md, 'Why the
+    motions glide'). ``card``: the run's model card (``model_card``)."""
+    from .checkpoint import LoadedModel
     from .metrics import motion_statistics_2d
-    from .sampler import ancestral_loop, draw_noise
+    from .sampler import sample_2d_batch
 
     frames = max(8, min(model.cfg.max_frames, int(data.length.float().median())))
-    J = data.layout.num_joints
-    feet = [data.layout.index(n) for n in data.layout.feet]
-    schedule = Schedule.create(model.cfg.schedule, model.cfg.diffusion_steps)
-    noise = draw_noise(list(range(num)), (len(schedule) + 1, frames, J, 2), device)
+    feet, root = [data.layout.index(n) for n in data.layout.feet], data.layout.root
     was_training = model.training
     model.eval()
-    denoise = lambda x, t: model(x, torch.full((num,), t, dtype=torch.long, device=device))  # noqa: E731
-    uv = ancestral_loop(denoise, schedule, noise[len(schedule)], lambda k: noise[k])
+    uv = sample_2d_batch(LoadedModel("training run", model, card), list(range(num)), frames, None, device)
     model.train(was_training)
     full = torch.nonzero(data.length >= frames).flatten()[:num]
-    fake = motion_statistics_2d(uv.float().cpu().numpy() * data.scale, data.fps, feet, data.layout.root)
-    real = (motion_statistics_2d(data.pose[full, :frames].numpy() * data.scale, data.fps, feet, data.layout.root)
+    fake = motion_statistics_2d(uv.float().cpu().numpy() * data.scale, data.fps, feet, root)
+    real = (motion_statistics_2d(data.pose[full, :frames].numpy() * data.scale, data.fps, feet, root)
             if len(full) else None)      # detector noise included: real windows are seldom nearly still
     return {"samples": fake, "data": real}
 
@@ -332,7 +330,7 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
         entry = {"step": step, "loss": sum(losses) / max(len(losses), 1), "val_loss_ema": vloss,
                  "seconds": time.time() - t0}
         if cfg.motion_check:
-            entry["motion_2d"] = motion_check(ema, val if len(val) else data, dev, cfg.motion_check)
+            entry["motion_2d"] = motion_check(ema, card, val if len(val) else data, dev, cfg.motion_check)
         losses.clear()
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -343,7 +341,7 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
         if cfg.motion_check:
             m = entry["motion_2d"]["samples"]
             line += f"; 2D samples: {100 * m['still_share']:.0f}% nearly still, {100 * m['travelling_share']:.0f}% travelling"
-            if m["planted_share_p50"] == m["planted_share_p50"]:
+            if not math.isnan(m["planted_share_p50"]):
                 line += f", a foot planted in {100 * m['planted_share_p50']:.0f}% of travelling frames"
         bar.write(line)
 
