@@ -11,26 +11,39 @@ from .constraints import Constraints, pull_to_targets
 from .errors import MasError
 
 
-def remove_alternation(X: np.ndarray, loop: bool = False) -> np.ndarray:
-    """Remove the part of a motion (frames x ...) that alternates sign every frame.
+HALF_RATE_TAPS = (1, 8, 28, 56, 70, 56, 28, 8, 1)     # a 9-tap binomial low-pass (sum 256)
+
+
+def alternation(X: torch.Tensor, loop: bool = False) -> torch.Tensor:
+    """The part of motions (batch x frames x ...) that alternates sign every frame.
 
     A denoiser that outputs two frames per token leaves a small offset between a token's two
     frames, a pattern at exactly half the frame rate (15 Hz at 30 fps; the shipped human model
-    has 36x real capture's power there, and it is most of its jitter). A band-stop around that
-    frequency: demodulate by (-1)^f, low-pass with a 9-tap binomial filter, subtract. Gains:
-    1 up to 5 Hz (0.996), 0.94 at 7.5 Hz, 0 at 15 Hz (at 30 fps). Edges are reflected (a loop:
-    wrapped, and an odd-length loop is left as it is: the alternation has no consistent phase there).
+    has 36x real capture's power there, and it is most of its jitter). Demodulate by (-1)^f,
+    low-pass with a 9-tap binomial filter, modulate back: ``X - alternation(X)`` is a band-stop
+    with gains 1 up to 5 Hz (0.996), 0.94 at 7.5 Hz, 0 at 15 Hz (at 30 fps). Edges are reflected
+    (a loop: wrapped; an odd-length loop has no consistent phase, and gets zeros).
     """
-    F = X.shape[0]
+    F = X.shape[1]
     if F < 5 or (loop and F % 2):
-        return X
-    taps = np.array([1, 8, 28, 56, 70, 56, 28, 8, 1], dtype=np.float64) / 256.0
-    pad = len(taps) // 2
-    Xp = np.pad(X.astype(np.float64), [(pad, pad)] + [(0, 0)] * (X.ndim - 1), mode="wrap" if loop else "reflect")
-    sign = ((-1.0) ** np.arange(F + 2 * pad)).reshape((-1,) + (1,) * (X.ndim - 1))
-    y = Xp * sign
-    env = sum(w * y[k:k + F] for k, w in enumerate(taps))
-    return (X - sign[pad:pad + F] * env).astype(X.dtype)
+        return torch.zeros_like(X)
+    pad = len(HALF_RATE_TAPS) // 2
+    f = torch.arange(F, device=X.device)
+    if loop:
+        idx = torch.cat([f[-pad:], f, f[:pad]])
+    else:
+        idx = torch.cat([f[1:pad + 1].flip(0), f, f[-pad - 1:-1].flip(0)])
+    shape = (1, -1) + (1,) * (X.ndim - 2)
+    sign = ((-1.0) ** torch.arange(F + 2 * pad, device=X.device, dtype=X.dtype)).reshape(shape)
+    y = X[:, idx] * sign
+    env = sum(w / 256.0 * y[:, k:k + F] for k, w in enumerate(HALF_RATE_TAPS))
+    return sign[:, pad:pad + F] * env
+
+
+def remove_alternation(X: np.ndarray, loop: bool = False) -> np.ndarray:
+    """A motion (frames x ...) without its half-frame-rate alternation (``alternation``)."""
+    A = alternation(torch.from_numpy(np.asarray(X, np.float64))[None], loop)[0].numpy()
+    return (X - A).astype(X.dtype)
 
 
 def place_on_floor(X: np.ndarray, floor_offset: float) -> np.ndarray:
