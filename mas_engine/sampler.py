@@ -24,7 +24,7 @@ from .checkpoint import LoadedModel
 from .constraints import Constraints, pull_to_targets
 from .diffusion import Schedule, alpha_bar_schedule, posterior_step
 from .errors import Cancelled, MasError
-from .postprocess import finish_motions
+from .postprocess import alternation, finish_motions
 from .priors import on_floor, rigid_bones
 from .reference import ReferenceConsistency
 from .triangulate import triangulate
@@ -94,11 +94,16 @@ class MultiViewConsistency:
     ``bones``: (parents, joints to keep) to make every step's 3D motion rigid (``rigid_bones``).
     ``feet``: joints for the floor prior (``on_floor``); ``constraints``: (targets, mask, falloff) to
     pull every step's 3D motion onto (``constraints.pull_to_targets``, carried by the ``root``;
-    ``loop``: the falloff wraps around the end).
+    ``loop``: the falloff wraps around the end). ``alternating``: the model leaves a half-frame-rate
+    alternation (two frames per token) that ``finish_motions`` removes at the end; the pull then
+    moves the motion without it (``postprocess.alternation``), so the constrained frames keep the
+    alternation of their neighbours and the final band-stop does not smear a break in it around
+    the constraint (a start pose's pop: 6.0 -> 5.3, docs/results.md).
     """
 
-    def __init__(self, cams: Cameras, bones=None, constraints=None, loop: bool = False, feet=None, root: int = 0):
-        self.cams, self.bones, self.feet, self.root = cams, bones, feet, root
+    def __init__(self, cams: Cameras, bones=None, constraints=None, loop: bool = False, feet=None, root: int = 0,
+                 alternating: bool = False):
+        self.cams, self.bones, self.feet, self.root, self.alternating = cams, bones, feet, root, alternating
         self.constraints, self.loop = constraints, loop      # (targets, mask, falloff) in normalised units
         self.shift = None                                    # the translation that puts X on its targets
         self.X = None
@@ -114,7 +119,9 @@ class MultiViewConsistency:
         if self.feet:
             X = on_floor(X, self.feet)
         if self.constraints is not None:
-            X, self.shift = pull_to_targets(X, *self.constraints, loop=self.loop, root=self.root)
+            A = alternation(X, self.loop) if self.alternating else torch.zeros_like(X)
+            X, self.shift = pull_to_targets(X - A, *self.constraints, loop=self.loop, root=self.root)
+            X = X + A
         self.X = X
         p = self.cams.to_camera(X)                           # B, F, J, V, 3
         self.depth_weights = p[..., 2].clamp(min=1e-3) ** -2  # for the next step's solve
@@ -241,7 +248,8 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
         layout = loaded.layout
         bones = (layout.parents, {layout.index(n) for n in layout.optional}) if settings.rigid_bones else None
         feet = [layout.index(n) for n in layout.feet] if settings.floor else None
-        consistency = MultiViewConsistency(cams, bones, pull, settings.loop, feet, layout.root)
+        consistency = MultiViewConsistency(cams, bones, pull, settings.loop, feet, layout.root,
+                                           loaded.config.frames_per_token > 1)
     t0 = time.perf_counter()
     ancestral_loop(mas_denoiser(loaded, frames, settings), schedule, noise_at(K), noise_at, consistency, progress, cancel)
     if device.type == "cuda":

@@ -121,6 +121,34 @@ def test_remove_alternation_stops_only_the_half_frame_rate_pattern():
     assert remove_alternation(slow[:3]).shape == (3, 3, 1)
 
 
+def test_the_pull_onto_constraints_keeps_the_models_alternation():
+    # a smooth walk plus a two-frames-per-token alternation, seen by 4 views; frames 10-12 fixed (edges are
+    # reflected, so the alternation is estimated best inside the motion)
+    from mas_engine.cameras import Cameras
+    from mas_engine.postprocess import alternation
+
+    F = 30
+    f = torch.arange(F, dtype=torch.float64)
+    smooth = torch.stack([0.03 * f[:, None] + torch.tensor([0.0, 0.2, -0.2]), torch.zeros(F, 3),
+                          torch.tensor([0.0, 0.5, 0.5]).expand(F, 3)], -1)[None]                  # 1 x F x 3 x 3
+    alt = 0.01 * ((-1.0) ** f)[None, :, None, None]
+    cams = Cameras.ring(4, 0.2, 6.0, dtype=torch.float64)
+    views = cams.project(smooth + alt).permute(0, 3, 1, 2, 4)                                     # 1 x V x F x J x 2
+    targets, mask = torch.zeros(F, 3, 3, dtype=torch.float64), torch.zeros(F, 3, 3, dtype=torch.float64)
+    targets[10:13], mask[10:13] = smooth[0, 10:13], 1.0
+    targets[10:13, 0, 0] += 0.06                                   # one joint 6 cm further: a pull to make
+    for alternating in (True, False):
+        mvc = MultiViewConsistency(cams, constraints=(targets, mask, 2.0), alternating=alternating)
+        mvc(views)
+        aligned = targets[10:13] - mvc.shift[0]
+        off = mvc.X[0, 10:13] - aligned
+        if alternating:      # the constrained frames carry the alternation of their neighbours, which the
+            assert torch.allclose(off, alt[0, 10:13].expand_as(off), atol=1e-3)   # final band-stop removes
+            assert torch.allclose((mvc.X - alternation(mvc.X))[0, 10:13], aligned, atol=1e-3)
+        else:                # exactly on the targets: the alternation breaks there
+            assert off.abs().max() < 1e-6
+
+
 def test_rigid_bones_fixes_lengths_and_keeps_directions(tiny_checkpoint):
     X = torch.from_numpy(walking_figure(40)).double()[None]
     once = rigid_bones(X, HUMAN16.parents)
