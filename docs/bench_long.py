@@ -122,10 +122,12 @@ def loops(m, fps, seeds, out):
         xs, _ = timed(m, seeds, F, MasSettings(loop=True))
         c = [loop_closure(x) for x in xs]
         ok = np.mean([(v["step"] <= v["step_p95"]) and (v["velocity_change"] <= v["velocity_change_p95"]) for v in c])
-        result[f"{sec}s"] = {"closures": c, "share_within_p95": float(ok),
+        inside = float(np.mean([v["inside_within_p95"] for v in c]))
+        result[f"{sec}s"] = {"closures": c, "share_within_p95": float(ok), "inside_frames_within_p95": inside,
                             "step_over_p95_median": float(np.median([v["step"] / max(v["step_p95"], 1e-9) for v in c])),
                             "dv_over_p95_median": float(np.median([v["velocity_change"] / max(v["velocity_change_p95"], 1e-9) for v in c]))}
-        print(f"loop {sec} s: seam within the inside's 95th percentiles in {100 * ok:.0f}% "
+        print(f"loop {sec} s: seam within the inside's 95th percentiles in {100 * ok:.0f}% (inside frames: "
+              f"{100 * inside:.0f}%) "
               f"(step / p95 median {result[f'{sec}s']['step_over_p95_median']:.2f}, "
               f"velocity change / p95 median {result[f'{sec}s']['dv_over_p95_median']:.2f})")
     out["loops"] = result

@@ -234,11 +234,15 @@ def seam_ratio(motion: np.ndarray, joins, centres, fps: float, span_s: float = 1
 def loop_closure(motion: np.ndarray) -> dict:
     """A loop's seam from its last frame to its first, against the frame-to-frame changes inside it
     (frames x joints x 3): the position step and the velocity change (mean over joints, metres per
-    frame) at the seam, and the 95th percentiles of both inside the motion."""
+    frame) at the seam, and the 95th percentiles of both inside the motion. ``inside_within_p95``:
+    the share of inside frames whose own step and velocity change are both within those
+    percentiles (about 0.9 by construction): what a seam that is just another frame would score."""
     step = np.linalg.norm(np.diff(motion, axis=0), axis=-1).mean(-1)
     dv = np.linalg.norm(np.diff(motion, n=2, axis=0), axis=-1).mean(-1)
     seam_step = float(np.linalg.norm(motion[0] - motion[-1], axis=-1).mean())
     seam_dv = max(float(np.linalg.norm((motion[0] - motion[-1]) - (motion[-1] - motion[-2]), axis=-1).mean()),
                   float(np.linalg.norm((motion[1] - motion[0]) - (motion[0] - motion[-1]), axis=-1).mean()))
-    return {"step": seam_step, "step_p95": float(np.percentile(step, 95)),
-            "velocity_change": seam_dv, "velocity_change_p95": float(np.percentile(dv, 95))}
+    step_p95, dv_p95 = float(np.percentile(step, 95)), float(np.percentile(dv, 95))
+    inside = float(np.mean((step[1:] <= step_p95) & (dv <= dv_p95)))   # frame k+1: its step in and its velocity change
+    return {"step": seam_step, "step_p95": step_p95, "velocity_change": seam_dv, "velocity_change_p95": dv_p95,
+            "inside_within_p95": inside}

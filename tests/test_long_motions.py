@@ -149,6 +149,23 @@ def test_cli_long_loop_continue_keys_and_path(tiny_checkpoint, tmp_path):
 needs_human = pytest.mark.skipif("human" not in shipped_models(), reason="the shipped human model is not installed")
 
 
+def test_loop_closure_on_known_loops():
+    # a point going round a circle at constant speed: every step alike, the seam too
+    f = np.arange(60) * 2 * np.pi / 60
+    circle = np.stack([np.cos(f), np.sin(f), 0 * f], -1)[:, None, :]          # 60 x 1 x 3
+    c = loop_closure(circle)
+    assert c["step"] == pytest.approx(c["step_p95"], rel=1e-6)
+    # with noise, about nine inside frames in ten pass both 95th percentiles; a jump at the seam does not
+    rng = np.random.default_rng(0)
+    noisy = circle + rng.normal(0, 0.002, circle.shape)
+    c = loop_closure(noisy)
+    assert 0.85 < c["inside_within_p95"] < 0.95
+    cut = noisy.copy()
+    cut[-5:] = cut[-6]                                                       # stops short of closing
+    c = loop_closure(cut)
+    assert c["step"] > 2 * c["step_p95"]
+
+
 @needs_human
 def test_loops_close_and_long_motions_have_no_seam_on_the_shipped_model():
     m = load_checkpoint("human")
