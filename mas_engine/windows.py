@@ -7,6 +7,16 @@ raised-cosine cross-fade (as DoubleTake in PriorMDM and MultiDiffusion do). MAS 
 the whole blended motion at once, with one 3D noise for the whole length, so the windows agree
 in 3D as the views do. For a loop the windows wrap around the end.
 
+Windows that see each other's predictions still each other: a window whose margins disagree
+with its middle is uncertain, and an uncertain x0 model predicts the mean pose (measured: 30 s
+motions side by side with no overlap are 25% nearly still, cross-faded 50%, docs/results.md).
+So while the noise is high the windows work on their own (a ``solo`` plan: the fewest windows
+that cover the motion, overlapping only by the few frames that rounding leaves), and only at
+the lowest noise levels do they overlap by the full margin and cross-fade, which joins what
+they made (``MasSettings.window_coupling``: the lowest 30% of the levels by default; on 8
+motions of 30 s, 46% nearly still windows and a seam ratio of 1.54, against 50% and 1.76 when
+always coupled).
+
 A window is centred in 2D before the model sees it (as the training windows were centred on
 their mean root; the centre is the window's mean root in the previous step's prediction) and
 the centre added back after: a long motion may travel far from where the cameras look.
@@ -81,18 +91,21 @@ def plan_windows(frames: int, length: int, overlap: int, loop: bool = False, ali
     return Windows(index, weight.float(), frames, loop)
 
 
-def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha_bar: torch.Tensor, chunk: int = 512):
+def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha_bar: torch.Tensor, chunk: int = 512,
+                      solo: Windows | None = None, solo_from: int | None = None):
     """denoise(x_t, t) for motions of any length: x_t (..., frames, joints, 2) -> x0 of the same shape.
 
     ``model(x, t)`` takes (N, L, joints, 2) and an (N,) step; windows go through it ``chunk`` at a
     time. Each window is moved to the origin as the training windows were: by c, its mean root
     in the previous step's x0 (0 at the first step), which means x_t - sqrt(alpha_bar_t) c in
     (the noisy version of x0 - c) and c added to what comes out. ``alpha_bar``: the schedule's
-    cumulative products, indexed by t."""
-    idx, w = windows.index, windows.weight
+    cumulative products, indexed by t. ``solo``: the plan used instead while t >= ``solo_from``
+    (windows side by side, each on its own)."""
     state = {"x0": None}
 
     def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
+        plan = solo if solo is not None and t >= solo_from else windows
+        idx, w = plan.index, plan.weight
         lead, F = x_t.shape[:-3], x_t.shape[-3]
         x = x_t.reshape(-1, F, num_joints, 2)                        # M, F, J, 2
         where = idx.to(x.device)

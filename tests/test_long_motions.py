@@ -42,6 +42,21 @@ def test_windowed_blend_is_exact_where_windows_agree():
     assert torch.allclose(denoise(x, 5), x, atol=1e-6)     # later steps centre windows: exact at alpha_bar 1
 
 
+def test_windows_work_on_their_own_at_high_noise_and_blend_at_low_noise():
+    coupled, solo = plan_windows(400, 48, 8, False, 2), plan_windows(400, 48, 0, False, 2)
+    assert len(solo) == 9 < len(coupled)                   # the fewest windows that cover the motion
+    seen = []
+
+    def model(xw, t):
+        seen.append((int(t[0]), xw.shape[0]))
+        return xw
+    denoise = windowed_denoiser(model, coupled, 16, 0, torch.ones(20), solo=solo, solo_from=6)
+    x = torch.randn(2, 400, 16, 2)
+    for t in (9, 6, 5, 0):
+        assert torch.allclose(denoise(x, t), x, atol=1e-6)
+    assert seen == [(9, 2 * len(solo)), (6, 2 * len(solo)), (5, 2 * len(coupled)), (0, 2 * len(coupled))]
+
+
 def test_long_motions_and_loops_from_a_small_model(tiny_checkpoint):
     m = load_checkpoint(tiny_checkpoint)                    # makes 48 frames itself
     long = sample_mas(m, [1, 2], 5 * 48, MasSettings(steps=4, views=3))

@@ -106,6 +106,8 @@ def test_bad_requests_are_clear(tiny_checkpoint):
         sample_mas(loaded, [0], 20, MasSettings(views=1))
     with pytest.raises(MasError, match="steps must be between"):
         sample_mas(loaded, [0], 20, MasSettings(steps=1000))
+    with pytest.raises(MasError, match="window coupling"):
+        sample_mas(loaded, [0], 20, MasSettings(window_coupling=1.5))
 
 
 def test_remove_alternation_stops_only_the_half_frame_rate_pattern():
