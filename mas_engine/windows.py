@@ -15,7 +15,7 @@ that cover the motion, overlapping only by the few frames that rounding leaves),
 the lowest noise levels do they overlap by the full margin and cross-fade, which joins what
 they made (``MasSettings.window_coupling``: the lowest 30% of the levels by default; on 8
 motions of 30 s, 46% nearly still windows and a seam ratio of 1.54, against 50% and 1.76 when
-always coupled).
+always coupled). A loop stays coupled throughout: its solo windows would meet at its seam.
 
 A window is centred in 2D before the model sees it (as the training windows were centred on
 their mean root; the centre is the window's mean root in the previous step's prediction) and
@@ -100,7 +100,7 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
     in the previous step's x0 (0 at the first step), which means x_t - sqrt(alpha_bar_t) c in
     (the noisy version of x0 - c) and c added to what comes out. ``alpha_bar``: the schedule's
     cumulative products, indexed by t. ``solo``: the plan used instead while t >= ``solo_from``
-    (windows side by side, each on its own)."""
+    (the fewest windows that cover the motion, each on its own)."""
     state = {"x0": None}
 
     def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
