@@ -122,7 +122,7 @@ class MultiViewConsistency:
         if self.feet:
             X = on_floor(X, self.feet)
         if self.constraints is not None:
-            A = alternation(X, self.loop) if self.alternating else torch.zeros_like(X)
+            A = alternation(X, self.loop) if self.alternating else 0.0
             X, self.shift = pull_to_targets(X - A, *self.constraints, loop=self.loop, root=self.root)
             X = X + A
         self.X = X
