@@ -23,17 +23,23 @@ def ancestry(parents: tuple) -> torch.Tensor:
     return A
 
 
-def rigid_bones(X: torch.Tensor, parents, keep=()) -> torch.Tensor:
+def rigid_bones(X: torch.Tensor, parents, keep=(), lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Each bone of X (motions x frames x joints x 3) at its median length over the frames, in its
     own direction: a real skeleton is rigid, and triangulated views need not be. A joint is its
     root plus the rescaled bones of its chain (one product with ``ancestry``, whatever the
     layout's order). The root and the joints in ``keep`` (a prop such as the ball, not a bone)
-    stay where they are; a kept joint's children hang from it as from a root."""
+    stay where they are; a kept joint's children hang from it as from a root. ``lengths``
+    (joints, the bone from each joint's parent; NaN where unknown): the skeleton's own lengths
+    where they are known, e.g. from a pose the motion must pass through (``constraint_lengths``)."""
     parents = tuple(-1 if j in keep else p for j, p in enumerate(parents))
     roots = [j for j, p in enumerate(parents) if p < 0]
     d = X - X[:, :, [p if p >= 0 else j for j, p in enumerate(parents)]]
     length = d.norm(dim=-1, keepdim=True)
-    bones = d / length.clamp(min=1e-9) * length.median(dim=1, keepdim=True).values
+    target = length.median(dim=1, keepdim=True).values                 # motions x 1 x joints x 1
+    if lengths is not None:
+        known = torch.isfinite(lengths).to(X.device)[None, None, :, None]
+        target = torch.where(known, torch.nan_to_num(lengths).to(X)[None, None, :, None], target)
+    bones = d / length.clamp(min=1e-9) * target
     bones[:, :, roots] = X[:, :, roots]
     return torch.einsum("jk,bfkc->bfjc", ancestry(parents).to(X), bones)
 
@@ -48,3 +54,20 @@ def on_floor(X: torch.Tensor, feet: list[int]) -> torch.Tensor:
     lift = torch.zeros_like(X)
     lift[..., 2] = (floor - low)[..., None]
     return X + lift
+
+
+def constraint_lengths(targets: torch.Tensor, mask: torch.Tensor, parents) -> torch.Tensor:
+    """The bone lengths of the poses a motion must pass through (targets, mask: frames x joints x
+    3, mask 0/1): for each joint, the mean length of the bone from its parent over the frames
+    where both ends are fixed; NaN where no frame fixes both (joints, the targets' units). A
+    motion that continues from a pose keeps that pose's skeleton, so the frames after the pose
+    do not jump to the model's proportions (measured: docs/results.md)."""
+    both = torch.zeros(len(parents), targets.shape[0], dtype=torch.bool, device=targets.device)
+    out = torch.full((len(parents),), float("nan"), dtype=targets.dtype, device=targets.device)
+    fixed = mask.bool().all(-1)                                          # frames x joints
+    for j, p in enumerate(parents):
+        if p >= 0:
+            both[j] = fixed[:, j] & fixed[:, p]
+            if both[j].any():
+                out[j] = (targets[both[j], j] - targets[both[j], p]).norm(dim=-1).mean()
+    return out

@@ -25,7 +25,7 @@ from .constraints import Constraints, pull_to_targets
 from .diffusion import Schedule, alpha_bar_schedule, posterior_step
 from .errors import Cancelled, MasError
 from .postprocess import alternation, finish_motions
-from .priors import on_floor, rigid_bones
+from .priors import constraint_lengths, on_floor, rigid_bones
 from .reference import ReferenceConsistency
 from .triangulate import triangulate
 from .windows import plan_windows, windowed_denoiser
@@ -94,7 +94,8 @@ class MultiViewConsistency:
     then minimises the reprojection error itself (what a Gauss-Newton step would reach: extra
     steps changed the reprojection error by less than 0.01% at the sampling cameras' distance),
     at the cost of one linear solve.
-    ``bones``: (parents, joints to keep) to make every step's 3D motion rigid (``rigid_bones``).
+    ``bones``: (parents, joints to keep) to make every step's 3D motion rigid (``rigid_bones``);
+    with constraints, the bones of the poses they fix set the lengths (``constraint_lengths``).
     ``feet``: joints for the floor prior (``on_floor``); ``constraints``: (targets, mask, falloff) to
     pull every step's 3D motion onto (``constraints.pull_to_targets``, carried by the ``root``;
     ``loop``: the falloff wraps around the end). ``alternating``: the model leaves a half-frame-rate
@@ -108,6 +109,9 @@ class MultiViewConsistency:
                  alternating: bool = False):
         self.cams, self.bones, self.feet, self.root, self.alternating = cams, bones, feet, root, alternating
         self.constraints, self.loop = constraints, loop      # (targets, mask, falloff) in normalised units
+        # a pose to pass through brings its skeleton: its bones' lengths replace the median
+        self.lengths = constraint_lengths(constraints[0], constraints[1], bones[0]) \
+            if bones is not None and constraints is not None else None
         self.shift = None                                    # the translation that puts X on its targets
         self.X = None
         self.depth_weights = None
@@ -118,7 +122,7 @@ class MultiViewConsistency:
         uv = x0.permute(0, 2, 3, 1, 4)                       # B, F, J, V, 2
         X = triangulate(self.cams, uv, self.depth_weights, iters=0, init=self.X)
         if self.bones is not None:
-            X = rigid_bones(X, *self.bones)
+            X = rigid_bones(X, *self.bones, lengths=self.lengths)
         if self.feet:
             X = on_floor(X, self.feet)
         if self.constraints is not None:

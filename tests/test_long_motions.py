@@ -13,7 +13,7 @@ from mas_cli.cli import main
 from mas_engine.errors import MasError
 from mas_engine.metrics import loop_closure, seam_ratio
 from mas_engine.motion_io import load_motion
-from mas_engine.sampler import MasSettings, sample_mas
+from mas_engine.sampler import MasSettings, sample_mas, sample_mas_batch
 from mas_engine.windows import plan_windows, windowed_denoiser
 from rigs.keypoints import HUMAN16
 
@@ -96,6 +96,29 @@ def test_constraints_are_met_within_2_cm(tiny_checkpoint):
             assert bone_length_variation(x, HUMAN16) <= bone_length_variation(free, HUMAN16) + 0.01
             step = np.linalg.norm(np.diff(x[:, 0, :2], axis=0), axis=1)
             assert np.median(step) == pytest.approx(4 / 89, abs=1e-4) and step.max() < 4 / 89 + 1e-4
+
+
+def test_a_continued_motion_keeps_the_skeleton_of_the_pose_it_starts_from(tiny_checkpoint):
+    from mas_engine.priors import constraint_lengths
+    m = load_checkpoint(tiny_checkpoint)
+    F, parents = 60, HUMAN16.parents
+    big = walking_figure(30) * 1.3                  # a subject 30% larger than the walk: other bone lengths
+    bones = lambda x: np.array([np.linalg.norm(x[..., j, :] - x[..., p, :], axis=-1) for j, p in enumerate(parents) if p >= 0])  # noqa: E731
+    c = C.start_from(_as_motion(big), F, HUMAN16, 30.0)
+    known = constraint_lengths(torch.from_numpy(c.targets), torch.from_numpy(c.mask.astype(float)), parents)
+    assert torch.isnan(known[0]) and np.allclose(known.numpy()[1:], bones(big[-3:]).mean(1))
+    path = C.root_path(C.parse_path("0,0 1,0"), F, HUMAN16, 30.0)          # no bone fixed at both ends
+    assert torch.isnan(constraint_lengths(torch.from_numpy(path.targets), torch.from_numpy(path.mask.astype(float)),
+                                          parents)).all()
+    # MAS's 3D motion has the start pose's bones in every frame, not the model's own (this random
+    # model's motion alternates wildly, so look before the final band-stop that removes it)
+    x = sample_mas_batch(m, [3], F, MasSettings(steps=5, views=3), torch.device("cpu"), constraints=c)[0][0]
+    free = sample_mas_batch(m, [3], F, MasSettings(steps=5, views=3), torch.device("cpu"))[0][0]
+    pose = bones(big[-3:]).mean(1, keepdims=True)
+    beyond = int(4 * c.falloff)           # past where the pull bends joint by joint
+    ratio = bones(x[beyond:].numpy() * m.scale) / pose
+    assert np.abs(ratio - 1).max() < 5e-3, ratio.min()
+    assert np.abs(bones(free[beyond:].numpy() * m.scale) / pose - 1).max() > 0.1     # the model's own differ
 
 
 def test_constraints_say_what_is_wrong():
