@@ -37,6 +37,13 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _share(s: str) -> float:
+    v = float(s)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share from 0 to 1, got {s}")
+    return v
+
+
 def _nonnegative_float(s: str) -> float:
     v = float(s)
     if not v >= 0 or v == float("inf"):
@@ -92,7 +99,7 @@ def cmd_prepare(a) -> None:
     from mas_engine.prepare import prepare_2d, prepare_capture
 
     cfg = MonocularConfig(root_motion=not a.in_place, seed=a.seed, max_frames=a.max_frames, min_frames=a.min_frames,
-                          stride_seconds=a.stride)
+                          stride_seconds=a.stride, full_share=a.full_share)
     if a.from_2d:
         layout, body_parts = _layout_arg(a.layout)
         prepare_2d(a.folder, a.out, a.from_2d, layout, a.fps, cfg, body_parts or None, a.size)
@@ -255,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--stride", type=_positive_float, default=1.0,
                    help="seconds between window starts in a clip (each window gets its own camera; smaller: more windows)")
+    r.add_argument("--full-share", type=_share, default=0.0,
+                   help="share of the windows drawn at --max-frames instead of a uniform length (0.25: a third of "
+                        "the windows reach the last 10 frame positions, which a 4 s motion uses; default 0)")
     r.add_argument("--workers", type=_positive_int, default=None)
     r.add_argument("--from", dest="from_2d", choices=("coco", "openpose", "deeplabcut", "video"), default=None,
                    help="the folder holds 2D keypoints from a pose estimator in this format, or video files "

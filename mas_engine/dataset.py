@@ -73,6 +73,8 @@ class MonocularConfig:
     min_frames: int = 40
     max_frames: int = 120
     stride_seconds: float = 1.0
+    full_share: float = 0.0           # this share of the windows drawn at max_frames (where the clip allows):
+                                      # uniform lengths train the last frame positions least (docs/results.md)
     val_fraction: float = 0.05
     root_motion: bool = True
     seed: int = 0
@@ -156,13 +158,16 @@ def corrupt(uv: np.ndarray, noise: DetectorNoise, rng: np.random.Generator) -> n
 
 
 def windows_of_clip(n_frames: int, cfg: MonocularConfig, rng: np.random.Generator):
-    """(start, length) windows covering a clip: random lengths, about one per stride."""
+    """(start, length) windows covering a clip: random lengths (uniform from min_frames to max_frames,
+    or max_frames for a ``full_share`` of them), about one per stride."""
     if n_frames < cfg.min_frames:
         return []
     out, start = [], 0
     stride = max(1, int(round(cfg.stride_seconds * cfg.fps)))
     while True:
         length = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
+        if cfg.full_share > 0 and rng.random() < cfg.full_share:      # no extra draw by default: same sets as before
+            length = cfg.max_frames
         length = min(length, n_frames - start)
         if length < cfg.min_frames:
             break

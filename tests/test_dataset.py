@@ -105,3 +105,17 @@ def test_mirrored_batches_swap_left_and_right():
             seen.add("mirror")
         if len(seen) == 2:
             break
+
+
+def test_full_share_draws_full_length_windows_and_changes_nothing_by_default():
+    from mas_engine.dataset import windows_of_clip
+
+    def lengths(**kw):
+        cfg = MonocularConfig(stride_seconds=0.25, **kw)
+        return np.array([n for _, n in windows_of_clip(30 * 600, cfg, np.random.default_rng(0))])
+
+    uniform, full = lengths(), lengths(full_share=0.5)
+    assert uniform.min() >= 40 and uniform.max() <= 120
+    assert lengths(full_share=0.0).tolist() == uniform.tolist()          # the default draws as before
+    assert 0.10 < np.mean(uniform >= 110) < 0.15                         # uniform: the last positions rarely
+    assert 0.50 < np.mean(full >= 110) < 0.62 and np.mean(full == 120) > 0.45   # half drawn at full length + 12%
