@@ -52,7 +52,10 @@ class MasSettings:
                                         # 12 s motions stiller: 79% against 67% nearly still windows)
     window_coupling: float = 0.3        # the share of the noise levels, the lowest, at which the windows of a
                                         # long motion overlap and blend; above, they work on their own
-                                        # (windows.py); 1: always, as loops do
+                                        # (windows.py); 1: always
+    loop_coupling: float = 0.8          # the same for a loop, whose windows on their own meet at its seam, so
+                                        # they blend for longer (32 loops of 4 s: 66% nearly still against
+                                        # 84% always blended, seams as good; docs/results.md)
 
 
 @dataclass
@@ -166,6 +169,7 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
     if settings is not None:
         validate.number("window overlap (seconds)", settings.window_overlap_s, 0.0, 60.0)
         validate.number("window coupling (share of the noise levels)", settings.window_coupling, 0.0, 1.0)
+        validate.number("loop coupling (share of the noise levels)", settings.loop_coupling, 0.0, 1.0)
         validate.integer("views", settings.views, 2, 64, "MAS needs at least 2 views; 5 is the default")
         if settings.steps is not None:
             validate.integer("steps", settings.steps, 1, loaded.config.diffusion_steps,
@@ -224,12 +228,11 @@ def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings):
     overlap = int(round(settings.window_overlap_s * loaded.fps))
     cfg = loaded.config
     plan = plan_windows(frames, cfg.max_frames, overlap, settings.loop, cfg.frames_per_token)
-    # a loop stays coupled throughout: its solo windows would meet at the seam (8 s loops within
-    # the 95th percentiles 62% against 88%)
-    solo = None if settings.loop else plan_windows(frames, cfg.max_frames, 0, False, cfg.frames_per_token)
+    solo = plan_windows(frames, cfg.max_frames, 0, settings.loop, cfg.frames_per_token)
+    coupling = settings.loop_coupling if settings.loop else settings.window_coupling
     alpha_bar = alpha_bar_schedule(cfg.schedule, cfg.diffusion_steps)
     return windowed_denoiser(loaded.model, plan, cfg.num_joints, loaded.layout.root, alpha_bar,
-                             solo=solo, solo_from=int(round(settings.window_coupling * cfg.diffusion_steps)))
+                             solo=solo, solo_from=int(round(coupling * cfg.diffusion_steps)))
 
 
 @torch.inference_mode()

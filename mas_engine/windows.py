@@ -14,8 +14,9 @@ overlapping only by the few frames that rounding leaves), and only at the lowest
 do they overlap by the full margin and cross-fade, which joins what they made
 (``MasSettings.window_coupling``: the lowest 30% of the levels by default). Measured on 16
 motions of 24 s, with the frames near joins left out: 53% nearly still 4 s windows, against 72%
-always coupled and 66% never coupled (whose joins jump; docs/results.md). A loop stays coupled
-throughout: its solo windows would meet at its seam.
+always coupled and 66% never coupled (whose joins jump; docs/results.md). A loop's solo
+windows meet at its seam, so a loop's windows blend for longer: for the lowest 80% of the
+levels (``MasSettings.loop_coupling``).
 
 A window is centred in 2D before the model sees it (as the training windows were centred on
 their mean root; the centre is the window's mean root in the previous step's prediction) and

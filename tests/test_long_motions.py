@@ -57,6 +57,26 @@ def test_windows_work_on_their_own_at_high_noise_and_blend_at_low_noise():
     assert seen == [(9, 2 * len(solo)), (6, 2 * len(solo)), (5, 2 * len(coupled)), (0, 2 * len(coupled))]
 
 
+def test_a_loops_windows_blend_for_longer_than_a_long_motions(tiny_checkpoint):
+    from mas_engine.sampler import mas_denoiser
+    m = load_checkpoint(tiny_checkpoint)                    # 20 noise levels, 48 frames
+    seen = []
+    real = m.model.forward
+    m.model.forward = lambda x, t: seen.append((int(t[0]), x.shape[0])) or real(x, t)
+    F = 4 * 48
+    for loop, coupling in ((False, 0.3), (True, 0.8)):
+        settings = MasSettings(loop=loop, window_coupling=0.3, loop_coupling=0.8)
+        solo = plan_windows(F, 48, 0, loop, 2)
+        coupled = plan_windows(F, 48, int(round(settings.window_overlap_s * m.fps)), loop, 2)
+        assert len(solo) < len(coupled)
+        denoise = mas_denoiser(m, F, settings)
+        edge = int(round(coupling * 20))                    # the lowest noise level that works solo
+        seen.clear()
+        for t in (19, edge, edge - 1, 0):
+            denoise(torch.zeros(1, F, 16, 2), t)
+        assert seen == [(19, len(solo)), (edge, len(solo)), (edge - 1, len(coupled)), (0, len(coupled))], (loop, seen)
+
+
 def test_long_motions_and_loops_from_a_small_model(tiny_checkpoint):
     m = load_checkpoint(tiny_checkpoint)                    # makes 48 frames itself
     long = sample_mas(m, [1, 2], 5 * 48, MasSettings(steps=4, views=3))

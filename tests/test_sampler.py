@@ -108,6 +108,8 @@ def test_bad_requests_are_clear(tiny_checkpoint):
         sample_mas(loaded, [0], 20, MasSettings(steps=1000))
     with pytest.raises(MasError, match="window coupling"):
         sample_mas(loaded, [0], 20, MasSettings(window_coupling=1.5))
+    with pytest.raises(MasError, match="loop coupling"):
+        sample_mas(loaded, [0], 20, MasSettings(loop=True, loop_coupling=-0.1))
 
 
 def test_remove_alternation_stops_only_the_half_frame_rate_pattern():
