@@ -62,12 +62,10 @@ def constraint_lengths(targets: torch.Tensor, mask: torch.Tensor, parents) -> to
     where both ends are fixed; NaN where no frame fixes both (joints, the targets' units). A
     motion that continues from a pose keeps that pose's skeleton, so the frames after the pose
     do not jump to the model's proportions (measured: docs/results.md)."""
-    both = torch.zeros(len(parents), targets.shape[0], dtype=torch.bool, device=targets.device)
     out = torch.full((len(parents),), float("nan"), dtype=targets.dtype, device=targets.device)
     fixed = mask.bool().all(-1)                                          # frames x joints
     for j, p in enumerate(parents):
-        if p >= 0:
-            both[j] = fixed[:, j] & fixed[:, p]
-            if both[j].any():
-                out[j] = (targets[both[j], j] - targets[both[j], p]).norm(dim=-1).mean()
+        both = fixed[:, j] & fixed[:, p] if p >= 0 else None
+        if both is not None and both.any():
+            out[j] = (targets[both, j] - targets[both, p]).norm(dim=-1).mean()
     return out
