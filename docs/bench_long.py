@@ -124,15 +124,16 @@ def loops(m, fps, seeds, out, limbs):
         ok = np.mean([(v["step"] <= v["step_p95"]) and (v["velocity_change"] <= v["velocity_change_p95"]) for v in c])
         inside = float(np.mean([v["inside_within_p95"] for v in c]))
         speed = np.array([mean_speed(x[:, limbs], fps) for x in xs])
+        still = float(np.mean(speed < STILL_SPEED))
         result[f"{sec}s"] = {"closures": c, "share_within_p95": float(ok), "inside_frames_within_p95": inside,
                             "step_over_p95_median": float(np.median([v["step"] / max(v["step_p95"], 1e-9) for v in c])),
                             "dv_over_p95_median": float(np.median([v["velocity_change"] / max(v["velocity_change_p95"], 1e-9) for v in c])),
-                            "limb_speed_mean": float(speed.mean()), "still_share": float(np.mean(speed < STILL_SPEED))}
+                            "limb_speed_mean": float(speed.mean()), "still_share": still}
         print(f"loop {sec} s: seam within the inside's 95th percentiles in {100 * ok:.0f}% (inside frames: "
               f"{100 * inside:.0f}%) "
               f"(step / p95 median {result[f'{sec}s']['step_over_p95_median']:.2f}, "
               f"velocity change / p95 median {result[f'{sec}s']['dv_over_p95_median']:.2f}); "
-              f"limb speed {speed.mean():.2f} m/s, nearly still {100 * np.mean(speed < STILL_SPEED):.0f}%")
+              f"limb speed {speed.mean():.2f} m/s, nearly still {100 * still:.0f}%")
     out["loops"] = result
 
 
