@@ -128,7 +128,7 @@ def cmd_train(a) -> None:
     from mas_engine.catalogue import check_config
 
     mc = check_config(ModelConfig(width=a.width, layers=a.layers, heads=a.heads, ff_width=a.ff_width,
-                                  max_frames=a.max_frames, schedule=a.schedule, x_skip=a.x_skip), "mas train")
+                                  max_frames=a.max_frames, schedule=a.schedule), "mas train")
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
                      mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight,
                      noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight,
@@ -292,9 +292,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ff-width", type=_positive_int, default=512)
     t.add_argument("--max-frames", type=_positive_int, default=120)
     t.add_argument("--schedule", default="cosine", choices=["cosine", "cosine_tau_2"])
-    t.add_argument("--x-skip", action="store_true", help="the model adds x_t times a learned weight per step to its "
-                                                          "output (zero at first: --init keeps its function), so a "
-                                                          "nearly clean input can pass straight through")
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
     t.add_argument("--init", default=None, help="start from this checkpoint's weights (a shipped model or a path; "

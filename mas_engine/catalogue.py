@@ -41,8 +41,6 @@ class ModelConfig:
     dropout: float = 0.1
     diffusion_steps: int = 100
     schedule: str = "cosine"
-    x_skip: bool = False         # the output adds x_t times a learned weight per step (zero at first), so a
-                                 # nearly clean input can pass straight through (docs/results.md)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,8 +114,6 @@ def check_config(cfg: ModelConfig, where: str) -> ModelConfig:
             raise MasError(f"{where}: model {key} {v!r} is not an integer in {lo}..{hi}")
     if cfg.width % cfg.heads:
         raise MasError(f"{where}: width {cfg.width} is not a multiple of heads {cfg.heads}")
-    if not isinstance(cfg.x_skip, bool):
-        raise MasError(f"{where}: model x_skip {cfg.x_skip!r} is not true or false")
     return cfg
 
 

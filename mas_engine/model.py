@@ -23,10 +23,6 @@ def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], -1)
 
 
-SKIP_GAIN = 100.0  # the x_t skip's weight is 100 x its parameter: Adam moves a parameter by about the
-                   # learning rate a step, and the weight has to travel from 0 towards 1 in a few hundred
-
-
 class MotionDenoiser(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -41,12 +37,6 @@ class MotionDenoiser(nn.Module):
         self.norm = nn.LayerNorm(D)
         self.output = nn.Linear(D, P * cfg.num_joints * 2)
         self.register_buffer("positions", sinusoidal(torch.arange(self.max_tokens + 1), D), persistent=False)
-        if cfg.x_skip:
-            # x0 = (1 - g_t) network + g_t x_t, g_t learned per step from 0: at low noise x_t itself is
-            # a better x0 than a network that must copy it through a final LayerNorm (the shipped
-            # model's x0 error at t = 0 is about 5 cm, docs/results.md). x_t, not x_t / sqrt(alpha_bar):
-            # at high noise that is thousands of times the noise, and any jitter of g would show
-            self.skip = nn.Parameter(torch.zeros(cfg.diffusion_steps))
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
         """Predict x0.
@@ -76,11 +66,8 @@ class MotionDenoiser(nn.Module):
             if not mask.any():
                 mask = None
         h = self.encoder(h, src_key_padding_mask=mask)
-        out = self.output(self.norm(h[:, 1:])).reshape(B, N * P, J, 2)[:, :F]
-        if self.cfg.x_skip:
-            g = (SKIP_GAIN * self.skip[t]).reshape(B, 1, 1, 1)
-            out = (1 - g) * out + g * x_t
-        return out
+        out = self.output(self.norm(h[:, 1:])).reshape(B, N * P, J, 2)
+        return out[:, :F]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -217,14 +217,11 @@ def warm_start(model: MotionDenoiser, init) -> None:
     """Start from the weights of a checkpoint (a shipped model's name or a path) of the same architecture."""
 
     src = load_checkpoint(init)
-    differ = [f"{k} {v} (here {getattr(model.cfg, k)})" for k, v in src.config.to_dict().items()
-              if getattr(model.cfg, k) != v and k != "x_skip"]
-    if differ:
+    if src.config.to_dict() != model.cfg.to_dict():
+        differ = [f"{k} {v} (here {getattr(model.cfg, k)})" for k, v in src.config.to_dict().items()
+                  if getattr(model.cfg, k) != v]
         raise MasError(f"--init {init} is another architecture: {', '.join(differ)}; give the same model settings")
-    # a model without the x_t skip starts one with it at a zero skip: the same function
-    missing, unexpected = model.load_state_dict(src.model.state_dict(), strict=False)
-    if unexpected or set(missing) - {"skip"}:
-        raise MasError(f"--init {init}: its weights do not fit this model ({', '.join(unexpected + missing)})")
+    model.load_state_dict(src.model.state_dict())
 
 
 def join_processes(device: str) -> tuple[torch.device, int, int]:

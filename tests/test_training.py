@@ -196,34 +196,3 @@ def test_weighted_training_learns_and_is_recorded(walk_set, tmp_path):
     assert check["samples"]["windows"] == 64 and 0 <= check["samples"]["still_share"] <= 1
     assert check["data"]["still_share"] == 0.0 and check["data"]["travelling_share"] > 0.5
 
-
-def test_x_skip_starts_as_the_model_it_warms_from_and_learns_to_pass_a_clean_input(walk_set, tmp_path):
-    """A model with the x_t skip, warm-started from one without, is the same function (skip 0); trained,
-    it learns a skip near 1 at the least noise, and its checkpoint loads back with the skip."""
-    from dataclasses import replace
-
-    from mas_engine.train import warm_start
-
-    torch.manual_seed(0)
-    plain = tmp_path / "plain"
-    save_checkpoint(plain, MotionDenoiser(TINY), tiny_card())
-    skip_cfg = replace(TINY, x_skip=True)
-    m = MotionDenoiser(skip_cfg)
-    warm_start(m, plain)
-    x, t = torch.randn(2, 40, 16, 2), torch.tensor([0, 30])
-    torch.testing.assert_close(m.eval()(x, t), load_checkpoint(plain).model.eval()(x, t))
-    with pytest.raises(MasError, match="x_skip"):
-        from mas_engine.catalogue import check_config
-        check_config(replace(TINY, x_skip="yes"), "test")
-
-    run = tmp_path / "run"
-    torch.set_num_threads(2)
-    train(walk_set, run, skip_cfg, TrainConfig(steps=200, batch_size=16, lr=1e-3, warmup_steps=20, save_every=100,
-                                               ema_decay=0.9, noise_weighting="min_snr", motion_check=0),
-          device="cpu", init=plain, log=lambda *a: None)
-    back = load_checkpoint(run / "model")
-    assert back.config.x_skip
-    from mas_engine.model import SKIP_GAIN
-    skip = SKIP_GAIN * back.model.skip.detach()
-    # it leans on a nearly clean input (a quarter or more after these few steps), not on pure noise
-    assert float(skip[:5].mean()) > 0.2 and float(skip[:5].mean()) > 3 * float(skip[-5:].abs().mean()), skip
