@@ -132,6 +132,7 @@ def cmd_train(a) -> None:
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
                      mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight,
                      noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight,
+                     contact_weight=a.contact_weight,
                      motion_check=a.motion_check)
     summary = train(a.data, a.out, mc, tc, device=a.device, resume=not a.restart, init=a.init)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -307,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "min_snr (Min-SNR-5: the least noisy levels count most)")
     t.add_argument("--velocity-weight", type=_nonnegative_float, default=0.0,
                    help="add this times the frame-to-frame velocity error to the loss (0: positions only)")
+    t.add_argument("--contact-weight", type=_nonnegative_float, default=0.0,
+                   help="add this times MDM's foot-contact loss: where a foot of the data stands, the predicted "
+                        "foot must not move (0: off)")
     t.add_argument("--motion-check", type=_nonnegative_int, default=64,
                    help="at each checkpoint, draw this many plain 2D samples and log how alive they are (share "
                         "nearly still, travelling, feet planted while travelling) next to the data's (0: off)")

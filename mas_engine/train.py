@@ -49,6 +49,7 @@ class TrainConfig:
     still_quantile: float = 0.4   # the share of windows that counts as stillest (by mean 2D joint speed)
     noise_weighting: str = "uniform"  # or "alpha_bar": how each noise level's x0 error counts (noise_level_weights)
     velocity_weight: float = 0.0  # weight of the frame-to-frame velocity error next to the position error
+    contact_weight: float = 0.0   # weight of the foot-contact loss (masked_contact_loss) next to the position error
     motion_check: int = 64        # 2D samples drawn at each checkpoint to log how alive they are (0: none)
 
 
@@ -68,6 +69,23 @@ def masked_velocity_loss(pred: torch.Tensor, x0: torch.Tensor, conf: torch.Tenso
     mask = (conf >= CONFIDENCE_THRESHOLD).to(pred.dtype)
     err = (pred[:, 1:] - pred[:, :-1]) - (x0[:, 1:] - x0[:, :-1])
     return _weighted_mean((err ** 2).sum(-1), mask[:, 1:] * mask[:, :-1], weights)
+
+
+CONTACT_SPEED = 0.25   # m/s in the image plane: a data foot slower than this (over 2 frames) stands
+
+
+def masked_contact_loss(pred: torch.Tensor, x0: torch.Tensor, conf: torch.Tensor, feet: list[int], still: float,
+                        weights: torch.Tensor | None = None) -> torch.Tensor:
+    """MDM's foot-contact loss in 2D: the squared velocity of each predicted foot (normalised units a
+    frame) where the data's foot stands, i.e. moves less than ``still`` a frame (measured from
+    frame f-1 to f+1; confident in all three), averaged as ``masked_x0_loss``. It acts only where a
+    foot truly stands, so it pushes against a glide without stilling the rest of the motion
+    (the velocity loss over every joint made the model stiller, docs/results.md)."""
+    P, X = pred[:, :, feet], x0[:, :, feet]                                   # B, L, K, 2
+    ok = (conf[:, :, feet] >= CONFIDENCE_THRESHOLD).to(pred.dtype)
+    stands = ((X[:, 2:] - X[:, :-2]).norm(dim=-1) < 2 * still).to(pred.dtype) * ok[:, 2:] * ok[:, 1:-1] * ok[:, :-2]
+    v = P[:, 2:] - P[:, :-2]
+    return _weighted_mean((v ** 2).sum(-1) / 4, stands, weights)
 
 
 def _weighted_mean(sq: torch.Tensor, mask: torch.Tensor, weights) -> torch.Tensor:
@@ -101,10 +119,12 @@ def noise_level_weights(alpha_bar: torch.Tensor, kind: str = "uniform") -> torch
 
 
 def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=None,
-                  level_weights: torch.Tensor | None = None, velocity_weight: float = 0.0) -> torch.Tensor:
+                  level_weights: torch.Tensor | None = None, velocity_weight: float = 0.0,
+                  contact=None) -> torch.Tensor:
     """One diffusion training loss: random t, noise x0 to x_t, predict x0; the x0 error of each
     window weighted by its noise level's weight (``noise_level_weights``), plus
-    ``velocity_weight`` times the velocity error."""
+    ``velocity_weight`` times the velocity error; ``contact``: (weight, feet, still) for the
+    foot-contact loss (``masked_contact_loss``)."""
     B = x0.shape[0]
     T = alpha_bar.shape[0]
     t = torch.randint(0, T, (B,), generator=generator).to(x0.device)
@@ -115,6 +135,8 @@ def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=No
     loss = masked_x0_loss(pred, x0, conf, w)
     if velocity_weight:
         loss = loss + velocity_weight * masked_velocity_loss(pred, x0, conf, w)
+    if contact is not None and contact[0]:
+        loss = loss + contact[0] * masked_contact_loss(pred, x0, conf, contact[1], contact[2], w)
     return loss
 
 
@@ -321,6 +343,12 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
     # batches and noise depend on (seed, rank, step of the (re)start)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank * 7919 + done)
     level_weights = noise_level_weights(alpha_bar, cfg.noise_weighting)
+    contact = None
+    if cfg.contact_weight:
+        if not data.layout.feet:
+            raise MasError(f"--contact-weight needs a layout that names its feet; {data.layout.name!r} names none")
+        contact = (cfg.contact_weight, [data.layout.index(n) for n in data.layout.feet],
+                   CONTACT_SPEED / data.fps / data.scale)
     weights = data.still_weights(cfg.still_quantile, cfg.still_weight) if cfg.still_weight != 1.0 else None
     batches = data.batches(cfg.batch_size, gen, mirror=cfg.mirror, weights=weights)
     card = model_card(data, cfg, data_path, init, data_note)
@@ -359,7 +387,7 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = training_loss(net, alpha_bar, x0, conf, length, gen, level_weights, cfg.velocity_weight)
+            loss = training_loss(net, alpha_bar, x0, conf, length, gen, level_weights, cfg.velocity_weight, contact)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:

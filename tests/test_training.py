@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -196,3 +197,30 @@ def test_weighted_training_learns_and_is_recorded(walk_set, tmp_path):
     assert check["samples"]["windows"] == 64 and 0 <= check["samples"]["still_share"] <= 1
     assert check["data"]["still_share"] == 0.0 and check["data"]["travelling_share"] > 0.5
 
+
+
+def test_foot_contact_loss_sees_a_glide_where_the_data_stands():
+    """Known answers: data whose foot 0 stands and foot 1 swings; a prediction whose feet both glide
+    at 0.1 a frame costs 0.1^2 (only the standing foot counts), one that stands costs 0, and an
+    unconfident standing foot is not counted."""
+    from mas_engine.train import masked_contact_loss
+
+    F = 12
+    x0 = torch.zeros(1, F, 3, 2)
+    x0[0, :, 2, 0] = torch.arange(F) * 0.2                    # joint 2 (foot 1) swings; joint 1 (foot 0) stands
+    conf = torch.ones(1, F, 3)
+    glide = x0.clone()
+    glide[0, :, 1:, 0] += torch.arange(F)[:, None] * 0.1
+    assert float(masked_contact_loss(glide, x0, conf, [1, 2], still=0.01)) == pytest.approx(0.1 ** 2 / 2)
+    assert float(masked_contact_loss(x0, x0, conf, [1, 2], still=0.01)) == 0.0
+    conf[0, :, 1] = 0.0
+    assert float(masked_contact_loss(glide, x0, conf, [1, 2], still=0.01)) == 0.0
+
+
+def test_contact_weight_trains_and_is_recorded(walk_set, tmp_path):
+    run = tmp_path / "run"
+    torch.set_num_threads(2)
+    train(walk_set, run, TINY, TrainConfig(steps=60, batch_size=16, lr=1e-3, warmup_steps=10, save_every=60,
+                                           contact_weight=5.0, motion_check=0), device="cpu", log=lambda *a: None)
+    assert json.loads((run / "model.json").read_text())["training"]["train"]["contact_weight"] == 5.0
+    assert math.isfinite(read_log(run)[-1]["loss"])
