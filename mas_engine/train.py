@@ -47,7 +47,7 @@ class TrainConfig:
     bf16: bool = False  # CPU/GPU autocast to bfloat16 for the forward pass (weights, EMA, optimiser stay float32)
     still_weight: float = 1.0     # how often the stillest windows are drawn against the others (1: as often)
     still_quantile: float = 0.4   # the share of windows that counts as stillest (by mean 2D joint speed)
-    noise_weighting: str = "uniform"  # or "alpha_bar": how each noise level's x0 error counts (noise_level_weights)
+    noise_weighting: str = "uniform"  # or "alpha_bar", "min_snr": how each noise level's x0 error counts (noise_level_weights)
     velocity_weight: float = 0.0  # weight of the frame-to-frame velocity error next to the position error
     contact_weight: float = 0.0   # weight of the foot-contact loss (masked_contact_loss) next to the position error
     motion_check: int = 64        # 2D samples drawn at each checkpoint to log how alive they are (0: none)
@@ -135,7 +135,7 @@ def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=No
     loss = masked_x0_loss(pred, x0, conf, w)
     if velocity_weight:
         loss = loss + velocity_weight * masked_velocity_loss(pred, x0, conf, w)
-    if contact is not None and contact[0]:
+    if contact is not None:
         loss = loss + contact[0] * masked_contact_loss(pred, x0, conf, contact[1], contact[2], w)
     return loss
 

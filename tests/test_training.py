@@ -198,10 +198,10 @@ def test_weighted_training_learns_and_is_recorded(walk_set, tmp_path):
     assert check["data"]["still_share"] == 0.0 and check["data"]["travelling_share"] > 0.5
 
 
-
 def test_foot_contact_loss_sees_a_glide_where_the_data_stands():
     """Known answers: data whose foot 0 stands and foot 1 swings; a prediction whose feet both glide
-    at 0.1 a frame costs 0.1^2 (only the standing foot counts), one that stands costs 0, and an
+    at 0.1 a frame costs 0.1^2 / 2 (only the standing foot counts; per coordinate, as the x0 loss),
+    one that stands costs 0, and an
     unconfident standing foot is not counted."""
     from mas_engine.train import masked_contact_loss
 
