@@ -35,10 +35,11 @@ def ensure_engine() -> None:
 def generate_motion(model="human", seed=0, seconds=4.0, views=5, steps=0, device="auto", in_place=False,
                     target=None, bone_map="auto", location=None, models_folder="", loop=False,
                     start_from_pose=False, use_keyframes=False, path=None, foot_lock=True, key_tolerance=0.0,
-                    rigify_limbs="FK", continue_action=False) -> dict:
+                    rigify_limbs="FK", continue_action=False, loop_travel=False) -> dict:
     """Generate one motion into the current scene. target: an armature object to drive (None: a
     new built-in character at ``location``, default the 3D cursor). ``loop``: a seamless loop
-    (Cycles modifiers). On ``target``: ``start_from_pose`` begins in its current pose,
+    (Cycles modifiers); ``loop_travel``: a loop that may travel steadily, a walk cycle that goes on
+    (its location curves repeat with an offset). On ``target``: ``start_from_pose`` begins in its current pose,
     ``use_keyframes`` passes through the poses of its active action's keyframes; ``path``: a curve
     object the root follows; ``foot_lock``: the foot-contact clean-up of the fit (planted feet stay
     put); ``continue_action``: on ``target``, a motion that continues its active action from its
@@ -49,13 +50,14 @@ def generate_motion(model="human", seed=0, seconds=4.0, views=5, steps=0, device
     return run(motion_operation([seed], model, seconds, views, steps, device, in_place, target, bone_map, location,
                                 models_folder, loop, start_from_pose, use_keyframes, path, foot_lock=foot_lock,
                                 key_tolerance=key_tolerance, rigify_limbs=rigify_limbs,
-                                continue_action=continue_action))[0]
+                                continue_action=continue_action, loop_travel=loop_travel))[0]
 
 
 def motion_operation(seeds, model="human", seconds=4.0, views=5, steps=0, device="auto", in_place=False, target=None,
                      bone_map="auto", location=None, models_folder="", loop=False, start_from_pose=False,
                      use_keyframes=False, path=None, foot_lock=True, key_tolerance=0.0, variants=False,
-                     arrange="SIDE_BY_SIDE", spacing=1.5, rigify_limbs="FK", continue_action=False) -> Motions:
+                     arrange="SIDE_BY_SIDE", spacing=1.5, rigify_limbs="FK", continue_action=False,
+                     loop_travel=False) -> Motions:
     """The operation behind generate_motion and generate_variants (what the operators run);
     ``variants``: the motions form a set to compare and keep one of (``keep_variant``)."""
     ensure_engine()
@@ -71,7 +73,8 @@ def motion_operation(seeds, model="human", seconds=4.0, views=5, steps=0, device
     wanted = scene_constraints(model, target, start_from_pose, use_keyframes, path, loc, seconds, models_folder,
                                continue_action)
     reqs = requests_for(seeds, model, seconds, views, steps, device, in_place, target, bone_map,
-                        models_folder=models_folder, loop=loop, constraints=wanted, foot_lock=foot_lock)
+                        models_folder=models_folder, loop=loop, constraints=wanted, foot_lock=foot_lock,
+                        loop_travel=loop_travel)
     if not variants:
         return Motions(reqs, target, loc, key_tolerance=key_tolerance, rigify_limbs=rigify_limbs)
     group = f"{model_name(reqs[0].model)}_seeds{reqs[0].seed}-{reqs[-1].seed}"

@@ -50,6 +50,9 @@ def _settings_props():
         "device": StringProperty(name="Device", default="auto", description="auto, cpu or cuda"),
         "in_place": BoolProperty(name="In place", default=False),
         "loop": BoolProperty(name="Loop", default=False, description="A seamless loop that plays forever (Cycles modifiers)"),
+        "loop_travel": BoolProperty(name="Loop travels", default=False,
+                                    description="A loop that may travel steadily, a walk cycle that goes on: its "
+                                                "location curves repeat with an offset (implies Loop)"),
         "key_tolerance": FloatProperty(name="Key tolerance", default=0.0, min=0.0, max=45.0,
                                        description="Keep only the keys that matter: rotations within this many "
                                                    "degrees, the root within this many cm (0: a key on every frame)"),
@@ -75,7 +78,7 @@ class _Settings:
             if target is None:
                 raise MasError(f"no object named {self.target!r} to drive")
         return dict(model=self.model, seconds=self.seconds, views=self.views, steps=self.steps, device=self.device,
-                    in_place=self.in_place, loop=self.loop, foot_lock=self.foot_lock, key_tolerance=self.key_tolerance,
+                    in_place=self.in_place, loop=self.loop, loop_travel=self.loop_travel, foot_lock=self.foot_lock, key_tolerance=self.key_tolerance,
                     target=target, bone_map=self.bone_map, rigify_limbs=self.rigify_limbs,
                     models_folder=preferences(context).models_folder)
 

@@ -65,6 +65,9 @@ class MAS_PG_settings(bpy.types.PropertyGroup):
                                         "(off: the plain fit, a little closer to the generated joints)")
     loop: BoolProperty(name="Loop", default=False,
                        description="A seamless loop: the last frame flows into the first, the action cycles forever")
+    loop_travel: BoolProperty(name="Loop travels", default=False,
+                              description="A loop that may travel steadily, a walk cycle that goes on: the root's "
+                                          "location repeats with an offset (implies Loop)")
     start_from_pose: BoolProperty(name="Start from the current pose", default=False,
                                   description="Begin in the selected armature's current pose (a character made or "
                                               "driven by Generate Motion)")

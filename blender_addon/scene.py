@@ -231,12 +231,15 @@ def drop_keys_until(action, obj, frame: float) -> None:
         fc.update()
 
 
-def make_cyclic(action, obj=None) -> None:
+def make_cyclic(action, obj=None, travel: bool = False) -> None:
     """A Cycles modifier on every F-curve of ``action``: a loop plays forever without a pop (its last
-    key is its first pose, one period after the first key)."""
+    key is its first pose, one period after the first key). ``travel``: a loop that travels on (its
+    last key is its first pose moved on by the travel of one period); its location curves repeat
+    with that offset (Repeat with Offset), so the walk goes on instead of jumping back."""
     for fc in compat.action_fcurves(action, obj):
-        if not any(m.type == "CYCLES" for m in fc.modifiers):
-            fc.modifiers.new("CYCLES")
+        cycles = next((m for m in fc.modifiers if m.type == "CYCLES"), None) or fc.modifiers.new("CYCLES")
+        if travel and fc.data_path.endswith("location"):
+            cycles.mode_before = cycles.mode_after = "REPEAT_OFFSET"
 
 
 def prop_positions(obj, track, name: str) -> np.ndarray:

@@ -25,6 +25,7 @@ from mas_engine.device import pick_device
 from mas_engine.errors import MasError
 from mas_engine.motion_io import Motion, load_motion, resample
 from mas_engine.sampler import MasSettings, check_request, sample_mas
+from mas_engine.postprocess import travel_per_period
 from retarget.armatures import armature_from_skeleton
 from retarget.retarget import retarget
 
@@ -150,6 +151,8 @@ def motion_of(plan: Plan, joints: np.ndarray, seed: int) -> Motion:
     s, loaded = plan.settings, plan.loaded
     meta = dict(model=loaded.name, seed=int(seed), views=s.views, steps=s.steps or loaded.config.diffusion_steps,
                 noise_3d=s.noise_3d, loop=s.loop)
+    if s.loop:
+        meta["loop_travel"] = travel_per_period(joints, loaded.layout.root) if s.loop_travel else np.zeros(3)
     return Motion(np.asarray(joints), loaded.fps, loaded.layout, meta)
 
 
@@ -160,12 +163,16 @@ def rig_motion(motion: Motion, rig="human", in_place: bool = False, fps: float |
     rig: "human", "horse", "smpl", a BVH file, or a user's armature as plain data {name, bones,
     parents, heads, tails (bones x 3, metres, Z up, world-aligned), bone_map}. fps: resample to
     this frame rate first (a scene's). at_origin: the root starts above (0, 0). close_loop: the
-    motion is a loop: its first pose is keyed again one frame after the last, exactly, so that a
-    cyclic action's period has no seam. foot_lock: the foot-contact clean-up (``retarget.contact``).
+    motion is a loop: its first pose is keyed again one frame after the last, exactly (moved on by
+    a travelling loop's ``loop_travel``, unless ``in_place``), so that a cyclic action's period has
+    no seam. foot_lock: the foot-contact clean-up (``retarget.contact``).
     """
     joints, layout = np.asarray(motion.joints), motion.layout
-    if close_loop:
-        joints = np.concatenate([joints, joints[:1]])
+    travel = np.asarray(motion.meta.get("loop_travel", np.zeros(3)), np.float64) if close_loop else np.zeros(3)
+    if in_place:
+        travel = np.zeros(3)
+    if close_loop:              # one period on: the first pose, moved on by a travelling loop's travel
+        joints = np.concatenate([joints, joints[:1] + travel])
     fps = float(fps or motion.fps)
     joints = resample(joints, motion.fps, fps)
     if at_origin:
@@ -176,9 +183,9 @@ def rig_motion(motion: Motion, rig="human", in_place: bool = False, fps: float |
                                      np.asarray(rig["tails"]), rig["bone_map"], joints, layout)
     track, report = retarget(Motion(joints, fps, layout, motion.meta), rig=rig, in_place=in_place, foot_lock=foot_lock)
     if close_loop:              # the fit smooths each end on its own: make the period exact
-        track.rotations[-1], track.root[-1] = track.rotations[0], track.root[0]
+        track.rotations[-1], track.root[-1] = track.rotations[0], track.root[0] + travel
         for v in track.props.values():
-            v[-1] = v[0]
+            v[-1] = v[0] + travel
     report.update(model=motion.meta.get("model", ""), seed=motion.meta.get("seed", 0), layout=layout.name,
                   model_fps=motion.fps, loop=close_loop)
     return track, report

@@ -62,7 +62,8 @@ def cmd_generate(a) -> None:
     generate_to_files(cancel=_STOP.is_set, model=a.model, num=a.num, seconds=a.seconds, seed=a.seed, views=a.views, steps=a.steps,
                       device=a.device, out=a.out, batch_size=a.batch_size, noise_3d=not a.no_3d_noise,
                       rigid_bones=not a.no_rigid_bones, elevation_deg=a.elevation, distance_m=a.distance, preview=a.preview, formats=a.format,
-                      rig=a.rig, overwrite=a.overwrite, loop=a.loop, start_from=a.start_from, continue_from=a.continue_from,
+                      rig=a.rig, overwrite=a.overwrite, loop=a.loop or a.loop_travel,
+                      loop_travel=a.loop_travel, start_from=a.start_from, continue_from=a.continue_from,
                       end_at=a.end_at, keys=a.keys, path=a.path, floor=a.floor)
 
 
@@ -228,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "(default: skip those seeds and say so)")
     g.add_argument("--loop", action="store_true", help="a seamless loop: the last frame flows into the first "
                                                        "(the root returns to where it started)")
+    g.add_argument("--loop-travel", action="store_true",
+                   help="a seamless loop that may travel steadily, a walk cycle that repeats while moving on: "
+                        "the frame after the last is the first moved on by the travel of one period "
+                        "(written to the motion file as loop_travel, metres)")
     g.add_argument("--start-from", default=None, metavar="MOTION.npz",
                    help="begin where this motion ends (its last pose and velocity)")
     g.add_argument("--continue", dest="continue_from", default=None, metavar="MOTION.npz",

@@ -31,7 +31,7 @@ def blender_files():
 def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=None, device="auto",
                       out="motions", batch_size=None, noise_3d=True, rigid_bones=True, elevation_deg=None, distance_m=None,
                       preview=False, formats="npz", rig="human", overwrite=False, cancel=None, loop=False,
-                      start_from=None, continue_from=None, end_at=None, keys=None, path=None, floor=False,
+                      loop_travel=False, start_from=None, continue_from=None, end_at=None, keys=None, path=None, floor=False,
                       log=print) -> list[Path]:
     """Generate ``num`` motions (seeds seed .. seed+num-1) into ``out``; returns the files written.
 
@@ -43,7 +43,8 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     stops between diffusion steps with ``Cancelled`` (the files finished by then are kept).
 
     Any length up to 10 minutes (windows beyond the model's own length, see windows.py); ``loop``:
-    the last frame flows into the first. Constraints (constraints.py), each a motion file's path
+    the last frame flows into the first; ``loop_travel``: a loop that may travel steadily (the frame
+    after the last is the first moved on by its ``loop_travel``). Constraints (constraints.py), each a motion file's path
     (or a dict as load_motion gives it): ``start_from`` (begin where that motion ends, with its
     velocity), ``continue_from`` (the same, and the file written is that motion followed by the
     new ``seconds``), ``end_at`` (end in that file's first pose), ``keys`` (keyframes: joints with
@@ -57,7 +58,8 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     if formats not in FORMATS:
         raise validate.MasError(f"unknown format {formats!r}; use {', '.join(FORMATS)}")
     settings = MasSettings(views=views, steps=steps, noise_3d=noise_3d, rigid_bones=rigid_bones, batch_size=batch_size,
-                           elevation_deg=elevation_deg, distance_m=distance_m, loop=loop, floor=floor)
+                           elevation_deg=elevation_deg, distance_m=distance_m, loop=loop or loop_travel,
+                           loop_travel=loop_travel, floor=floor)
     plan = pipeline.prepare(model, seconds, settings, device, start_from=start_from, continue_from=continue_from,
                             end_at=end_at, keys=keys, path=path)
     loaded, frames = plan.loaded, plan.frames

@@ -231,17 +231,21 @@ def seam_ratio(motion: np.ndarray, joins, centres, fps: float, span_s: float = 1
     return float(np.median([peak(c) for c in joins]) / max(np.median([peak(c) for c in centres]), 1e-12))
 
 
-def loop_closure(motion: np.ndarray) -> dict:
+def loop_closure(motion: np.ndarray, travel=None) -> dict:
     """A loop's seam from its last frame to its first, against the frame-to-frame changes inside it
     (frames x joints x 3): the position step and the velocity change (mean over joints, metres per
     frame) at the seam, and the 95th percentiles of both inside the motion. ``inside_within_p95``:
     the share of inside frames whose own step and velocity change are both within those
-    percentiles (about 0.9 by construction): what a seam that is just another frame would score."""
+    percentiles (about 0.9 by construction): what a seam that is just another frame would score.
+    ``travel`` (3, metres): a travelling loop's travel per period; the frame after the last is then
+    the first moved on by it."""
     step = np.linalg.norm(np.diff(motion, axis=0), axis=-1).mean(-1)
     dv = np.linalg.norm(np.diff(motion, n=2, axis=0), axis=-1).mean(-1)
-    seam_step = float(np.linalg.norm(motion[0] - motion[-1], axis=-1).mean())
-    seam_dv = max(float(np.linalg.norm((motion[0] - motion[-1]) - (motion[-1] - motion[-2]), axis=-1).mean()),
-                  float(np.linalg.norm((motion[1] - motion[0]) - (motion[0] - motion[-1]), axis=-1).mean()))
+    first = motion[0] + (0.0 if travel is None else np.asarray(travel))    # the frame after the last
+    after = motion[1] + (0.0 if travel is None else np.asarray(travel))
+    seam_step = float(np.linalg.norm(first - motion[-1], axis=-1).mean())
+    seam_dv = max(float(np.linalg.norm((first - motion[-1]) - (motion[-1] - motion[-2]), axis=-1).mean()),
+                  float(np.linalg.norm((after - first) - (first - motion[-1]), axis=-1).mean()))
     step_p95, dv_p95 = float(np.percentile(step, 95)), float(np.percentile(dv, 95))
     inside = float(np.mean((step[1:] <= step_p95) & (dv <= dv_p95)))   # frame k+1: its step in and its velocity change
     return {"step": seam_step, "step_p95": step_p95, "velocity_change": seam_dv, "velocity_change_p95": dv_p95,

@@ -9,12 +9,13 @@ import torch
 
 from .constraints import Constraints, pull_to_targets
 from .errors import MasError
+from .windows import loop_travel
 
 
 HALF_RATE_TAPS = (1, 8, 28, 56, 70, 56, 28, 8, 1)     # a 9-tap binomial low-pass (sum 256)
 
 
-def alternation(X: torch.Tensor, loop: bool = False) -> torch.Tensor:
+def alternation(X: torch.Tensor, loop: bool = False, travel: torch.Tensor | None = None) -> torch.Tensor:
     """The part of motions (batch x frames x ...) that alternates sign every frame.
 
     A denoiser that outputs two frames per token leaves a small offset between a token's two
@@ -22,11 +23,16 @@ def alternation(X: torch.Tensor, loop: bool = False) -> torch.Tensor:
     has 36x real capture's power there, and it is most of its jitter). Demodulate by (-1)^f,
     low-pass with a 9-tap binomial filter, modulate back: ``X - alternation(X)`` is a band-stop
     with gains 1 up to 5 Hz (0.996), 0.94 at 7.5 Hz, 0 at 15 Hz (at 30 fps). Edges are reflected
-    (a loop: wrapped; an odd-length loop has no consistent phase, and gets zeros).
+    (a loop: wrapped; an odd-length loop has no consistent phase, and gets zeros). ``travel``
+    (batch x 3): a travelling loop's travel per period (``windows.loop_travel``), taken out before
+    the wrap and so from the frames it joins (a straight drift has no alternation of its own).
     """
     F = X.shape[1]
     if F < 5 or (loop and F % 2):
         return torch.zeros_like(X)
+    if loop and travel is not None:
+        ramp = torch.arange(F, device=X.device, dtype=X.dtype) / F
+        X = X - ramp.reshape((1, -1) + (1,) * (X.ndim - 3) + (1,)) * travel.reshape((-1, 1) + (1,) * (X.ndim - 3) + (3,))
     pad = len(HALF_RATE_TAPS) // 2
     f = torch.arange(F, device=X.device)
     if loop:
@@ -40,10 +46,40 @@ def alternation(X: torch.Tensor, loop: bool = False) -> torch.Tensor:
     return sign[:, pad:pad + F] * env
 
 
-def remove_alternation(X: np.ndarray, loop: bool = False) -> np.ndarray:
-    """A motion (frames x ...) without its half-frame-rate alternation (``alternation``)."""
-    A = alternation(torch.from_numpy(np.asarray(X, np.float64))[None], loop)[0].numpy()
+def remove_alternation(X: np.ndarray, loop: bool = False, travel=None) -> np.ndarray:
+    """A motion (frames x ... x 3) without its half-frame-rate alternation (``alternation``;
+    ``travel``: a travelling loop's travel per period, 3)."""
+    travel = None if travel is None else torch.as_tensor(np.asarray(travel, np.float64))[None]
+    A = alternation(torch.from_numpy(np.asarray(X, np.float64))[None], loop, travel)[0].numpy()
     return (X - A).astype(X.dtype)
+
+
+def seam_step(X: np.ndarray) -> np.ndarray:
+    """A loop's frames (frames x ...): the step from its last frame to the next that the motion on
+    either side of the seam implies, from the two steps before and the two after it (exact for
+    motion that is cubic across the seam)."""
+    before1, before2, after1, after2 = X[-1] - X[-2], X[-2] - X[-3], X[1] - X[0], X[2] - X[1]
+    return (2 * (before1 + after1) - (before2 + after2) / 2) / 3
+
+
+def travel_per_period(X: np.ndarray, root: int) -> np.ndarray:
+    """A travelling loop's travel in one period (3, metres, on the floor: Z = 0) from its frames
+    (frames x joints x 3): the frame after its last is its first moved on by this."""
+    X = np.asarray(X, np.float64)
+    travel = X[-1, root] + seam_step(X[:, root]) - X[0, root]
+    travel[2] = 0.0
+    return travel
+
+
+def close_travelling_loop(X: np.ndarray, root: int) -> np.ndarray:
+    """A travelling loop (frames x joints x 3, metres, Z up) whose seam flows on: one period on, every
+    joint is where its motion on either side of the seam says (``seam_step``), moved on by the
+    root's travel (``travel_per_period``); what a joint misses of that is spread over the period as a
+    straight ramp, a few millimetres a frame at most. The sampler keeps the frames next to the seam in
+    one window, but the travel it moves them by is an estimate, and what it misses shows at the seam."""
+    X = np.asarray(X, np.float64)
+    miss = X[0] + travel_per_period(X, root) - (X[-1] + seam_step(X))           # joints x 3
+    return X + miss * (np.arange(len(X)) / (len(X) - 1))[:, None, None]
 
 
 def place_on_floor(X: np.ndarray, floor_offset: float) -> np.ndarray:
@@ -94,17 +130,22 @@ def travel_from_feet(X: np.ndarray, feet: list[int], softness: float = 0.01,
 
 
 def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constraints: Constraints | None = None,
-                   travel: str = "model") -> np.ndarray:
+                   travel: str = "model", loop_travels: bool = False) -> np.ndarray:
     """Sampled motions (motions x frames x joints x 3, normalised) -> metres, float32: on the floor,
     or, with constraints, moved by ``shift`` (motions x 3) onto them (a coordinate that no
     constraint fixes, such as the height under a root path, still goes on the floor).
     ``travel="feet"`` (or a model trained in place): the root's horizontal travel is replaced by
-    what the feet imply (``travel_from_feet``), except in a loop or under constraints."""
+    what the feet imply (``travel_from_feet``), except in a loop or under constraints.
+    ``loop_travels``: a loop that travels steadily (``windows.loop_travel``), which the band-stop
+    takes out before it wraps round the end."""
     X = X * loaded.scale
     if not np.isfinite(X).all():
         raise MasError("sampling produced non-finite joints; the checkpoint may be damaged or untrained")
     if loaded.config.frames_per_token > 1:
-        X = np.stack([remove_alternation(x, loop) for x in X])
+        r = loaded.layout.root
+        X = np.stack([remove_alternation(x, loop, loop_travel(x[:, r]) if loop and loop_travels else None) for x in X])
+    if loop and loop_travels:
+        X = np.stack([close_travelling_loop(x, loaded.layout.root) for x in X])
     if (travel == "feet" or not loaded.root_motion) and constraints is None and not loop:
         # the travel comes from the feet (a loop stays as it is made)
         root, feet = loaded.layout.root, [loaded.layout.index(n) for n in loaded.layout.feet]

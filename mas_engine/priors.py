@@ -9,6 +9,8 @@ import functools
 
 import torch
 
+from .windows import loop_travel
+
 
 @functools.lru_cache(maxsize=32)
 def ancestry(parents: tuple) -> torch.Tensor:
@@ -69,3 +71,17 @@ def constraint_lengths(targets: torch.Tensor, mask: torch.Tensor, parents) -> to
         if both is not None and both.any():
             out[j] = (targets[both, j] - targets[both, p]).norm(dim=-1).mean()
     return out
+
+
+def level_loop(X: torch.Tensor, root: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A travelling loop (motions x frames x joints x 3, Z up) that travels on the floor only: its
+    travel per period (``windows.loop_travel`` of the root) loses its vertical part, taken out of
+    the frames as a straight ramp, so a walk cycle that repeats does not climb or sink a little
+    more every period. Returns (X, travel: motions x 3, Z = 0)."""
+    travel = loop_travel(X[:, :, root])                              # motions x 3
+    ramp = torch.arange(X.shape[1], device=X.device, dtype=X.dtype) / X.shape[1]
+    lift = torch.zeros_like(X)
+    lift[..., 2] = ramp[None, :, None] * travel[:, None, None, 2]
+    travel = travel.clone()
+    travel[:, 2] = 0
+    return X - lift, travel

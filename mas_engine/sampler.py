@@ -25,7 +25,7 @@ from .constraints import Constraints, pull_to_targets
 from .diffusion import Schedule, alpha_bar_schedule, posterior_step
 from .errors import Cancelled, MasError
 from .postprocess import alternation, finish_motions
-from .priors import constraint_lengths, on_floor, rigid_bones
+from .priors import constraint_lengths, level_loop, on_floor, rigid_bones
 from .reference import ReferenceConsistency
 from .triangulate import triangulate
 from .windows import plan_windows, windowed_denoiser
@@ -45,6 +45,8 @@ class MasSettings:
                                         # off: the paper's MAS (see docs/results.md for both)
     batch_size: int | None = None       # motions per model call; None: 8 on CPU, 256 on GPU
     loop: bool = False                  # the last frame flows into the first (windows wrap around)
+    loop_travel: bool = False           # a loop may travel steadily (a walk cycle that repeats while moving
+                                        # on); False: it returns to where it started
     floor: bool = False                 # after each triangulation, the lowest foot on one floor (on_floor)
     travel: str = "model"               # "feet": replace the root's travel by what the feet imply
                                         # (postprocess.travel_from_feet); a model trained in place always does
@@ -101,7 +103,8 @@ class MultiViewConsistency:
     with constraints, the bones of the poses they fix set the lengths (``constraint_lengths``).
     ``feet``: joints for the floor prior (``on_floor``); ``constraints``: (targets, mask, falloff) to
     pull every step's 3D motion onto (``constraints.pull_to_targets``, carried by the ``root``;
-    ``loop``: the falloff wraps around the end). ``alternating``: the model leaves a half-frame-rate
+    ``loop``: the falloff wraps around the end). ``travel``: a loop travels steadily, on the floor
+    (``level_loop``); its travel per period is kept in ``travel``. ``alternating``: the model leaves a half-frame-rate
     alternation (two frames per token) that ``finish_motions`` removes at the end; the pull then
     moves the motion without it (``postprocess.alternation``), so the constrained frames keep the
     alternation of their neighbours and the final band-stop does not smear a break in it around
@@ -109,8 +112,9 @@ class MultiViewConsistency:
     """
 
     def __init__(self, cams: Cameras, bones=None, constraints=None, loop: bool = False, feet=None, root: int = 0,
-                 alternating: bool = False):
+                 alternating: bool = False, travel: bool = False):
         self.cams, self.bones, self.feet, self.root, self.alternating = cams, bones, feet, root, alternating
+        self.travels, self.travel = loop and travel, None        # travel: motions x 3 per period
         self.constraints, self.loop = constraints, loop      # (targets, mask, falloff) in normalised units
         # a pose to pass through brings its skeleton: its bones' lengths replace the median
         self.lengths = constraint_lengths(constraints[0], constraints[1], bones[0]) \
@@ -128,8 +132,10 @@ class MultiViewConsistency:
             X = rigid_bones(X, *self.bones, lengths=self.lengths)
         if self.feet:
             X = on_floor(X, self.feet)
+        if self.travels:
+            X, self.travel = level_loop(X, self.root)
         if self.constraints is not None:
-            A = alternation(X, self.loop) if self.alternating else 0.0
+            A = alternation(X, self.loop, self.travel) if self.alternating else 0.0
             X, self.shift = pull_to_targets(X - A, *self.constraints, loop=self.loop, root=self.root)
             X = X + A
         self.X = X
@@ -138,6 +144,14 @@ class MultiViewConsistency:
         out = perspective(p, self.cams.focal[:, None]).permute(0, 3, 1, 2, 4)
         self.seconds += time.perf_counter() - t0
         return out
+
+    def moved_on(self) -> torch.Tensor | None:
+        """A travelling loop: how far every frame of the latest 3D motion moves in each view when it is
+        seen one period on (moved by ``travel``), B x V x F x J x 2 (None before the first step)."""
+        if self.X is None or self.travel is None:
+            return None
+        project = lambda X: perspective(self.cams.to_camera(X), self.cams.focal[:, None])  # noqa: E731
+        return (project(self.X + self.travel[:, None, None, :]) - project(self.X)).permute(0, 3, 1, 2, 4)
 
 
 def _generators(seeds, device) -> list[torch.Generator]:
@@ -221,8 +235,9 @@ def is_windowed(loaded: LoadedModel, frames: int, settings: MasSettings) -> bool
     return settings.loop or frames > loaded.config.max_frames
 
 
-def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings):
-    """The model as MAS calls it: directly up to the model's length, in blended windows beyond it or for a loop."""
+def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_on=None):
+    """The model as MAS calls it: directly up to the model's length, in blended windows beyond it or for a loop
+    (``moved_on``: a travelling loop's, see ``windowed_denoiser``)."""
     if not is_windowed(loaded, frames, settings):
         return _denoiser(loaded, frames)
     overlap = int(round(settings.window_overlap_s * loaded.fps))
@@ -232,7 +247,7 @@ def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings):
     coupling = settings.loop_coupling if settings.loop else settings.window_coupling
     alpha_bar = alpha_bar_schedule(cfg.schedule, cfg.diffusion_steps)
     return windowed_denoiser(loaded.model, plan, cfg.num_joints, loaded.layout.root, alpha_bar,
-                             solo=solo, solo_from=int(round(coupling * cfg.diffusion_steps)))
+                             solo=solo, solo_from=int(round(coupling * cfg.diffusion_steps)), moved_on=moved_on)
 
 
 @torch.inference_mode()
@@ -265,9 +280,10 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
         bones = (layout.parents, {layout.index(n) for n in layout.optional}) if settings.rigid_bones else None
         feet = [layout.index(n) for n in layout.feet] if settings.floor else None
         consistency = MultiViewConsistency(cams, bones, pull, settings.loop, feet, layout.root,
-                                           loaded.config.frames_per_token > 1)
+                                           loaded.config.frames_per_token > 1, settings.loop_travel)
     t0 = time.perf_counter()
-    ancestral_loop(mas_denoiser(loaded, frames, settings), schedule, noise_at(K), noise_at, consistency, progress, cancel)
+    moved_on = consistency.moved_on if settings.loop and settings.loop_travel and hasattr(consistency, "moved_on") else None
+    ancestral_loop(mas_denoiser(loaded, frames, settings, moved_on), schedule, noise_at(K), noise_at, consistency, progress, cancel)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     stats = {"seconds": time.perf_counter() - t0, "triangulation_seconds": consistency.seconds,
@@ -310,7 +326,7 @@ def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: Mas
         X, st = sample_mas_batch(loaded, chunk, frames, settings, device, prog, cancel, constraints)
         shift = None if st["shift"] is None else st["shift"].float().cpu().numpy()
         joints.append(finish_motions(loaded, X.float().cpu().numpy(), settings.loop, shift, constraints,
-                                     settings.travel))
+                                     settings.travel, settings.loop and settings.loop_travel))
         for k in stats:
             stats[k] += st[k]
         if on_batch is not None:

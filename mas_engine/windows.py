@@ -34,12 +34,15 @@ import torch
 @dataclass
 class Windows:
     """index: n x L frame indices of each window (modulo the motion's length for a loop);
-    weight: n x L cross-fade weights (positive; 1 inside, a raised-cosine ramp at inner edges)."""
+    weight: n x L cross-fade weights (positive; 1 inside, a raised-cosine ramp at inner edges);
+    wraps: n x L, how many times a loop's window has gone round the end to reach that frame
+    (0 or 1; a travelling loop's frame one period on lies one travel further)."""
 
     index: torch.Tensor
     weight: torch.Tensor
     frames: int
     loop: bool = False
+    wraps: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.index.shape[0]
@@ -52,6 +55,23 @@ class Windows:
         for a, b in zip(starts, starts[1:] + ([starts[0] + self.frames] if self.loop else [])):
             out.append(((b + a + L) / 2) % self.frames)
         return out
+
+
+def loop_travel(track, k: int = 4):
+    """How far a loop travels in one period: track (..., frames, C), positions (the root's, say,
+    numpy or torch) -> (..., C), the displacement from frame f to the same pose one period on.
+
+    A loop with a steady travel is periodic plus that drift: the frame after the last is the first
+    moved by it. Read off at the seam: the mean of the last k frames against the mean of the first k,
+    plus k frames' worth of the velocity there (from the k frames before and after those), which is
+    exact for a straight drift and leaves only a second-order error from the motion's own curvature
+    at the seam. Frames: at least 4 k (shorter: k shrinks)."""
+    F = track.shape[-2]
+    k = max(1, min(k, F // 4))
+    head, tail = track[..., :k, :].mean(-2), track[..., F - k:, :].mean(-2)
+    after, before = track[..., k:2 * k, :].mean(-2), track[..., F - 2 * k:F - k, :].mean(-2)
+    velocity = ((tail - before) + (after - head)) / (2 * k)
+    return tail - head + k * velocity
 
 
 def _ramp(n: int) -> torch.Tensor:
@@ -83,6 +103,7 @@ def plan_windows(frames: int, length: int, overlap: int, loop: bool = False, ali
             starts[-1] = frames - length
     offsets = torch.arange(length)
     index = torch.stack([(s + offsets) % frames for s in starts])
+    wraps = torch.stack([(s + offsets) // frames for s in starts])
     ramp = _ramp(max(overlap, 1))
     weight = torch.ones(len(starts), length, dtype=torch.float64)
     for w in range(len(starts)):
@@ -90,11 +111,11 @@ def plan_windows(frames: int, length: int, overlap: int, loop: bool = False, ali
             weight[w, :len(ramp)] = torch.minimum(weight[w, :len(ramp)], ramp)
         if loop or w < len(starts) - 1:
             weight[w, -len(ramp):] = torch.minimum(weight[w, -len(ramp):], ramp.flip(0))
-    return Windows(index, weight.float(), frames, loop)
+    return Windows(index, weight.float(), frames, loop, wraps)
 
 
 def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha_bar: torch.Tensor, chunk: int = 512,
-                      solo: Windows | None = None, solo_from: int | None = None):
+                      solo: Windows | None = None, solo_from: int | None = None, moved_on=None):
     """denoise(x_t, t) for motions of any length: x_t (..., frames, joints, 2) -> x0 of the same shape.
 
     ``model(x, t)`` takes (N, L, joints, 2) and an (N,) step; windows go through it ``chunk`` at a
@@ -102,7 +123,11 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
     in the previous step's x0 (0 at the first step), which means x_t - sqrt(alpha_bar_t) c in
     (the noisy version of x0 - c) and c added to what comes out. ``alpha_bar``: the schedule's
     cumulative products, indexed by t. ``solo``: the plan used instead while t >= ``solo_from``
-    (the fewest windows that cover the motion, each on its own)."""
+    (the fewest windows that cover the motion, each on its own). ``moved_on`` (a loop that
+    travels steadily, a walk cycle that repeats while moving on): moved_on() -> (..., frames,
+    joints, 2) as x_t, or None: how far each frame moves in each view when seen one period on
+    (the previous step's 3D motion moved by its travel and projected, less the same unmoved); a
+    window that goes round the end sees the frames past it moved so, as if the walk went on."""
     state = {"x0": None}
 
     def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
@@ -111,15 +136,20 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
         lead, F = x_t.shape[:-3], x_t.shape[-3]
         x = x_t.reshape(-1, F, num_joints, 2)                        # M, F, J, 2
         where = idx.to(x.device)
+        sab = float(alpha_bar[t]) ** 0.5
         win = x[:, where]                                            # M, n, L, J, 2
         if state["x0"] is None:
-            centre = torch.zeros_like(win[:, :, :1, :1])
+            on = centre = torch.zeros_like(win[:, :, :1, :1])
         else:
-            centre = state["x0"][:, where][..., root:root + 1, :].mean(dim=2, keepdim=True)
-        flat = (win - float(alpha_bar[t]) ** 0.5 * centre).reshape(-1, idx.shape[1], num_joints, 2)
+            on = torch.zeros_like(win[:, :, :, :1])                  # M, n, L, 1, 2: a wrapped frame's travel
+            shift = moved_on() if moved_on is not None and plan.loop else None
+            if shift is not None:
+                on = plan.wraps.to(x)[None, :, :, None, None] * shift.reshape(-1, F, num_joints, 2)[:, where]
+            centre = (state["x0"][:, where][..., root:root + 1, :] + on).mean(dim=2, keepdim=True)
+        flat = (win + sab * (on - centre)).reshape(-1, idx.shape[1], num_joints, 2)
         out = torch.cat([model(part, torch.full((part.shape[0],), t, dtype=torch.long, device=x.device))
                          for part in flat.split(chunk)])
-        pred = out.reshape(win.shape) + centre
+        pred = out.reshape(win.shape) + centre - on
         wd = w.to(x)
         blended = torch.zeros_like(x).index_add_(1, where.flatten(), (pred * wd[None, :, :, None, None]).flatten(1, 2))
         total = torch.zeros(F, dtype=x.dtype, device=x.device).index_add_(0, where.flatten(), wd.flatten())

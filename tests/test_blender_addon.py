@@ -195,6 +195,34 @@ def test_a_loop_cycles_forever_and_a_long_motion_is_not_capped(fresh):
     assert tuple(long["action"].frame_range) == (1.0, 180.0)
 
 
+def test_a_travelling_loop_walks_on_with_every_period(fresh):
+    made = api.generate_motion(seed=4, loop_travel=True, **FAST)
+    obj, action, track = made["objects"][0], made["action"], made["track"]
+    from blender_addon.compat import action_fcurves
+    travel = track.root[-1] - track.root[0]          # the rig's last key: the first pose moved on by it
+    assert np.linalg.norm(travel[:2]) > 0 and travel[2] == 0
+    for fc in action_fcurves(action, obj):
+        cycles = [m for m in fc.modifiers if m.type == "CYCLES"]
+        assert len(cycles) == 1
+        want = "REPEAT_OFFSET" if fc.data_path.endswith("location") else "REPEAT"
+        assert cycles[0].mode_after == cycles[0].mode_before == want, fc.data_path
+    bones = track.armature.bones
+    poses = {}
+    for f in (1, 61, 121, 30, 90, 150):
+        fresh.frame_set(f)
+        poses[f] = posed_heads(obj, bones)
+    moved = poses[61] - poses[1]                                     # every bone alike, on the floor
+    assert np.abs(moved - moved[0]).max() < 1e-3 and abs(moved[0, 2]) < 1e-3
+    assert np.linalg.norm(moved[0, :2]) == pytest.approx(np.linalg.norm(travel[:2]), rel=0.01)
+    for a, b in ((61, 121), (30, 90), (90, 150)):                    # and so one period on, from any frame
+        assert np.abs(poses[b] - poses[a] - moved).max() < 1e-3, (a, b)
+    still = api.generate_motion(seed=4, loop_travel=True, in_place=True, **FAST)
+    fresh.frame_set(1)
+    first = posed_heads(still["objects"][0], bones)
+    fresh.frame_set(61)
+    assert np.abs(posed_heads(still["objects"][0], bones) - first).max() < 1e-3     # in place: it stays
+
+
 def _key_pose_at(obj, frames):
     """A new active action on ``obj`` with keys only at ``frames``: the poses its current action has there."""
     sc = bpy.context.scene
@@ -340,7 +368,8 @@ def test_variants_as_nla_strips_then_keep_one(fresh):
 
 
 def test_batch_goes_on_after_a_failure_and_does_not_overwrite(fresh, tmp_path):
-    rows = [{"seed": 1}, {"seed": 2, "seconds": -1}, {"seed": 3, "name": "third"}, {"seed": 4, "colour": "red"}]
+    rows = [{"seed": 1}, {"seed": 2, "seconds": -1}, {"seed": 3, "name": "third"}, {"seed": 4, "colour": "red"},
+            {"seed": 5, "name": "walk", "loop_travel": "yes"}]
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     out = tmp_path / "out"
     r = bpy.ops.mas.generate_batch(settings_file=str(tmp_path / "rows.json"), folder=str(out),
@@ -349,10 +378,15 @@ def test_batch_goes_on_after_a_failure_and_does_not_overwrite(fresh, tmp_path):
     report = json.loads((out / "batch_report.json").read_text())
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["batch_report.json"] + [f"{s}.{e}" for s in ("human_seed00001", "third")
-                                                     for e in ("bvh", "fbx", "glb", "blend")])
+                                                     for e in ("bvh", "fbx", "glb", "blend")]
+                                                  + [f"walk.{e}" for e in ("bvh", "fbx", "glb", "blend")])
     assert [f["row"] for f in report["failed"]] == ["row 4", "human_seed00002"]
     assert "colour" in report["failed"][0]["reason"] and "length" in report["failed"][1]["reason"]
-    assert sorted(report["actions"]) == ["human_seed1", "human_seed3"]
+    assert sorted(report["actions"]) == ["human_seed1", "human_seed3", "human_seed5"]
+    walk = bpy.data.actions["human_seed5"]                                  # a travelling loop: repeats moved on
+    from blender_addon.compat import action_fcurves
+    modes = {m.mode_after for fc in action_fcurves(walk) if fc.data_path.endswith("location") for m in fc.modifiers}
+    assert modes == {"REPEAT_OFFSET"}
     assert not [o for o in bpy.data.objects]                                 # files and actions, no characters left
     assert all(bpy.data.actions[a].use_fake_user for a in report["actions"])
     # the BVH reads back with the engine's independent parser: 60 frames at 30 fps
@@ -364,7 +398,7 @@ def test_batch_goes_on_after_a_failure_and_does_not_overwrite(fresh, tmp_path):
     mtime = (out / "third.fbx").stat().st_mtime_ns
     bpy.ops.mas.generate_batch(settings_file=str(tmp_path / "rows.json"), folder=str(out), formats="FBX", **FAST)
     report = json.loads((out / "batch_report.json").read_text())
-    assert len(report["skipped"]) == 2 and not report["written"]
+    assert len(report["skipped"]) == 3 and not report["written"]
     assert (out / "third.fbx").stat().st_mtime_ns == mtime
     bpy.ops.mas.generate_batch(count=1, seed=3, folder=str(out), formats="FBX", overwrite=True, **FAST)
     assert json.loads((out / "batch_report.json").read_text())["written"] == [str(out / "human_seed00003.fbx")]

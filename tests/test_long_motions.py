@@ -240,3 +240,112 @@ def test_loops_close_and_long_motions_have_no_seam_on_the_shipped_model():
     plan = plan_windows(360, m.config.max_frames, int(0.5 * m.fps), False, 2)
     ratios = [seam_ratio(x, plan.joins(), [s + 60 for s in plan.index[:, 0].tolist()], m.fps) for x in long]
     assert np.median(ratios) < 1.5, ratios
+
+
+# --- Loops that travel: a walk cycle that repeats while moving on ---
+
+def _walk_loop(frames=50):
+    """walking_figure's gait has 1.8 strides a second: 50 frames at 30 fps hold 3 whole strides, so the
+    frame after the last is the first moved on by 1.2 m/s x 50 / 30 s along its heading."""
+    walk = walking_figure(frames)
+    travel = 1.2 * frames / 30.0 * np.array([np.cos(0.3), np.sin(0.3), 0.0])
+    assert np.allclose(walking_figure(frames + 1)[-1], walk[0] + travel)
+    return walk, travel
+
+
+def test_loop_travel_reads_the_travel_per_period_off_the_seam():
+    from mas_engine.postprocess import travel_per_period
+    from mas_engine.windows import loop_travel
+    walk, travel = _walk_loop()
+    assert np.abs(travel_per_period(walk, HUMAN16.root) - travel).max() < 1e-4
+    for k in (1, 4):
+        assert np.abs(loop_travel(walk[:, 0], k=k) - travel).max() < 1e-3
+    assert np.abs(loop_travel(torch.from_numpy(walk[:, 0]), k=4).numpy() - travel).max() < 1e-3   # torch too
+    f = np.arange(60) * 2 * np.pi / 60                    # a closed loop, a sway of 5 cm: no travel
+    sway = 0.05 * np.stack([np.cos(f), np.sin(f), 0 * f], -1)
+    assert np.abs(loop_travel(sway, k=1)).max() < 1e-4 and np.abs(loop_travel(sway, k=4)).max() < 2e-3
+
+
+def test_a_travelling_loops_seam_and_band_stop_go_on_with_the_walk():
+    from mas_engine.postprocess import close_travelling_loop, remove_alternation
+    walk, travel = _walk_loop()
+    c, jumped = loop_closure(walk, travel), loop_closure(walk)
+    assert c["step"] <= c["step_p95"] and c["velocity_change"] <= c["velocity_change_p95"]
+    assert jumped["step"] > 10 * jumped["step_p95"]                        # read as a closed loop it jumps back
+    # the band-stop wraps round the seam: with the travel taken out first it removes only the alternation
+    zigzag = walk + 0.01 * (-1.0) ** np.arange(50)[:, None, None]
+    assert np.abs(remove_alternation(zigzag, True, travel) - walk).max() < 1e-3
+    assert np.abs(remove_alternation(zigzag, True) - walk).max() > 0.05
+    # a seam the sampler missed (the hands 10 cm off one period on) is spread over the loop
+    missed = walk.copy()
+    hands = [HUMAN16.index("left_wrist"), HUMAN16.index("right_wrist")]
+    missed[:, hands, 2] += 0.1 * np.arange(50)[:, None] / 50
+    c = loop_closure(missed, travel)
+    assert c["step"] > c["step_p95"] and c["velocity_change"] > 1.2 * c["velocity_change_p95"]
+    closed = close_travelling_loop(missed, HUMAN16.root)
+    c = loop_closure(closed, travel)
+    assert c["step"] <= c["step_p95"] and c["velocity_change"] <= c["velocity_change_p95"]
+    assert np.abs(close_travelling_loop(walk, HUMAN16.root) - walk).max() < 2e-3      # a closed walk stays
+
+
+def test_windows_round_a_travelling_loops_end_see_the_walk_go_on():
+    """A 'model' that fits a straight line through each window: a steady walk in 2D (a straight line
+    in every view) comes back exactly when the frames past the seam are moved on by one period's
+    travel, and bent at the seam when they are not."""
+    F = 64
+    plan = plan_windows(F, 48, 8, True, 2)
+    frames = torch.arange(F, dtype=torch.float32)
+    x = (torch.tensor([0.03, -0.01]) * frames[:, None])[None, :, None, :].expand(3, F, 16, 2).contiguous()
+    per_period = torch.tensor([0.03, -0.01]) * F
+
+    def line(xw, t):                                   # least squares along each window's frames
+        s = torch.linspace(-1, 1, xw.shape[1])[None, :, None, None]
+        mean = xw.mean(1, keepdim=True)
+        return mean + s * ((xw - mean) * s).sum(1, keepdim=True) / (s * s).sum()
+
+    moved = windowed_denoiser(line, plan, 16, 0, torch.ones(20), moved_on=lambda: per_period.expand(3, F, 16, 2))
+    still = windowed_denoiser(line, plan, 16, 0, torch.ones(20))
+    for _ in range(2):                                 # the first step has no travel yet, the second has
+        a, b = moved(x, 5), still(x, 5)
+    assert torch.allclose(a, x, atol=1e-4)
+    assert (b - x).abs().max() > 0.1
+
+
+def test_travelling_loops_from_a_small_model_the_cli_and_the_rig(tiny_checkpoint, tmp_path):
+    from mas_app import pipeline
+    from mas_engine.motion_io import Motion
+    from mas_engine.postprocess import travel_per_period
+    m = load_checkpoint(tiny_checkpoint)
+    settings = MasSettings(steps=4, views=3, loop=True, loop_travel=True)
+    x = sample_mas(m, [1], 40, settings).joints
+    assert x.shape == (1, 40, 16, 3) and np.isfinite(x).all()
+    assert np.array_equal(sample_mas(m, [1], 40, MasSettings(steps=4, views=3, loop=True)).joints,
+                          sample_mas(m, [1], 40, MasSettings(steps=4, views=3, loop=True, loop_travel=False)).joints)
+    base = ["generate", "--model", str(tiny_checkpoint), "--steps", "3", "--views", "2", "--device", "cpu"]
+    assert main(base + ["--seconds", "1.5", "--loop-travel", "--out", str(tmp_path / "walk")]) == 0
+    saved = load_motion(tmp_path / "walk" / "tiny_seed00000.npz")
+    assert bool(saved["loop"]) and saved["loop_travel"].shape == (3,) and saved["loop_travel"][2] == 0
+    assert np.allclose(saved["loop_travel"], travel_per_period(saved["joints"], 0), atol=1e-5)
+    # on a rig: one period on, the first pose moved on by the travel (in place: not moved)
+    walk, travel = _walk_loop()
+    motion = Motion(walk.astype(np.float32), 30.0, HUMAN16, {"loop": True, "loop_travel": travel})
+    track, _ = pipeline.rig_motion(motion, close_loop=True)
+    assert np.allclose(track.root[-1], track.root[0] + travel, atol=1e-6)
+    assert np.array_equal(track.rotations[-1], track.rotations[0])
+    track, _ = pipeline.rig_motion(motion, close_loop=True, in_place=True)
+    assert np.allclose(track.root[-1], track.root[0], atol=1e-6)
+
+
+@needs_human
+def test_travelling_loops_close_on_the_shipped_model():
+    from mas_engine.postprocess import travel_per_period
+    m = load_checkpoint("human")
+    loops = sample_mas(m, [11, 12, 13, 14], 90, MasSettings(steps=25, loop=True, loop_travel=True)).joints
+    closed = [loop_closure(x, travel_per_period(x, m.layout.root)) for x in loops]
+    assert max(c["step"] / c["step_p95"] for c in closed) < 1.5
+    assert max(c["velocity_change"] / c["velocity_change_p95"] for c in closed) < 1.5
+    # most of them travel (10-13 cm a period at 25 steps), and read as loops that return to where
+    # they started, those jump back at the seam
+    moving = [x for x in loops if np.linalg.norm(travel_per_period(x, m.layout.root)) > 0.05]
+    assert len(moving) >= 2
+    assert all(loop_closure(x)["step"] > 2 * loop_closure(x)["step_p95"] for x in moving)
