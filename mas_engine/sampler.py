@@ -50,6 +50,7 @@ class MasSettings:
     floor: bool = False                 # after each triangulation, the lowest foot on one floor (on_floor)
     travel: str = "model"               # "feet": replace the root's travel by what the feet imply
                                         # (postprocess.travel_from_feet); a model trained in place always does
+    window_frames: int | None = None    # the longest window of a long motion or loop; None: the model's length
     window_overlap_s: float = 0.5       # seconds that windows of a long motion overlap (windows.py; 1 s made
                                         # 12 s motions stiller: 79% against 67% nearly still windows)
     window_coupling: float = 0.3        # the share of the noise levels, the lowest, at which the windows of a
@@ -182,6 +183,10 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
     _check_frames(loaded, frames, windowed=settings is not None)
     if settings is not None:
         validate.number("window overlap (seconds)", settings.window_overlap_s, 0.0, 60.0)
+        if settings.window_frames is not None:
+            validate.integer("window length (frames)", settings.window_frames, 4 * loaded.config.frames_per_token,
+                             loaded.config.max_frames, f"model {loaded.name!r} makes at most "
+                             f"{loaded.config.max_frames} frames")
         validate.number("window coupling (share of the noise levels)", settings.window_coupling, 0.0, 1.0)
         validate.number("loop coupling (share of the noise levels)", settings.loop_coupling, 0.0, 1.0)
         validate.integer("views", settings.views, 2, 64, "MAS needs at least 2 views; 5 is the default")
@@ -232,7 +237,7 @@ def mas_cameras(loaded: LoadedModel, settings: MasSettings, device, frames: int 
 
 def is_windowed(loaded: LoadedModel, frames: int, settings: MasSettings) -> bool:
     """Whether a request needs windows: longer than the model, or a loop."""
-    return settings.loop or frames > loaded.config.max_frames
+    return settings.loop or frames > (settings.window_frames or loaded.config.max_frames)
 
 
 def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_on=None):
@@ -242,8 +247,9 @@ def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_
         return _denoiser(loaded, frames)
     overlap = int(round(settings.window_overlap_s * loaded.fps))
     cfg = loaded.config
-    plan = plan_windows(frames, cfg.max_frames, overlap, settings.loop, cfg.frames_per_token)
-    solo = plan_windows(frames, cfg.max_frames, 0, settings.loop, cfg.frames_per_token)
+    length = settings.window_frames or cfg.max_frames
+    plan = plan_windows(frames, length, overlap, settings.loop, cfg.frames_per_token)
+    solo = plan_windows(frames, length, 0, settings.loop, cfg.frames_per_token)
     coupling = settings.loop_coupling if settings.loop else settings.window_coupling
     alpha_bar = alpha_bar_schedule(cfg.schedule, cfg.diffusion_steps)
     return windowed_denoiser(loaded.model, plan, cfg.num_joints, loaded.layout.root, alpha_bar,

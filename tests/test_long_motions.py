@@ -349,3 +349,20 @@ def test_travelling_loops_close_on_the_shipped_model():
     moving = [x for x in loops if np.linalg.norm(travel_per_period(x, m.layout.root)) > 0.05]
     assert len(moving) >= 2
     assert all(loop_closure(x)["step"] > 2 * loop_closure(x)["step_p95"] for x in moving)
+
+
+def test_windows_shorter_than_the_model(tiny_checkpoint):
+    """MasSettings.window_frames: a motion longer than that is made in windows of at most that many
+    frames; a length the model cannot make, or too short for its tokens, is refused before any work."""
+    from mas_engine.sampler import is_windowed
+    m = load_checkpoint(tiny_checkpoint)                    # makes 48 frames itself
+    seen = []
+    real = m.model.forward
+    m.model.forward = lambda x, t: seen.append(x.shape[1]) or real(x, t)
+    short = MasSettings(steps=2, views=2, window_frames=32)
+    assert is_windowed(m, 40, short) and not is_windowed(m, 40, MasSettings())
+    x = sample_mas(m, [1], 40, short).joints
+    assert x.shape == (1, 40, 16, 3) and np.isfinite(x).all() and set(seen) == {32}
+    for bad in (49, 4, 2.5):
+        with pytest.raises(MasError, match="window length"):
+            sample_mas(m, [1], 40, MasSettings(steps=2, window_frames=bad))
