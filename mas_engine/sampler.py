@@ -189,6 +189,8 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
                              f"{loaded.config.max_frames} frames")
         validate.number("window coupling (share of the noise levels)", settings.window_coupling, 0.0, 1.0)
         validate.number("loop coupling (share of the noise levels)", settings.loop_coupling, 0.0, 1.0)
+        if settings.loop_travel and not settings.loop:
+            raise MasError("loop_travel makes a loop that travels: set loop=True too")
         validate.integer("views", settings.views, 2, 64, "MAS needs at least 2 views; 5 is the default")
         if settings.steps is not None:
             validate.integer("steps", settings.steps, 1, loaded.config.diffusion_steps,
@@ -288,7 +290,7 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
         consistency = MultiViewConsistency(cams, bones, pull, settings.loop, feet, layout.root,
                                            loaded.config.frames_per_token > 1, settings.loop_travel)
     t0 = time.perf_counter()
-    moved_on = consistency.moved_on if settings.loop and settings.loop_travel and hasattr(consistency, "moved_on") else None
+    moved_on = getattr(consistency, "moved_on", None) if settings.loop and settings.loop_travel else None
     ancestral_loop(mas_denoiser(loaded, frames, settings, moved_on), schedule, noise_at(K), noise_at, consistency, progress, cancel)
     if device.type == "cuda":
         torch.cuda.synchronize(device)

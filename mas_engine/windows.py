@@ -19,6 +19,9 @@ always coupled and 66% never coupled (whose joins jump; docs/results.md). A loop
 windows meet at its seam, so a loop's windows blend for longer: for the lowest 80% of the
 levels (``MasSettings.loop_coupling``).
 
+A loop that travels steadily (a walk cycle that repeats while moving on) wraps round its end moved
+on by its travel per period (``loop_travel``, ``windowed_denoiser(moved_on=...)``).
+
 A window is centred in 2D before the model sees it (as the training windows were centred on
 their mean root; the centre is the window's mean root in the previous step's prediction) and
 the centre added back after: a long motion may travel far from where the cameras look.

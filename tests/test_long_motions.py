@@ -366,3 +366,8 @@ def test_windows_shorter_than_the_model(tiny_checkpoint):
     for bad in (49, 4, 2.5):
         with pytest.raises(MasError, match="window length"):
             sample_mas(m, [1], 40, MasSettings(steps=2, window_frames=bad))
+
+
+def test_loop_travel_without_loop_is_refused(tiny_checkpoint):
+    with pytest.raises(MasError, match="set loop=True"):
+        sample_mas(load_checkpoint(tiny_checkpoint), [1], 40, MasSettings(steps=2, loop_travel=True))
