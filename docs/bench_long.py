@@ -45,11 +45,13 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=5000)
     ap.add_argument("--json", default=None)
     ap.add_argument("--overlap", type=float, default=MasSettings().window_overlap_s, help="seconds windows overlap")
-    ap.add_argument("--window", type=int, default=None, help="frames of the longest window (default: the model's)")
+    ap.add_argument("--window", type=int, default=None,
+                    help="frames of the longest window of a long motion (default: MasSettings' own)")
     ap.add_argument("--only", default="speed,long,loops,constraints", help="which parts to run")
     a = ap.parse_args(argv)
     m = load_checkpoint(a.model)
-    fps, W, layout = m.fps, a.window or m.config.max_frames, m.layout
+    fps, layout = m.fps, m.layout
+    W = min(a.window or MasSettings().window_frames or m.config.max_frames, m.config.max_frames)
     seeds = list(range(a.seed, a.seed + a.num))
     limbs = [layout.index(n) for n in layout.joints if any(k in n for k in ("hip", "knee", "ankle", "shoulder", "elbow", "wrist"))]
     out = {"model": m.name, "num": a.num, "overlap_s": a.overlap}
@@ -82,7 +84,7 @@ def speed(m, fps, a, out):
 def long_motions(m, fps, W, layout, seeds, limbs, a, out):
     """2, 3. 30 s motions: seams and motion statistics per window."""
     F30 = int(30 * fps)
-    long, t30 = timed(m, seeds, F30, MasSettings(window_overlap_s=a.overlap, window_frames=a.window))
+    long, t30 = timed(m, seeds, F30, MasSettings(window_overlap_s=a.overlap, window_frames=W))
     plan = plan_windows(F30, W, int(round(a.overlap * fps)), False, m.config.frames_per_token)
     joins = plan.joins()
     starts = plan.index[:, 0].tolist()

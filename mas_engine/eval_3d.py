@@ -162,7 +162,6 @@ def motion_table(results: dict) -> list[str]:
 ROWS = {"mas5": dict(views=5, rigid_bones=False), "mas2": dict(views=2, rigid_bones=False),
         "no3dnoise": dict(views=5, noise_3d=False, rigid_bones=False), "mas5rigid": dict(views=5, rigid_bones=True),
         "mas5floor": dict(views=5, rigid_bones=True, floor=True),
-        "mas5rigid90": dict(views=5, rigid_bones=True, window_frames=90),
         "mas5feet": dict(views=5, rigid_bones=True, travel="feet"),
         "mas5floorfeet": dict(views=5, rigid_bones=True, floor=True, travel="feet")}
 

@@ -50,7 +50,11 @@ class MasSettings:
     floor: bool = False                 # after each triangulation, the lowest foot on one floor (on_floor)
     travel: str = "model"               # "feet": replace the root's travel by what the feet imply
                                         # (postprocess.travel_from_feet); a model trained in place always does
-    window_frames: int | None = None    # the longest window of a long motion or loop; None: the model's length
+    window_frames: int | None = 100     # the longest window of a motion longer than the model (a loop's: the
+                                        # model's length); None: the model's. The shipped models' full-length
+                                        # motions are still at first and speed up along the window, 90-100
+                                        # frames are even: 30 s motions 17% nearly still against 35% with 120
+                                        # (docs/results.md)
     window_overlap_s: float = 0.5       # seconds that windows of a long motion overlap (windows.py; 1 s made
                                         # 12 s motions stiller: 79% against 67% nearly still windows)
     window_coupling: float = 0.3        # the share of the noise levels, the lowest, at which the windows of a
@@ -185,8 +189,7 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
         validate.number("window overlap (seconds)", settings.window_overlap_s, 0.0, 60.0)
         if settings.window_frames is not None:
             validate.integer("window length (frames)", settings.window_frames, 4 * loaded.config.frames_per_token,
-                             loaded.config.max_frames, f"model {loaded.name!r} makes at most "
-                             f"{loaded.config.max_frames} frames")
+                             100_000, "windows longer than the model are cut to its length")
         validate.number("window coupling (share of the noise levels)", settings.window_coupling, 0.0, 1.0)
         validate.number("loop coupling (share of the noise levels)", settings.loop_coupling, 0.0, 1.0)
         if settings.loop_travel and not settings.loop:
@@ -239,7 +242,7 @@ def mas_cameras(loaded: LoadedModel, settings: MasSettings, device, frames: int 
 
 def is_windowed(loaded: LoadedModel, frames: int, settings: MasSettings) -> bool:
     """Whether a request needs windows: longer than the model, or a loop."""
-    return settings.loop or frames > (settings.window_frames or loaded.config.max_frames)
+    return settings.loop or frames > loaded.config.max_frames
 
 
 def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_on=None):
@@ -249,7 +252,7 @@ def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_
         return _denoiser(loaded, frames)
     overlap = int(round(settings.window_overlap_s * loaded.fps))
     cfg = loaded.config
-    length = settings.window_frames or cfg.max_frames
+    length = cfg.max_frames if settings.loop else min(settings.window_frames or cfg.max_frames, cfg.max_frames)
     plan = plan_windows(frames, length, overlap, settings.loop, cfg.frames_per_token)
     solo = plan_windows(frames, length, 0, settings.loop, cfg.frames_per_token)
     coupling = settings.loop_coupling if settings.loop else settings.window_coupling

@@ -352,20 +352,23 @@ def test_travelling_loops_close_on_the_shipped_model():
 
 
 def test_windows_shorter_than_the_model(tiny_checkpoint):
-    """MasSettings.window_frames: a motion longer than that is made in windows of at most that many
-    frames; a length the model cannot make, or too short for its tokens, is refused before any work."""
-    from mas_engine.sampler import is_windowed
+    """MasSettings.window_frames: a motion longer than the model is made in windows of at most that
+    many frames (a loop, and a motion the model makes in one piece, are not affected); a length too
+    short for the model's tokens is refused before any work."""
     m = load_checkpoint(tiny_checkpoint)                    # makes 48 frames itself
     seen = []
     real = m.model.forward
     m.model.forward = lambda x, t: seen.append(x.shape[1]) or real(x, t)
-    short = MasSettings(steps=2, views=2, window_frames=32)
-    assert is_windowed(m, 40, short) and not is_windowed(m, 40, MasSettings())
-    x = sample_mas(m, [1], 40, short).joints
-    assert x.shape == (1, 40, 16, 3) and np.isfinite(x).all() and set(seen) == {32}
-    for bad in (49, 4, 2.5):
+    x = sample_mas(m, [1], 100, MasSettings(steps=2, views=2, window_frames=32)).joints
+    assert x.shape == (1, 100, 16, 3) and np.isfinite(x).all() and set(seen) == {32}
+    seen.clear()
+    sample_mas(m, [1], 100, MasSettings(steps=2, views=2, window_frames=500))        # cut to the model's 48
+    sample_mas(m, [1], 40, MasSettings(steps=2, views=2, window_frames=32))          # one piece
+    sample_mas(m, [1], 60, MasSettings(steps=2, views=2, window_frames=8, loop=True))  # a loop: the model's rule
+    assert set(seen) == {48, 40}                             # never 8: the loop kept the model's length
+    for bad in (4, 2.5, "long"):
         with pytest.raises(MasError, match="window length"):
-            sample_mas(m, [1], 40, MasSettings(steps=2, window_frames=bad))
+            sample_mas(m, [1], 100, MasSettings(steps=2, window_frames=bad))
 
 
 def test_loop_travel_without_loop_is_refused(tiny_checkpoint):
