@@ -71,14 +71,15 @@ def travel_per_period(X: np.ndarray, root: int) -> np.ndarray:
     return travel
 
 
-def close_travelling_loop(X: np.ndarray, root: int) -> np.ndarray:
-    """A travelling loop (frames x joints x 3, metres, Z up) whose seam flows on: one period on, every
-    joint is where its motion on either side of the seam says (``seam_step``), moved on by the
-    root's travel (``travel_per_period``); what a joint misses of that is spread over the period as a
-    straight ramp, a few millimetres a frame at most. The sampler keeps the frames next to the seam in
-    one window, but the travel it moves them by is an estimate, and what it misses shows at the seam."""
+def close_loop(X: np.ndarray, travel) -> np.ndarray:
+    """A loop (frames x joints x 3, metres, Z up) whose seam flows on: one period on, every joint is
+    where its motion on either side of the seam says (``seam_step``), moved on by ``travel`` (3: 0 for
+    a loop in place, ``travel_per_period`` for one that travels); what a joint misses of that is
+    spread over the period as a straight ramp (as an animator closes a cycle), a few millimetres a
+    frame. The sampler keeps the frames next to the seam in one window, but not exactly: a travelling
+    loop's travel there is an estimate, and windows blended at the seam do not quite agree."""
     X = np.asarray(X, np.float64)
-    miss = X[0] + travel_per_period(X, root) - (X[-1] + seam_step(X))           # joints x 3
+    miss = X[0] + np.asarray(travel, np.float64) - (X[-1] + seam_step(X))       # joints x 3
     return X + miss * (np.arange(len(X)) / (len(X) - 1))[:, None, None]
 
 
@@ -136,16 +137,17 @@ def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constr
     constraint fixes, such as the height under a root path, still goes on the floor).
     ``travel="feet"`` (or a model trained in place): the root's horizontal travel is replaced by
     what the feet imply (``travel_from_feet``), except in a loop or under constraints.
-    ``loop_travels``: a loop that travels steadily (``windows.loop_travel``), which the band-stop
-    takes out before it wraps round the end."""
+    A loop's seam is closed (``close_loop``); ``loop_travels``: a loop that travels steadily
+    (``windows.loop_travel``), which the band-stop takes out before it wraps round the end."""
     X = X * loaded.scale
     if not np.isfinite(X).all():
         raise MasError("sampling produced non-finite joints; the checkpoint may be damaged or untrained")
     if loaded.config.frames_per_token > 1:
         r = loaded.layout.root
         X = np.stack([remove_alternation(x, loop, loop_travel(x[:, r]) if loop and loop_travels else None) for x in X])
-    if loop and loop_travels:
-        X = np.stack([close_travelling_loop(x, loaded.layout.root) for x in X])
+    if loop and len(X[0]) >= 4:
+        r = loaded.layout.root
+        X = np.stack([close_loop(x, travel_per_period(x, r) if loop_travels else np.zeros(3)) for x in X])
     if (travel == "feet" or not loaded.root_motion) and constraints is None and not loop:
         # the travel comes from the feet (a loop stays as it is made)
         root, feet = loaded.layout.root, [loaded.layout.index(n) for n in loaded.layout.feet]

@@ -267,7 +267,7 @@ def test_loop_travel_reads_the_travel_per_period_off_the_seam():
 
 
 def test_a_travelling_loops_seam_and_band_stop_go_on_with_the_walk():
-    from mas_engine.postprocess import close_travelling_loop, remove_alternation
+    from mas_engine.postprocess import close_loop, remove_alternation, travel_per_period
     walk, travel = _walk_loop()
     c, jumped = loop_closure(walk, travel), loop_closure(walk)
     assert c["step"] <= c["step_p95"] and c["velocity_change"] <= c["velocity_change_p95"]
@@ -282,10 +282,21 @@ def test_a_travelling_loops_seam_and_band_stop_go_on_with_the_walk():
     missed[:, hands, 2] += 0.1 * np.arange(50)[:, None] / 50
     c = loop_closure(missed, travel)
     assert c["step"] > c["step_p95"] and c["velocity_change"] > 1.2 * c["velocity_change_p95"]
-    closed = close_travelling_loop(missed, HUMAN16.root)
+    closed = close_loop(missed, travel_per_period(missed, HUMAN16.root))
     c = loop_closure(closed, travel)
     assert c["step"] <= c["step_p95"] and c["velocity_change"] <= c["velocity_change_p95"]
-    assert np.abs(close_travelling_loop(walk, HUMAN16.root) - walk).max() < 2e-3      # a closed walk stays
+    assert np.abs(close_loop(walk, travel) - walk).max() < 2e-3                       # a closed walk stays
+    # a loop in place: closed with no travel, the same way
+    circle = np.stack([np.cos(np.arange(60) * 2 * np.pi / 60), np.sin(np.arange(60) * 2 * np.pi / 60),
+                       np.zeros(60)], -1)[:, None, :].repeat(2, 1)
+    circle = circle + np.random.default_rng(0).normal(0, 0.002, circle.shape)   # steps not all alike
+    opened = circle.copy()
+    opened[:, 1, 2] += 0.3 * np.arange(60) / 60                           # one joint climbs 30 cm a period
+    c = loop_closure(opened)
+    assert c["step"] > c["step_p95"]
+    c = loop_closure(close_loop(opened, np.zeros(3)))
+    assert c["step"] <= c["step_p95"] and c["velocity_change"] <= c["velocity_change_p95"]
+    assert np.abs(close_loop(circle, np.zeros(3)) - circle).max() < 0.01
 
 
 def test_windows_round_a_travelling_loops_end_see_the_walk_go_on():
