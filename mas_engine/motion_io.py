@@ -4,7 +4,8 @@ One ``.npz`` (no pickles) per motion:
 - ``joints``: float32, frames x joints x 3, metres, Z up, the floor at Z = 0;
 - ``fps``: float; ``joint_names``: str array (joints); ``parents``: int array (-1 for the root);
 - ``layout``: the keypoint layout's name; ``model``, ``seed`` and the sampling settings
-  (``views``, ``steps``, ``noise_3d``) as scalars.
+  (``views``, ``steps``, ``noise_3d``) as scalars; a loop's ``loop`` and ``loop_travel`` (3, metres,
+  Z = 0: the frame after the last is the first moved on by it).
 
 In memory the same is a ``Motion``, what the generator hands to the rig (``retarget``).
 """
