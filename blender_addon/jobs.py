@@ -29,7 +29,8 @@ class Request:
     in_place: bool = False
     foot_lock: bool = True               # the foot-contact clean-up of the fit
     loop: bool = False                   # a seamless loop (the action gets Cycles modifiers)
-    loop_travel: bool = False            # the loop may travel steadily (its root location repeats with an offset)
+    loop_travel: bool = False            # the loop (loop is then True too) may travel steadily: its root
+                                         # location repeats with an offset
     rig: object = "human"
     label: str = ""
     extra: dict = field(default_factory=dict)
@@ -71,8 +72,7 @@ def plan_for(req: Request):
         if c.get("keys"):
             keys = {"poses": c["keys"], "fps": req.fps}
     given = req.extra.get("inputs") or {}
-    settings = MasSettings(views=req.views, steps=req.steps or None, loop=req.loop or req.loop_travel,
-                           loop_travel=req.loop_travel)
+    settings = MasSettings(views=req.views, steps=req.steps or None, loop=req.loop, loop_travel=req.loop_travel)
     return pipeline.prepare(req.model, req.seconds, settings, req.device, start_from=given.get("start_from", start),
                             continue_from=cont, end_at=given.get("end_at"), keys=given.get("keys", keys),
                             path=given.get("path", c.get("path")), cache=True)
@@ -92,7 +92,7 @@ def sample_group(reqs: list[Request], progress, cancel) -> list[Result]:
         try:
             motion = pipeline.motion_of(plan, by_seed[req.seed], req.seed)
             track, report = pipeline.rig_motion(motion, req.rig, req.in_place, fps=req.fps, at_origin=plan.constraints is None,
-                                                close_loop=req.loop or req.loop_travel, foot_lock=req.foot_lock)
+                                                close_loop=req.loop, foot_lock=req.foot_lock)
             out.append(Result(req, track, report))
         except MasError as e:
             out.append(Result(req, error=str(e)))

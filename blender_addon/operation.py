@@ -54,7 +54,7 @@ def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, col
         created.append(action)
         if cont is not None:                      # its first frames are the end of the action it continues
             scene.drop_keys_until(action, obj, cont["frame"])
-        if req.loop or req.loop_travel:
+        if req.loop:
             scene.make_cyclic(action, obj, travel=req.loop_travel and not req.in_place)
         if "ball" in track.props:
             ball, ball_action = scene.build_ball(obj, track, name + "_ball", frame_start)
@@ -65,7 +65,7 @@ def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, col
         if target is not None and target.animation_data is not None:
             target.animation_data.action = previous
         raise
-    end = frame_start + len(track.root) - 1 - (1 if req.loop or req.loop_travel else 0)      # a loop's last key is its first pose
+    end = frame_start + len(track.root) - 1 - (1 if req.loop else 0)      # a loop's last key is its first pose
     if sc.frame_end < end:
         sc.frame_end = int(math.ceil(end))
     return {"objects": objects, "action": action, "created": created, "report": result.report, "track": track}

@@ -84,7 +84,7 @@ def requests_for(seeds, model="human", seconds=4.0, views=5, steps=0, device="au
     fps = fps or scene_fps()
     return [Request(model=model if info.shipped else info.path, seed=int(s), seconds=float(seconds),
                     fps=float(fps), views=int(views), steps=int(steps), device=device, in_place=bool(in_place),
-                    loop=bool(loop), loop_travel=bool(loop_travel), foot_lock=bool(foot_lock), rig=rig,
+                    loop=bool(loop or loop_travel), loop_travel=bool(loop_travel), foot_lock=bool(foot_lock), rig=rig,
                     extra={"constraints": constraints} if constraints else {})
             for s in seeds]
 

@@ -62,7 +62,7 @@ def cmd_generate(a) -> None:
     generate_to_files(cancel=_STOP.is_set, model=a.model, num=a.num, seconds=a.seconds, seed=a.seed, views=a.views, steps=a.steps,
                       device=a.device, out=a.out, batch_size=a.batch_size, noise_3d=not a.no_3d_noise,
                       rigid_bones=not a.no_rigid_bones, elevation_deg=a.elevation, distance_m=a.distance, preview=a.preview, formats=a.format,
-                      rig=a.rig, overwrite=a.overwrite, loop=a.loop or a.loop_travel,
+                      rig=a.rig, overwrite=a.overwrite, loop=a.loop,
                       loop_travel=a.loop_travel, start_from=a.start_from, continue_from=a.continue_from,
                       end_at=a.end_at, keys=a.keys, path=a.path, floor=a.floor)
 

@@ -142,11 +142,10 @@ def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constr
     X = X * loaded.scale
     if not np.isfinite(X).all():
         raise MasError("sampling produced non-finite joints; the checkpoint may be damaged or untrained")
+    r = loaded.layout.root
     if loaded.config.frames_per_token > 1:
-        r = loaded.layout.root
         X = np.stack([remove_alternation(x, loop, loop_travel(x[:, r]) if loop and loop_travels else None) for x in X])
-    if loop and len(X[0]) >= 4:
-        r = loaded.layout.root
+    if loop and X.shape[1] >= 4:
         X = np.stack([close_loop(x, travel_per_period(x, r) if loop_travels else np.zeros(3)) for x in X])
     if (travel == "feet" or not loaded.root_motion) and constraints is None and not loop:
         # the travel comes from the feet (a loop stays as it is made)
