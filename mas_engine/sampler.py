@@ -28,7 +28,7 @@ from .postprocess import alternation, finish_motions
 from .priors import constraint_lengths, level_loop, on_floor, rigid_bones
 from .reference import ReferenceConsistency
 from .triangulate import triangulate
-from .windows import plan_windows, windowed_denoiser
+from .windows import plan_staggered, plan_windows, windowed_denoiser
 
 
 @dataclass
@@ -50,13 +50,14 @@ class MasSettings:
     floor: bool = False                 # after each triangulation, the lowest foot on one floor (on_floor)
     travel: str = "model"               # "feet": replace the root's travel by what the feet imply
                                         # (postprocess.travel_from_feet); a model trained in place always does
-    window_frames: int | None = 100     # the longest window of a motion longer than the model (a loop's: the
-                                        # model's length); None: the model's. The shipped models' full-length
-                                        # motions are still at first and speed up along the window, 90-100
-                                        # frames are even: 30 s motions 17% nearly still against 35% with 120
-                                        # (docs/results.md)
-    window_overlap_s: float = 0.5       # seconds that windows of a long motion overlap (windows.py; 1 s made
-                                        # 12 s motions stiller: 79% against 67% nearly still windows)
+    window_frames: int | None = 90      # the windows that make a motion longer than the model on their own (at
+                                        # high noise); the blended windows that join them are longer by twice
+                                        # the overlap, up to the model's length (window_plans). None: the
+                                        # model's less the overlap. The shipped models' full-length motions are
+                                        # still at first and speed up along the window, 90-100 frames are even
+                                        # (docs/results.md). Loops keep the model's length
+    window_overlap_s: float = 0.5       # seconds that blended windows of a long motion overlap, at least (windows.py;
+                                        # 1 s made 12 s motions stiller: 79% against 67% nearly still windows)
     window_coupling: float = 0.3        # the share of the noise levels, the lowest, at which the windows of a
                                         # long motion overlap and blend; above, they work on their own
                                         # (windows.py); 1: always
@@ -245,23 +246,34 @@ def is_windowed(loaded: LoadedModel, frames: int, settings: MasSettings) -> bool
     return settings.loop or frames > loaded.config.max_frames
 
 
+def window_plans(loaded: LoadedModel, frames: int, settings: MasSettings):
+    """(blended, solo): the window plans of a request that needs windows (``windows.py``). A loop's
+    windows have the model's length and wrap round its end. A long motion's solo windows have
+    ``settings.window_frames`` (at most the model's length less the overlap), and its blended
+    windows, centred on the solo windows' seams, are longer by twice the overlap, up to the model's
+    length."""
+    cfg, P = loaded.config, loaded.config.frames_per_token
+    overlap = min(int(round(settings.window_overlap_s * loaded.fps)), cfg.max_frames // 3)
+    if settings.loop:
+        return (plan_windows(frames, cfg.max_frames, overlap, True, P),
+                plan_windows(frames, cfg.max_frames, 0, True, P))
+    tile = min(settings.window_frames or cfg.max_frames, cfg.max_frames - overlap) // P * P
+    return plan_staggered(frames, tile, min(cfg.max_frames, tile + 2 * overlap), P)
+
+
 def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_on=None):
     """The model as MAS calls it: directly up to the model's length, in blended windows beyond it or for a loop
     (``moved_on``: a travelling loop's, see ``windowed_denoiser``)."""
     if not is_windowed(loaded, frames, settings):
         return _denoiser(loaded, frames)
-    overlap = int(round(settings.window_overlap_s * loaded.fps))
     cfg = loaded.config
-    length = cfg.max_frames if settings.loop else min(settings.window_frames or cfg.max_frames, cfg.max_frames)
-    plan = plan_windows(frames, length, overlap, settings.loop, cfg.frames_per_token)
-    solo = plan_windows(frames, length, 0, settings.loop, cfg.frames_per_token)
+    plan, solo = window_plans(loaded, frames, settings)
     coupling = settings.loop_coupling if settings.loop else settings.window_coupling
     alpha_bar = alpha_bar_schedule(cfg.schedule, cfg.diffusion_steps)
     return windowed_denoiser(loaded.model, plan, cfg.num_joints, loaded.layout.root, alpha_bar,
                              solo=solo, solo_from=int(round(coupling * cfg.diffusion_steps)), moved_on=moved_on)
 
 
-@torch.inference_mode()
 def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, settings: MasSettings,
                      device, progress=None, cancel=None, constraints: Constraints | None = None):
     """MAS for one batch of motions (a request ``check_request`` passed); returns (X, stats): X is

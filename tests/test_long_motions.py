@@ -13,8 +13,8 @@ from mas_cli.cli import main
 from mas_engine.errors import MasError
 from mas_engine.metrics import loop_closure, seam_ratio
 from mas_engine.motion_io import load_motion
-from mas_engine.sampler import MasSettings, sample_mas, sample_mas_batch
-from mas_engine.windows import plan_windows, windowed_denoiser
+from mas_engine.sampler import MasSettings, sample_mas, sample_mas_batch, window_plans
+from mas_engine.windows import plan_staggered, plan_windows, windowed_denoiser
 from rigs.keypoints import HUMAN16
 
 from conftest import walking_figure
@@ -57,6 +57,23 @@ def test_windows_work_on_their_own_at_high_noise_and_blend_at_low_noise():
     assert seen == [(9, 2 * len(solo)), (6, 2 * len(solo)), (5, 2 * len(coupled)), (0, 2 * len(coupled))]
 
 
+@pytest.mark.parametrize("frames", [121, 200, 901, 1800])
+def test_blended_windows_are_centred_on_the_seams_of_the_solo_windows(frames):
+    """A long motion's blended windows mend each place where two solo windows met in their middle,
+    and meet each other inside a solo window, away from those places."""
+    blended, solo = plan_staggered(frames, 100, 120, align=2)
+    assert solo.index.shape[1] == 100 and blended.index.shape[1] == 120
+    for plan in (blended, solo):
+        assert (plan.weight > 0).all() and set(plan.index.flatten().tolist()) == set(range(frames))
+    starts = blended.index[:, 0].tolist()
+    for seam in solo.joins():
+        assert any(abs(s + 60 - seam) <= 1.5 for s in starts) or seam < 60 or seam > frames - 60
+        if frames > 300:                                    # (a short motion's windows overlap almost whole)
+            assert all(abs(j - seam) >= 10 for j in blended.joins() if 60 < j < frames - 60)
+    x = torch.randn(2, frames, 16, 2)                       # the blend is exact where the windows agree
+    assert torch.allclose(windowed_denoiser(lambda xw, t: xw, blended, 16, 0, torch.ones(20))(x, 3), x, atol=1e-6)
+
+
 def test_a_loops_windows_blend_for_longer_than_a_long_motions(tiny_checkpoint):
     from mas_engine.sampler import mas_denoiser
     m = load_checkpoint(tiny_checkpoint)                    # 20 noise levels, 48 frames
@@ -66,8 +83,7 @@ def test_a_loops_windows_blend_for_longer_than_a_long_motions(tiny_checkpoint):
     F = 4 * 48
     for loop, coupling in ((False, 0.3), (True, 0.8)):
         settings = MasSettings(loop=loop, window_coupling=0.3, loop_coupling=0.8)
-        solo = plan_windows(F, 48, 0, loop, 2)
-        coupled = plan_windows(F, 48, int(round(settings.window_overlap_s * m.fps)), loop, 2)
+        coupled, solo = window_plans(m, F, settings)
         assert len(solo) < len(coupled)
         denoise = mas_denoiser(m, F, settings)
         edge = int(round(coupling * 20))                    # the lowest noise level that works solo
@@ -237,8 +253,10 @@ def test_loops_close_and_long_motions_have_no_seam_on_the_shipped_model():
     assert np.median([c["velocity_change"] / c["velocity_change_p95"] for c in closed]) < 1.5
     assert np.median([c["step"] / c["step_p95"] for c in opened]) > 3 * np.median([c["step"] / c["step_p95"] for c in closed])
     long = sample_mas(m, [21, 22], 360, fast).joints
-    plan = plan_windows(360, m.config.max_frames, int(0.5 * m.fps), False, 2)
-    ratios = [seam_ratio(x, plan.joins(), [s + 60 for s in plan.index[:, 0].tolist()], m.fps) for x in long]
+    blended, solo = window_plans(m, 360, fast)
+    joins = blended.joins() + solo.joins()
+    far = [f for f in range(15, 345) if min(abs(f - j) for j in joins) > 15]
+    ratios = [seam_ratio(x, joins, far, m.fps, span_s=0.5) for x in long]
     assert np.median(ratios) < 1.5, ratios
 
 
@@ -363,20 +381,21 @@ def test_travelling_loops_close_on_the_shipped_model():
 
 
 def test_windows_shorter_than_the_model(tiny_checkpoint):
-    """MasSettings.window_frames: a motion longer than the model is made in windows of at most that
-    many frames (a loop, and a motion the model makes in one piece, are not affected); a length too
-    short for the model's tokens is refused before any work."""
+    """MasSettings.window_frames: a motion longer than the model is made in solo windows of at most
+    that many frames (and blended ones up to twice the overlap longer; a loop, and a motion the
+    model makes in one piece, are not affected); a length too short for the model's tokens is
+    refused before any work."""
     m = load_checkpoint(tiny_checkpoint)                    # makes 48 frames itself
     seen = []
     real = m.model.forward
     m.model.forward = lambda x, t: seen.append(x.shape[1]) or real(x, t)
-    x = sample_mas(m, [1], 100, MasSettings(steps=2, views=2, window_frames=32)).joints
-    assert x.shape == (1, 100, 16, 3) and np.isfinite(x).all() and set(seen) == {32}
+    x = sample_mas(m, [1], 100, MasSettings(steps=2, views=2, window_frames=24)).joints
+    assert x.shape == (1, 100, 16, 3) and np.isfinite(x).all() and set(seen) == {24, 48}   # blended: 24 + 2 x 0.5 s
     seen.clear()
-    sample_mas(m, [1], 100, MasSettings(steps=2, views=2, window_frames=500))        # cut to the model's 48
+    sample_mas(m, [1], 100, MasSettings(steps=2, views=2, window_frames=500))        # the model's 48 less the overlap
     sample_mas(m, [1], 40, MasSettings(steps=2, views=2, window_frames=32))          # one piece
     sample_mas(m, [1], 60, MasSettings(steps=2, views=2, window_frames=8, loop=True))  # a loop: the model's rule
-    assert set(seen) == {48, 40}                             # never 8: the loop kept the model's length
+    assert set(seen) == {32, 40, 48}                         # never 8: the loop kept the model's length
     for bad in (4, 2.5, "long"):
         with pytest.raises(MasError, match="window length"):
             sample_mas(m, [1], 100, MasSettings(steps=2, window_frames=bad))
