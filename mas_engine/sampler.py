@@ -173,13 +173,28 @@ def draw_noise(seeds, shape, device) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=g, device=device) for g in _generators(seeds, device)], 1)
 
 
-def _denoiser(loaded: LoadedModel, frames):
-    model = loaded.model
+REVERSED_END = (20, 0.3)    # frames over which a pose to end in is made from the reversed motion; share of levels
+
+
+def _denoiser(loaded: LoadedModel, frames, reversed_end: bool = False):
+    """denoise(x_t, t) for a motion the model makes in one piece. ``reversed_end``: the motion must end
+    in a pose. The model's last frame positions are its least trained (full-length windows are rare in
+    training) and make the last frames of its 4 s motions jerky; so for the lowest 30% of the noise
+    levels the model also denoises the motion reversed in time, whose first positions are its best
+    trained, and the last 20 frames fade over to that (an end pose's pop 2.07 -> 1.25, docs/results.md)."""
+    model, cfg = loaded.model, loaded.config
+    n, share = min(REVERSED_END[0], frames // 2), REVERSED_END[1]
+    fade = torch.ones(frames)
+    fade[frames - n:] = 0.5 + 0.5 * torch.cos(math.pi * (torch.arange(n) + 0.5) / n)     # 1 -> 0 over the last n
 
     def denoise(x_t, t):
-        flat = x_t.reshape(-1, frames, loaded.config.num_joints, 2)
+        flat = x_t.reshape(-1, frames, cfg.num_joints, 2)
         tt = torch.full((flat.shape[0],), t, dtype=torch.long, device=flat.device)
-        return model(flat, tt).reshape(x_t.shape)
+        x0 = model(flat, tt)
+        if reversed_end and t < share * cfg.diffusion_steps:
+            w = fade.to(x0)[None, :, None, None]
+            x0 = w * x0 + (1 - w) * model(flat.flip(1), tt).flip(1)
+        return x0.reshape(x_t.shape)
     return denoise
 
 
@@ -261,11 +276,12 @@ def window_plans(loaded: LoadedModel, frames: int, settings: MasSettings):
     return plan_staggered(frames, tile, min(cfg.max_frames, tile + 2 * overlap), P)
 
 
-def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_on=None):
+def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_on=None, ends_in_pose: bool = False):
     """The model as MAS calls it: directly up to the model's length, in blended windows beyond it or for a loop
-    (``moved_on``: a travelling loop's, see ``windowed_denoiser``)."""
+    (``moved_on``: a travelling loop's, see ``windowed_denoiser``). ``ends_in_pose``: constraints fix the
+    last frame (``_denoiser``'s ``reversed_end``)."""
     if not is_windowed(loaded, frames, settings):
-        return _denoiser(loaded, frames)
+        return _denoiser(loaded, frames, ends_in_pose)
     cfg = loaded.config
     plan, solo = window_plans(loaded, frames, settings)
     coupling = settings.loop_coupling if settings.loop else settings.window_coupling
@@ -306,7 +322,8 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
                                            loaded.config.frames_per_token > 1, settings.loop_travel)
     t0 = time.perf_counter()
     moved_on = getattr(consistency, "moved_on", None) if settings.loop and settings.loop_travel else None
-    ancestral_loop(mas_denoiser(loaded, frames, settings, moved_on), schedule, noise_at(K), noise_at, consistency, progress, cancel)
+    ends_in_pose = constraints is not None and int(constraints.mask[-1].any(-1).sum()) > 1   # not a root path's end
+    ancestral_loop(mas_denoiser(loaded, frames, settings, moved_on, ends_in_pose), schedule, noise_at(K), noise_at, consistency, progress, cancel)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     stats = {"seconds": time.perf_counter() - t0, "triangulation_seconds": consistency.seconds,

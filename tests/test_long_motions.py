@@ -74,6 +74,23 @@ def test_blended_windows_are_centred_on_the_seams_of_the_solo_windows(frames):
     assert torch.allclose(windowed_denoiser(lambda xw, t: xw, blended, 16, 0, torch.ones(20))(x, 3), x, atol=1e-6)
 
 
+def test_a_motion_that_ends_in_a_pose_takes_its_last_frames_from_the_reversed_motion_at_low_noise(tiny_checkpoint):
+    """The model's last positions are its least trained: where constraints fix the last frame, the
+    last 20 frames fade over to the model's prediction for the motion reversed in time, for the
+    lowest 30% of the noise levels only; the frames before them, and every frame at higher noise,
+    are as without."""
+    from mas_engine.sampler import mas_denoiser
+    m = load_checkpoint(tiny_checkpoint)                    # 20 noise levels, 48 frames
+    x = torch.randn(2, 48, 16, 2, generator=torch.Generator().manual_seed(0))
+    plain, posed = mas_denoiser(m, 48, MasSettings()), mas_denoiser(m, 48, MasSettings(), ends_in_pose=True)
+    with torch.no_grad():
+        assert torch.equal(plain(x, 6), posed(x, 6))        # 6 of 20: above the lowest 30%
+        a, b = plain(x, 5), posed(x, 5)
+        reversed_ = m.model(x.flip(1), torch.full((2,), 5)).flip(1)
+    assert torch.equal(a[:, :28], b[:, :28]) and not torch.allclose(a[:, -1], b[:, -1])
+    assert torch.allclose(b[:, -1], reversed_[:, -1], atol=0.02 * float(reversed_.abs().max()))   # the last frame: nearly all reversed
+
+
 def test_a_loops_windows_blend_for_longer_than_a_long_motions(tiny_checkpoint):
     from mas_engine.sampler import mas_denoiser
     m = load_checkpoint(tiny_checkpoint)                    # 20 noise levels, 48 frames
