@@ -290,6 +290,7 @@ def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_
                              solo=solo, solo_from=int(round(coupling * cfg.diffusion_steps)), moved_on=moved_on)
 
 
+@torch.inference_mode()
 def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, settings: MasSettings,
                      device, progress=None, cancel=None, constraints: Constraints | None = None):
     """MAS for one batch of motions (a request ``check_request`` passed); returns (X, stats): X is

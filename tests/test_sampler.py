@@ -253,3 +253,11 @@ def test_an_unknown_travel_is_refused_before_any_work(tiny_checkpoint):
 
     with pytest.raises(MasError, match="travel 'walk' is not known"):
         check_request(load_checkpoint(tiny_checkpoint), 24, MasSettings(travel="walk"))
+
+
+def test_sampling_builds_no_autograd_graph(tiny_checkpoint):
+    """MAS runs under torch.inference_mode: no graph is kept for the model's weights, so memory stays
+    bounded on long motions."""
+    m = load_checkpoint(tiny_checkpoint)
+    X, _ = sample_mas_batch(m, [0], 48, MasSettings(steps=2, views=2), torch.device("cpu"))
+    assert X.is_inference() and not X.requires_grad
