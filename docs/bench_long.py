@@ -150,19 +150,22 @@ def constrained(m, fps, layout, seeds, limbs, out):
     src = {"joints": short[0], "joint_names": np.array(layout.joints), "fps": fps}
     key = {"joints": np.full((F, layout.num_joints, 3), np.nan), "joint_names": np.array(layout.joints)}
     key["joints"][0], key["joints"][F // 2] = short[1][0], short[2][F // 3]
-    kinds = {"start from a motion's end": C.start_from(src, F, layout, fps),
-             "end at a pose": C.end_at({"joints": short[3][:1], "joint_names": np.array(layout.joints)}, F, layout, fps),
-             "in-between: two keyed poses": C.keyframes(key, F, layout, fps),
-             "root path (3 m, then 3 m left)": C.root_path(np.array([[0, 0], [3, 0], [3, 3]]), F, layout, fps)}
+    F12 = int(12 * fps)
+    end_pose = {"joints": short[3][:1], "joint_names": np.array(layout.joints)}
+    kinds = {"start from a motion's end": (C.start_from(src, F, layout, fps), F),
+             "end at a pose": (C.end_at(end_pose, F, layout, fps), F),
+             "end at a pose, 12 s (in windows)": (C.end_at(end_pose, F12, layout, fps), F12),
+             "in-between: two keyed poses": (C.keyframes(key, F, layout, fps), F),
+             "root path (3 m, then 3 m left)": (C.root_path(np.array([[0, 0], [3, 0], [3, 3]]), F, layout, fps), F)}
     cons = {}
-    for name, c in kinds.items():
-        xs, _ = timed(m, seeds, F, constraints=c)
+    for name, (c, frames) in kinds.items():
+        xs, _ = timed(m, seeds, frames, constraints=c)
         err = np.concatenate([np.abs(x - c.targets)[c.mask].reshape(-1) for x in xs])
         keyed = set(np.nonzero(c.mask.any((1, 2)))[0].tolist())
         edges = [k for k in keyed if k - 1 not in keyed or k + 1 not in keyed]
-        far = [f for f in range(F) if all(abs(f - k) > fps / 2 for k in edges)]
+        far = [f for f in range(frames) if all(abs(f - k) > fps / 2 for k in edges)]
         ratio = float(np.median([seam_ratio(x, edges, far, fps, span_s=0.5) for x in xs])) \
-            if edges and far and len(keyed) < F else float("nan")
+            if edges and far and len(keyed) < frames else float("nan")
         speed = [mean_speed(x[:, limbs], fps) for x in xs]
         cons[name] = {"error_m": {"p50": float(np.median(err)), "p95": float(np.percentile(err, 95)), "max": float(err.max())},
                       "seam_ratio": ratio, "limb_speed_mean": float(np.mean(speed)),

@@ -28,7 +28,7 @@ from .postprocess import alternation, finish_motions
 from .priors import constraint_lengths, level_loop, on_floor, rigid_bones
 from .reference import ReferenceConsistency
 from .triangulate import triangulate
-from .windows import plan_staggered, plan_windows, windowed_denoiser
+from .windows import end_fade, plan_staggered, plan_windows, windowed_denoiser
 
 
 @dataclass
@@ -184,8 +184,7 @@ def _denoiser(loaded: LoadedModel, frames, reversed_end: bool = False):
     trained, and the last 20 frames fade over to that (an end pose's pop 2.07 -> 1.25, docs/results.md)."""
     model, cfg = loaded.model, loaded.config
     n, share = min(REVERSED_END[0], frames // 2), REVERSED_END[1]
-    fade = torch.ones(frames)
-    fade[frames - n:] = 0.5 + 0.5 * torch.cos(math.pi * (torch.arange(n) + 0.5) / n)     # 1 -> 0 over the last n
+    fade = end_fade(frames, n)
 
     def denoise(x_t, t):
         flat = x_t.reshape(-1, frames, cfg.num_joints, 2)
@@ -286,8 +285,10 @@ def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_
     plan, solo = window_plans(loaded, frames, settings)
     coupling = settings.loop_coupling if settings.loop else settings.window_coupling
     alpha_bar = alpha_bar_schedule(cfg.schedule, cfg.diffusion_steps)
+    reversed_end = (REVERSED_END[0], REVERSED_END[1] * cfg.diffusion_steps) if ends_in_pose and not settings.loop else None
     return windowed_denoiser(loaded.model, plan, cfg.num_joints, loaded.layout.root, alpha_bar,
-                             solo=solo, solo_from=int(round(coupling * cfg.diffusion_steps)), moved_on=moved_on)
+                             solo=solo, solo_from=int(round(coupling * cfg.diffusion_steps)), moved_on=moved_on,
+                             reversed_end=reversed_end)
 
 
 @torch.inference_mode()

@@ -151,8 +151,15 @@ def plan_staggered(frames: int, tile: int, length: int, align: int = 1) -> tuple
     return windows_at(sorted(starts), length, frames), solo
 
 
+def end_fade(frames: int, n: int) -> torch.Tensor:
+    """(frames,) weights: 1, then a raised cosine from 1 to 0 over the last ``n`` frames."""
+    fade = torch.ones(frames)
+    fade[frames - n:] = 0.5 + 0.5 * torch.cos(math.pi * (torch.arange(n) + 0.5) / n)
+    return fade
+
+
 def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha_bar: torch.Tensor, chunk: int = 512,
-                      solo: Windows | None = None, solo_from: int | None = None, moved_on=None):
+                      solo: Windows | None = None, solo_from: int | None = None, moved_on=None, reversed_end=None):
     """denoise(x_t, t) for motions of any length: x_t (..., frames, joints, 2) -> x0 of the same shape.
 
     ``model(x, t)`` takes (N, L, joints, 2) and an (N,) step; windows go through it ``chunk`` at a
@@ -164,7 +171,10 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
     travels steadily, a walk cycle that repeats while moving on): moved_on() -> (..., frames,
     joints, 2) as x_t, or None: how far each frame moves in each view when seen one period on
     (the previous step's 3D motion moved by its travel and projected, less the same unmoved); a
-    window that goes round the end sees the frames past it moved so, as if the walk went on."""
+    window that goes round the end sees the frames past it moved so, as if the walk went on.
+    ``reversed_end`` = (n, below): the motion must end in a pose; while t < ``below`` its last n
+    frames fade over to the model's prediction for its last window reversed in time (see
+    ``sampler._denoiser``)."""
     state = {"x0": None}
 
     def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
@@ -191,6 +201,12 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
         blended = torch.zeros_like(x).index_add_(1, where.flatten(), (pred * wd[None, :, :, None, None]).flatten(1, 2))
         total = torch.zeros(F, dtype=x.dtype, device=x.device).index_add_(0, where.flatten(), wd.flatten())
         x0 = blended / total[None, :, None, None]
+        if reversed_end is not None and t < reversed_end[1] and not plan.loop and int(idx[-1, -1]) == F - 1:
+            last = flat.reshape(win.shape)[:, -1]                    # M, L, J, 2: the window that ends the motion
+            back = model(last.flip(1), torch.full((last.shape[0],), t, dtype=torch.long, device=x.device)).flip(1)
+            n, L = reversed_end[0], idx.shape[1]
+            w_end = end_fade(n, n).to(x)[None, :, None, None]
+            x0[:, F - n:] = w_end * x0[:, F - n:] + (1 - w_end) * (back[:, L - n:] + centre[:, -1])
         state["x0"] = x0
         return x0.reshape(*lead, F, num_joints, 2)
     return denoise

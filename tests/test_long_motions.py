@@ -91,6 +91,22 @@ def test_a_motion_that_ends_in_a_pose_takes_its_last_frames_from_the_reversed_mo
     assert torch.allclose(b[:, -1], reversed_[:, -1], atol=0.02 * float(reversed_.abs().max()))   # the last frame: nearly all reversed
 
 
+def test_a_long_motion_that_ends_in_a_pose_takes_its_last_frames_from_its_last_window_reversed(tiny_checkpoint):
+    """The same for a motion longer than the model: its last window, reversed in time, gives the
+    last 20 frames at the lowest 30% of the noise levels; the rest of the motion is as without."""
+    from mas_engine.sampler import mas_denoiser
+    m = load_checkpoint(tiny_checkpoint)                    # 20 noise levels, 48 frames
+    F = 3 * 48
+    x = torch.randn(2, F, 16, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        # a fresh denoiser for each call: at its first call every window is centred on 0
+        assert torch.equal(mas_denoiser(m, F, MasSettings())(x, 6), mas_denoiser(m, F, MasSettings(), ends_in_pose=True)(x, 6))
+        a, b = mas_denoiser(m, F, MasSettings())(x, 5), mas_denoiser(m, F, MasSettings(), ends_in_pose=True)(x, 5)
+        reversed_ = m.model(x[:, F - 48:].flip(1), torch.full((2,), 5)).flip(1)
+    assert torch.equal(a[:, :F - 20], b[:, :F - 20]) and not torch.allclose(a[:, -1], b[:, -1])
+    assert torch.allclose(b[:, -1], reversed_[:, -1], atol=0.02 * float(reversed_.abs().max()))
+
+
 def test_a_loops_windows_blend_for_longer_than_a_long_motions(tiny_checkpoint):
     from mas_engine.sampler import mas_denoiser
     m = load_checkpoint(tiny_checkpoint)                    # 20 noise levels, 48 frames
