@@ -350,6 +350,30 @@ def test_a_travelling_loops_seam_and_band_stop_go_on_with_the_walk():
     assert np.abs(close_loop(circle, np.zeros(3)) - circle).max() < 0.01
 
 
+def test_a_travelling_loop_travels_steadily():
+    """A loop that walks slowly mid-period and fast across its seam (what the model tends to make:
+    standing, then sliding) is made to travel steadily, and then passes the seam test; a walk whose
+    travel is already steady keeps its gait."""
+    from mas_engine.postprocess import steady_travel, travel_per_period
+    F, root = 250, HUMAN16.root                             # 8.3 s: the walk's 1.8 Hz gait repeats 15 times
+    walk = walking_figure(F)
+    travel = travel_per_period(walk, root)
+    assert np.abs(steady_travel(walk, root, travel, 30.0) - walk).max() < 1e-3
+    f = np.arange(F)
+    heading = walk[-1, root, :2] - walk[0, root, :2]
+    heading /= np.linalg.norm(heading)
+    lurch = walk.copy()                                     # the same gait, standing mid-period, fast at the seam
+    theta = 2 * np.pi * f / F                               # speed ~ 1 + 0.7 (cos + cos 2 + cos 3): 3.1x at the seam
+    wander = 0.7 * np.linalg.norm(travel) * sum(np.sin(k * theta) / (2 * np.pi * k) for k in (1, 2, 3))
+    lurch[..., :2] += wander[:, None, None] * heading
+    c = loop_closure(lurch, travel)
+    assert c["step"] > c["step_p95"]                        # the seam is the fastest frame: it fails
+    steady = steady_travel(lurch, root, travel, 30.0)
+    assert np.abs(steady - walk).max() < 1e-3               # the walk back, steady
+    c = loop_closure(steady, travel)
+    assert c["step"] <= c["step_p95"] and c["velocity_change"] <= c["velocity_change_p95"]
+
+
 def test_windows_round_a_travelling_loops_end_see_the_walk_go_on():
     """A 'model' that fits a straight line through each window: a steady walk in 2D (a straight line
     in every view) comes back exactly when the frames past the seam are moved on by one period's
