@@ -216,11 +216,18 @@ def acceleration(track: np.ndarray, fps: float) -> np.ndarray:
     return np.linalg.norm(acc, axis=-1).mean(-1)
 
 
-def seam_ratio(motion: np.ndarray, joins, centres, fps: float, span_s: float = 1.0, loop: bool = False) -> float:
+def seam_ratio(motion: np.ndarray, joins, centres, fps: float, span_s: float = 1.0, loop: bool = False,
+               given=()) -> float:
     """How much a seam shows: the median over ``joins`` (frames) of the largest acceleration within
     ``span_s`` around each, over the same at ``centres`` (frames inside windows, away from joins).
-    1 means the seams are as smooth as the rest; a pop at the seams gives more."""
+    1 means the seams are as smooth as the rest; a pop at the seams gives more. ``given``: frames
+    the motion was given (a start's frames, taken from another motion): an acceleration of three
+    given frames is theirs, not the seam's, and is left out."""
     a = acceleration(np.concatenate([motion[-1:], motion, motion[:1]]) if loop else motion, fps)
+    if len(given) and not loop:
+        g = set(int(f) for f in given)
+        a = a.copy()
+        a[[k for k in range(len(a)) if {k, k + 1, k + 2} <= g]] = 0.0     # a[k]: frames k, k + 1, k + 2
     shift = 0 if loop else 1          # index of frame f in a
     half = max(1, int(round(span_s * fps / 2)))
 

@@ -106,6 +106,44 @@ def steady_travel(X: np.ndarray, root: int, travel, fps: float, slowest_s: float
     return out
 
 
+BLEND_IN_S = 0.6   # seconds over which a motion goes from a start's velocity over to its own
+
+
+def blend_in(X: np.ndarray, last: int, frames: int, keep=None) -> np.ndarray:
+    """A motion (frames x joints x 3) whose frames up to ``last`` are given (a start pose with its
+    velocity) goes on from their position and velocity and reaches the motion as made ``frames``
+    frames later: inertialization (Bollo 2016), a quintic offset that starts at the difference of
+    position and velocity between the given frames and the made motion and ends at zero offset,
+    velocity and acceleration. Without it the new frames keep the model's own velocity, and the
+    velocity changes in one frame where the given ones end (a start from real capture: pop 2.52 ->
+    1.55, docs/results.md). ``keep`` (frames x joints x 3, bool): values left as they are (other
+    constraints)."""
+    X = np.asarray(X, np.float64)
+    T = min(int(frames), len(X) - last - 1)
+    if last < 1 or T < 3:
+        return X
+    made_at_last = 2 * X[last + 1] - X[last + 2]             # the made motion, extrapolated back one frame
+    x0 = X[last] - made_at_last
+    v0 = (X[last] - X[last - 1]) - (X[last + 2] - X[last + 1])
+    a0 = (-8 * v0 * T - 20 * x0) / T ** 2                    # Bollo's choice: no overshoot from the acceleration
+    A = -(a0 * T ** 2 + 6 * v0 * T + 12 * x0) / (2 * T ** 5)
+    B = (3 * a0 * T ** 2 + 16 * v0 * T + 30 * x0) / (2 * T ** 4)
+    C = -(3 * a0 * T ** 2 + 12 * v0 * T + 20 * x0) / (2 * T ** 3)
+    t = np.arange(1, T + 1, dtype=np.float64)[:, None, None]
+    offset = A * t ** 5 + B * t ** 4 + C * t ** 3 + a0 / 2 * t ** 2 + v0 * t + x0
+    out = X.copy()
+    span = slice(last + 1, last + 1 + T)
+    out[span] = np.where(keep[span], X[span], X[span] + offset) if keep is not None else X[span] + offset
+    return out
+
+
+def start_run(mask: np.ndarray) -> int:
+    """How many frames at the start a constraint mask (frames x joints x 3) fixes with more than one
+    joint (a pose, not a root path)."""
+    posed = mask.any(-1).sum(-1) > 1
+    return int(np.argmin(posed)) if not posed.all() else len(posed)
+
+
 def place_on_floor(X: np.ndarray, floor_offset: float) -> np.ndarray:
     """Shift a motion (frames x joints x 3, metres, Z up) so its lowest keypoint stands at floor_offset.
 
@@ -185,6 +223,9 @@ def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constr
                                   torch.from_numpy(constraints.targets), torch.from_numpy(constraints.mask),
                                   constraints.falloff, loop, loaded.layout.root)
         X = (X + rest[:, None, None, :]).numpy()
+        n = start_run(constraints.mask)
+        if 2 <= n < X.shape[1] and not loop:       # a start with a velocity: go on with it, then blend in
+            X = np.stack([blend_in(x, n - 1, int(round(BLEND_IN_S * loaded.fps)), constraints.mask) for x in X])
         if constraints.mask[..., 2].any():
             return X.astype(np.float32)
     return np.stack([place_on_floor(x, loaded.layout.floor_offset) for x in X]).astype(np.float32)

@@ -167,6 +167,41 @@ def test_constraints_are_met_within_2_cm(tiny_checkpoint):
             assert np.median(step) == pytest.approx(4 / 89, abs=1e-4) and step.max() < 4 / 89 + 1e-4
 
 
+def test_a_start_goes_on_with_its_velocity_and_then_blends_into_the_motion_as_made():
+    from mas_engine.postprocess import blend_in, start_run
+    walk = walking_figure(60)
+    made = np.concatenate([walk[:3], np.repeat(walk[2:3], 57, 0) + 0.03])   # stops dead after the given frames
+    out = blend_in(made, 2, 18)
+    assert np.array_equal(out[:3], made[:3]) and np.array_equal(out[21:], made[21:])
+    acc = lambda x: np.linalg.norm(np.diff(x, n=2, axis=0), axis=-1).max(-1)   # noqa: E731  per frame, worst joint
+    assert acc(out)[:25].max() < 0.5 * acc(made)[:25].max()
+    v_given = walk[2] - walk[1]
+    assert np.abs((out[3] - out[2]) - v_given).max() < 0.25 * np.abs(v_given).max()   # it goes on at the given velocity
+    far = list(range(30, 55))
+    assert seam_ratio(out, [0, 2], far, 30.0, 0.5, given=[0, 1, 2]) < 0.3 * seam_ratio(made, [0, 2], far, 30.0, 0.5, given=[0, 1, 2])
+    keep = np.zeros(made.shape, bool)
+    keep[:, 0] = True                                                       # a root path: the root stays
+    assert np.array_equal(blend_in(made, 2, 18, keep)[:, 0], made[:, 0])
+    # which constraints start with a velocity: a start (3 frames), not an end pose or a root path alone
+    start, F = C.start_from(_as_motion(walk), 90, HUMAN16, 30.0), 90
+    path = C.root_path(C.parse_path("0,0 2,0"), F, HUMAN16, 30.0)
+    assert start_run(start.mask) == 3 and start_run(start.merge(path).mask) == 3
+    assert start_run(path.mask) == 0 and start_run(C.end_at(_as_motion(walk[:1]), F, HUMAN16, 30.0).mask) == 0
+
+
+def test_the_seam_measure_can_leave_out_what_the_given_frames_do_themselves():
+    walk = walking_figure(60)
+    jerky = walk.copy()
+    jerky[1] += 0.05                                                        # the source's own last frames jerk
+    far = list(range(30, 55))
+    assert seam_ratio(jerky, [0, 2], far, 30.0, 0.5) > 3
+    assert seam_ratio(jerky, [0, 2], far, 30.0, 0.5, given=[0, 1, 2]) > 3      # frame 2's acceleration has frame 3 in it
+    jerky = walk.copy()
+    jerky[0] += 0.05                                                        # in frames 0-2's acceleration only
+    assert seam_ratio(jerky, [0, 2], far, 30.0, 0.5) > 3
+    assert seam_ratio(jerky, [0, 2], far, 30.0, 0.5, given=[0, 1, 2]) == pytest.approx(seam_ratio(walk, [0, 2], far, 30.0, 0.5), rel=0.05)
+
+
 def test_a_continued_motion_keeps_the_skeleton_of_the_pose_it_starts_from(tiny_checkpoint):
     from mas_engine.priors import constraint_lengths
     m = load_checkpoint(tiny_checkpoint)
