@@ -116,7 +116,7 @@ def blend_in(X: np.ndarray, last: int, frames: int, keep=None) -> np.ndarray:
     position and velocity between the given frames and the made motion and ends at zero offset,
     velocity and acceleration. Without it the new frames keep the model's own velocity, and the
     velocity changes in one frame where the given ones end (a start from real capture: pop 2.52 ->
-    1.55, docs/results.md). ``keep`` (frames x joints x 3, bool): values left as they are (other
+    1.56, docs/results.md). ``keep`` (frames x joints x 3, bool): values left as they are (other
     constraints)."""
     X = np.asarray(X, np.float64)
     T = min(int(frames), len(X) - last - 1)
