@@ -161,6 +161,12 @@ def _known(joints: np.ndarray, layout: KeypointLayout) -> np.ndarray:
     return np.repeat(np.isfinite(joints).all(-1, keepdims=True), 3, axis=-1)
 
 
+def posed_frames(mask: np.ndarray) -> np.ndarray:
+    """(frames,) bool: the frames a constraint mask (frames x joints x 3) fixes with more than one
+    joint (a pose or part of one, not only a root path's root)."""
+    return np.asarray(mask).any(-1).sum(-1) > 1
+
+
 def pull_to_targets(X: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, falloff: float,
                     loop: bool = False, root: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Pull a motion onto its constraints, smoothly (sampling space, any consistent units).

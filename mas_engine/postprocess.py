@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .constraints import Constraints, pull_to_targets
+from .constraints import Constraints, posed_frames, pull_to_targets
 from .errors import MasError
 from .windows import loop_travel
 
@@ -140,7 +140,7 @@ def blend_in(X: np.ndarray, last: int, frames: int, keep=None) -> np.ndarray:
 def start_run(mask: np.ndarray) -> int:
     """How many frames at the start a constraint mask (frames x joints x 3) fixes with more than one
     joint (a pose, not a root path)."""
-    posed = mask.any(-1).sum(-1) > 1
+    posed = posed_frames(mask)
     return int(np.argmin(posed)) if not posed.all() else len(posed)
 
 

@@ -21,7 +21,7 @@ import torch
 from . import validate
 from .cameras import Cameras, perspective
 from .checkpoint import LoadedModel
-from .constraints import Constraints, pull_to_targets
+from .constraints import Constraints, posed_frames, pull_to_targets
 from .diffusion import Schedule, alpha_bar_schedule, posterior_step
 from .errors import Cancelled, MasError
 from .postprocess import alternation, finish_motions
@@ -324,7 +324,7 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
                                            loaded.config.frames_per_token > 1, settings.loop_travel)
     t0 = time.perf_counter()
     moved_on = getattr(consistency, "moved_on", None) if settings.loop and settings.loop_travel else None
-    ends_in_pose = constraints is not None and int(constraints.mask[-1].any(-1).sum()) > 1   # not a root path's end
+    ends_in_pose = constraints is not None and bool(posed_frames(constraints.mask)[-1])
     ancestral_loop(mas_denoiser(loaded, frames, settings, moved_on, ends_in_pose), schedule, noise_at(K), noise_at, consistency, progress, cancel)
     if device.type == "cuda":
         torch.cuda.synchronize(device)

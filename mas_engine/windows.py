@@ -176,6 +176,7 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
     frames fade over to the model's prediction for its last window reversed in time (see
     ``sampler._denoiser``)."""
     state = {"x0": None}
+    end_weight = end_fade(reversed_end[0], reversed_end[0])[None, :, None, None] if reversed_end is not None else None
 
     def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
         plan = solo if solo is not None and t >= solo_from else windows
@@ -204,8 +205,7 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
         if reversed_end is not None and t < reversed_end[1] and not plan.loop and int(idx[-1, -1]) == F - 1:
             last = flat.reshape(win.shape)[:, -1]                    # M, L, J, 2: the window that ends the motion
             back = model(last.flip(1), torch.full((last.shape[0],), t, dtype=torch.long, device=x.device)).flip(1)
-            n, L = reversed_end[0], idx.shape[1]
-            w_end = end_fade(n, n).to(x)[None, :, None, None]
+            n, L, w_end = reversed_end[0], idx.shape[1], end_weight.to(x)
             x0[:, F - n:] = w_end * x0[:, F - n:] + (1 - w_end) * (back[:, L - n:] + centre[:, -1])
         state["x0"] = x0
         return x0.reshape(*lead, F, num_joints, 2)
