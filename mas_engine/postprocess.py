@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.ndimage import gaussian_filter1d
 
 from .constraints import Constraints, posed_frames, pull_to_targets
 from .errors import MasError
@@ -106,35 +107,97 @@ def steady_travel(X: np.ndarray, root: int, travel, fps: float, slowest_s: float
     return out
 
 
-BLEND_IN_S = 0.6   # seconds over which a motion goes from a start's velocity over to its own
+BLEND_IN_S = 1.0             # seconds over which a start's velocity fades into the motion as made
+BLEND_BACK_S = 0.6           # the same where later constraints call the body back (a longer quintic overshoots more)
+SMOOTH_IN_S = (0.067, 0.27, 0.6)   # next to a given pose: low-pass sigma; in full up to; faded out by (seconds)
+SMOOTH_JOINS_S = (0.05, 0.1, 0.3)  # where a long motion's windows met: the same
 
 
-def blend_in(X: np.ndarray, last: int, frames: int, keep=None) -> np.ndarray:
+def low_pass_where(X: np.ndarray, weight: np.ndarray, sigma: float, keep=None) -> np.ndarray:
+    """X (frames x joints x 3) moved towards its Gaussian low-pass (``sigma`` frames) by ``weight``
+    (frames, 0..1); ``keep`` (frames x joints x 3, bool): values left as they are."""
+    X = np.asarray(X, np.float64)
+    out = X + weight[:, None, None] * (gaussian_filter1d(X, sigma, axis=0, mode="nearest") - X)
+    return np.where(keep, X, out) if keep is not None else out
+
+
+def fading(distance: np.ndarray, full: float, fade: float) -> np.ndarray:
+    """1 up to ``full``, a raised cosine down to 0 at ``fade``, 0 beyond (same units as distance)."""
+    return 0.5 + 0.5 * np.cos(np.pi * np.clip((distance - full) / (fade - full), 0.0, 1.0))
+
+
+def smooth_near_poses(X: np.ndarray, posed: np.ndarray, fps: float, keep=None) -> np.ndarray:
+    """Low-pass the frames next to the poses a motion starts or ends in (motion frames x joints x 3;
+    ``posed``: frames, bool, ``constraints.posed_frames``; of them, the runs at the first and the
+    last frame count): a Gaussian of sigma SMOOTH_IN_S[0] in full within SMOOTH_IN_S[1] seconds of
+    such a pose, faded out by SMOOTH_IN_S[2]. Where the sampler pulled a pose onto its targets, the
+    model's motion next to it accelerates 2-3x its median (docs/results.md); farther on it is left
+    as made. A key inside the motion is left alone: the smoothed frames around it would no longer
+    meet it (the in-between's pop 0.95 -> 1.84). ``keep``: values left as they are."""
+    posed = np.asarray(posed, bool)
+    f = np.arange(len(posed))
+    first, last = (int(np.argmin(p)) if not p.all() else len(p) for p in (posed, posed[::-1]))
+    edges = posed & ((f < first) | (f >= len(posed) - last))
+    if not edges.any():
+        return np.asarray(X, np.float64)
+    sigma, full, fade = (v * fps for v in SMOOTH_IN_S)
+    d = np.abs(f[:, None] - np.flatnonzero(edges)[None]).min(1) - 1.0     # 0 next to a pose
+    return low_pass_where(X, np.where(posed, 0.0, fading(d, full, fade)), sigma, keep)
+
+
+def smooth_joins(X: np.ndarray, joins, fps: float) -> np.ndarray:
+    """Low-pass a long motion (frames x joints x 3) where its windows met (``joins``, frames): a
+    Gaussian of sigma SMOOTH_JOINS_S[0] within SMOOTH_JOINS_S[1] seconds of a join, faded out by
+    SMOOTH_JOINS_S[2]. Two windows' predictions cross-fade there, and where they disagree the fade
+    leaves 1.1-1.6x the median acceleration over the overlap (docs/results.md)."""
+    if not len(joins):
+        return np.asarray(X, np.float64)
+    sigma, full, fade = (v * fps for v in SMOOTH_JOINS_S)
+    d = np.abs(np.arange(len(X), dtype=np.float64)[:, None] - np.asarray(joins, np.float64)[None]).min(1)
+    return low_pass_where(X, fading(d, full, fade), sigma)
+
+
+def blend_in(X: np.ndarray, last: int, frames: int, keep=None, carry: int | None = None) -> np.ndarray:
     """A motion (frames x joints x 3) whose frames up to ``last`` are given (a start pose with its
     velocity) goes on from their position and velocity and reaches the motion as made ``frames``
     frames later: inertialization (Bollo 2016), a quintic offset that starts at the difference of
     position and velocity between the given frames and the made motion and ends at zero offset,
     velocity and acceleration. Without it the new frames keep the model's own velocity, and the
-    velocity changes in one frame where the given ones end (a start from real capture: pop 2.52 ->
-    1.56, docs/results.md). ``keep`` (frames x joints x 3, bool): values left as they are (other
-    constraints)."""
+    velocity changes in one frame where the given ones end.
+
+    ``carry`` (the root joint; only when nothing after the start is fixed): the root's horizontal
+    velocity difference fades out (a smootherstep) and the ground it covers meanwhile is kept, so
+    a body that arrives walking walks on a little instead of being pulled back to where the model
+    put it; the rest (the pose, the height) returns by a quintic that starts with no acceleration
+    (its peak is half that of Bollo's, which is chosen so a whole-body offset does not overshoot).
+    ``keep`` (frames x joints x 3, bool): values left as they are (other constraints)."""
     X = np.asarray(X, np.float64)
     T = min(int(frames), len(X) - last - 1)
     if last < 1 or T < 3:
         return X
-    made_at_last = 2 * X[last + 1] - X[last + 2]             # the made motion, extrapolated back one frame
-    x0 = X[last] - made_at_last
-    v0 = (X[last] - X[last - 1]) - (X[last + 2] - X[last + 1])
-    a0 = (-8 * v0 * T - 20 * x0) / T ** 2                    # Bollo's choice: no overshoot from the acceleration
+
+    def differences(Y):
+        made_at_last = 2 * Y[last + 1] - Y[last + 2]         # the made motion, extrapolated back one frame
+        return Y[last] - made_at_last, (Y[last] - Y[last - 1]) - (Y[last + 2] - Y[last + 1])
+
+    out = X.copy()
+    x0, v0 = differences(X)
+    if carry is not None:
+        h = np.array([1.0, 1.0, 0.0])
+        s = np.clip(np.arange(1, len(X) - last, dtype=np.float64) / T, 0.0, 1.0)
+        covered = T * (s - s ** 6 + 3 * s ** 5 - 2.5 * s ** 4)   # frames: the integral of 1 - smootherstep
+        out[last + 1:] += x0[carry] * h + covered[:, None, None] * (v0[carry] * h)
+        x0, v0 = differences(out)
+        a0 = np.zeros_like(v0)
+    else:
+        a0 = (-8 * v0 * T - 20 * x0) / T ** 2                # Bollo's choice: no overshoot from the acceleration
     A = -(a0 * T ** 2 + 6 * v0 * T + 12 * x0) / (2 * T ** 5)
     B = (3 * a0 * T ** 2 + 16 * v0 * T + 30 * x0) / (2 * T ** 4)
     C = -(3 * a0 * T ** 2 + 12 * v0 * T + 20 * x0) / (2 * T ** 3)
     t = np.arange(1, T + 1, dtype=np.float64)[:, None, None]
-    offset = A * t ** 5 + B * t ** 4 + C * t ** 3 + a0 / 2 * t ** 2 + v0 * t + x0
-    out = X.copy()
     span = slice(last + 1, last + 1 + T)
-    out[span] = np.where(keep[span], X[span], X[span] + offset) if keep is not None else X[span] + offset
-    return out
+    out[span] += A * t ** 5 + B * t ** 4 + C * t ** 3 + a0 / 2 * t ** 2 + v0 * t + x0
+    return np.where(keep, X, out) if keep is not None else out
 
 
 def start_run(mask: np.ndarray) -> int:
@@ -192,7 +255,7 @@ def travel_from_feet(X: np.ndarray, feet: list[int], softness: float = 0.01,
 
 
 def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constraints: Constraints | None = None,
-                   travel: str = "model", loop_travels: bool = False) -> np.ndarray:
+                   travel: str = "model", loop_travels: bool = False, joins=()) -> np.ndarray:
     """Sampled motions (motions x frames x joints x 3, normalised) -> metres, float32: on the floor,
     or, with constraints, moved by ``shift`` (motions x 3) onto them (a coordinate that no
     constraint fixes, such as the height under a root path, still goes on the floor).
@@ -200,13 +263,16 @@ def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constr
     what the feet imply (``travel_from_feet``), except in a loop or under constraints.
     A loop's seam is closed (``close_loop``); ``loop_travels``: a loop that travels steadily
     (``windows.loop_travel``), which the band-stop takes out before it wraps round the end, and
-    whose slow wander about that travel is taken out (``steady_travel``)."""
+    whose slow wander about that travel is taken out (``steady_travel``). ``joins``: frames where a
+    long motion's windows met, low-passed (``smooth_joins``) before constraints are pulled back on."""
     X = X * loaded.scale
     if not np.isfinite(X).all():
         raise MasError("sampling produced non-finite joints; the checkpoint may be damaged or untrained")
     r = loaded.layout.root
     if loaded.config.frames_per_token > 1:
         X = np.stack([remove_alternation(x, loop, loop_travel(x[:, r]) if loop and loop_travels else None) for x in X])
+    if len(joins) and not loop:
+        X = np.stack([smooth_joins(x, joins, loaded.fps) for x in X])
     if loop and loop_travels and X.shape[1] >= 4:
         X = np.stack([steady_travel(x, r, travel_per_period(x, r), loaded.fps) for x in X])
     if loop and X.shape[1] >= 4:
@@ -223,9 +289,13 @@ def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constr
                                   torch.from_numpy(constraints.targets), torch.from_numpy(constraints.mask),
                                   constraints.falloff, loop, loaded.layout.root)
         X = (X + rest[:, None, None, :]).numpy()
+        if not loop:
+            X = np.stack([smooth_near_poses(x, posed_frames(constraints.mask), loaded.fps, constraints.mask) for x in X])
         n = start_run(constraints.mask)
         if 2 <= n < X.shape[1] and not loop:       # a start with a velocity: go on with it, then blend in
-            X = np.stack([blend_in(x, n - 1, int(round(BLEND_IN_S * loaded.fps)), constraints.mask) for x in X])
+            carry = None if constraints.mask[n:].any() else r      # nothing fixed later: the body walks on
+            frames = int(round((BLEND_IN_S if carry is not None else BLEND_BACK_S) * loaded.fps))
+            X = np.stack([blend_in(x, n - 1, frames, constraints.mask, carry) for x in X])
         if constraints.mask[..., 2].any():
             return X.astype(np.float32)
     return np.stack([place_on_floor(x, loaded.layout.floor_offset) for x in X]).astype(np.float32)

@@ -275,6 +275,15 @@ def window_plans(loaded: LoadedModel, frames: int, settings: MasSettings):
     return plan_staggered(frames, tile, min(cfg.max_frames, tile + 2 * overlap), P)
 
 
+def window_joins(loaded: LoadedModel, frames: int, settings: MasSettings) -> list[float]:
+    """Frames where a long motion's windows met, blended and solo (none for a motion the model makes in
+    one piece, or a loop, whose seams its own finish closes)."""
+    if settings.loop or not is_windowed(loaded, frames, settings):
+        return []
+    blended, solo = window_plans(loaded, frames, settings)
+    return sorted(blended.joins() + solo.joins())
+
+
 def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_on=None, ends_in_pose: bool = False):
     """The model as MAS calls it: directly up to the model's length, in blended windows beyond it or for a loop
     (``moved_on``: a travelling loop's, see ``windowed_denoiser``). ``ends_in_pose``: constraints fix the
@@ -361,6 +370,7 @@ def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: Mas
     bs = settings.batch_size or (256 if device.type == "cuda" else 8)
     K = settings.steps or loaded.config.diffusion_steps
     chunks = [seeds[i:i + bs] for i in range(0, len(seeds), bs)]
+    joins = window_joins(loaded, frames, settings)
     joints = []
     stats = {"seconds": 0.0, "triangulation_seconds": 0.0}
     for c, chunk in enumerate(chunks):
@@ -368,7 +378,7 @@ def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: Mas
         X, st = sample_mas_batch(loaded, chunk, frames, settings, device, prog, cancel, constraints)
         shift = None if st["shift"] is None else st["shift"].float().cpu().numpy()
         joints.append(finish_motions(loaded, X.float().cpu().numpy(), settings.loop, shift, constraints,
-                                     settings.travel, settings.loop and settings.loop_travel))
+                                     settings.travel, settings.loop and settings.loop_travel, joins))
         for k in stats:
             stats[k] += st[k]
         if on_batch is not None:

@@ -189,6 +189,67 @@ def test_a_start_goes_on_with_its_velocity_and_then_blends_into_the_motion_as_ma
     assert start_run(path.mask) == 0 and start_run(C.end_at(_as_motion(walk[:1]), F, HUMAN16, 30.0).mask) == 0
 
 
+def test_a_start_with_nothing_fixed_after_it_walks_on_and_is_never_pulled_back():
+    from mas_engine.postprocess import blend_in
+    walk = walking_figure(60)                                               # 1.2 m/s along a heading
+    made = np.concatenate([walk[:3], np.repeat(walk[2:3], 57, 0) + 0.03])   # stops dead after the given frames
+    T = 30
+    out = blend_in(made, 2, T, carry=0)
+    assert np.array_equal(out[:3], made[:3])
+    heading = (walk[2, 0, :2] - walk[1, 0, :2]) / np.linalg.norm(walk[2, 0, :2] - walk[1, 0, :2])
+    along = (out[2:, 0, :2] - out[2, 0, :2]) @ heading
+    assert np.all(np.diff(along) > -1e-9)                                  # the root never comes back
+    v_given = walk[2, 0, :2] - walk[1, 0, :2]
+    assert np.linalg.norm((out[3, 0, :2] - out[2, 0, :2]) - v_given) < 0.1 * np.linalg.norm(v_given)
+    # the offset where the start ends plus half its velocity over the blend: ground covered, kept to the end
+    at_start = made[2, 0, :2] - (2 * made[3, 0, :2] - made[4, 0, :2])
+    assert np.allclose(out[-1, 0, :2] - made[-1, 0, :2], at_start + v_given * T / 2, atol=1e-9)
+    rel = lambda x: x - x[:, :1]                                            # noqa: E731  the pose about the root
+    assert np.abs(rel(out)[3 + T:] - rel(made)[3 + T:]).max() < 1e-9
+    assert np.abs(out[3 + T:, :, 2] - made[3 + T:, :, 2]).max() < 1e-9      # the height comes back
+    acc = lambda x: np.linalg.norm(np.diff(x, n=2, axis=0), axis=-1).max(-1)   # noqa: E731
+    assert acc(out)[1:].max() < 0.5 * acc(blend_in(made, 2, 18))[1:].max()     # gentler than pulling it back
+
+
+def test_the_frames_next_to_a_given_pose_are_smoothed_and_the_rest_left_as_made():
+    from mas_engine.postprocess import SMOOTH_IN_S, smooth_near_poses
+    rng = np.random.default_rng(0)
+    made = walking_figure(90) + rng.normal(0, 0.01, (90, 16, 3))           # a shaky motion
+    posed = np.zeros(90, bool)
+    posed[:3] = posed[-1] = True                                            # a start and an end pose
+    out = smooth_near_poses(made, posed, 30.0)
+    assert np.array_equal(out[posed], made[posed])
+    reach = int(np.ceil(SMOOTH_IN_S[2] * 30)) + 4
+    assert np.abs(out[reach:-reach] - made[reach:-reach]).max() < 1e-12
+    acc = lambda x: np.linalg.norm(np.diff(x, n=2, axis=0), axis=-1).mean(-1)   # noqa: E731
+    assert acc(out)[3:9].mean() < 0.5 * acc(made)[3:9].mean()              # after the start
+    assert acc(out)[-9:-3].mean() < 0.5 * acc(made)[-9:-3].mean()          # before the end
+    keep = np.zeros(made.shape, bool)
+    keep[:, 0] = True
+    assert np.array_equal(smooth_near_poses(made, posed, 30.0, keep)[:, 0], made[:, 0])
+    key = np.zeros(90, bool)
+    key[45] = True                                                          # a key inside: left alone
+    assert np.array_equal(smooth_near_poses(made, key, 30.0), made)
+
+
+def test_a_long_motion_is_smoothed_where_its_windows_met_and_nowhere_else():
+    from mas_engine.postprocess import SMOOTH_JOINS_S, smooth_joins
+    from mas_engine.sampler import window_joins
+    rng = np.random.default_rng(1)
+    made = walking_figure(150) + rng.normal(0, 0.002, (150, 16, 3))
+    made[75:] += (np.arange(75) / 30.0 * 1.5)[:, None, None] * np.array([0.0, 1.0, 0.0])   # veers at a join
+    far = [f for f in range(10, 140) if abs(f - 75) > 15]
+    out = smooth_joins(made, [75], 30.0)
+    assert seam_ratio(made, [75], far, 30.0, 0.5) > 2.0 and seam_ratio(out, [75], far, 30.0, 0.5) < 1.2
+    reach = int(np.ceil(SMOOTH_JOINS_S[2] * 30)) + 4
+    assert np.abs(out[:75 - reach] - made[:75 - reach]).max() < 1e-12
+    assert np.abs(out[75 + reach:] - made[75 + reach:]).max() < 1e-12
+    m = load_checkpoint("human")
+    assert window_joins(m, 120, MasSettings()) == [] and window_joins(m, 120, MasSettings(loop=True)) == []
+    joins = window_joins(m, 900, MasSettings())
+    assert len(joins) >= 12 and all(0 < j < 900 for j in joins)
+
+
 def test_the_seam_measure_can_leave_out_what_the_given_frames_do_themselves():
     walk = walking_figure(60)
     jerky = walk.copy()
