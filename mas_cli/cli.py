@@ -129,7 +129,7 @@ def cmd_train(a) -> None:
     from mas_engine.catalogue import check_config
 
     mc = check_config(ModelConfig(width=a.width, layers=a.layers, heads=a.heads, ff_width=a.ff_width,
-                                  max_frames=a.max_frames, schedule=a.schedule), "mas train")
+                                  max_frames=a.max_frames, schedule=a.schedule, output=a.output), "mas train")
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
                      mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight,
                      noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight,
@@ -298,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ff-width", type=_positive_int, default=512)
     t.add_argument("--max-frames", type=_positive_int, default=120)
     t.add_argument("--schedule", default="cosine", choices=["cosine", "cosine_tau_2"])
+    t.add_argument("--output", default="frames", choices=["frames", "upsampled"],
+                   help="frames: each token gives its two frames (their half-frame-rate alternation is filtered "
+                        "out afterwards); upsampled: one value a token, the frames interpolated between tokens")
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
     t.add_argument("--init", default=None, help="start from this checkpoint's weights (a shipped model or a path; "

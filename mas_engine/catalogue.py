@@ -41,9 +41,17 @@ class ModelConfig:
     dropout: float = 0.1
     diffusion_steps: int = 100
     schedule: str = "cosine"
+    output: str = "frames"      # "frames": each token gives its frames; "upsampled": one value a token,
+                                # the frames interpolated between token centres (it cannot alternate)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def alternates(self) -> bool:
+        """Whether the model's frames can alternate at half the frame rate (two or more frames a token,
+        each from the token's own output): ``postprocess.remove_alternation`` then runs on its motion."""
+        return self.frames_per_token > 1 and self.output == "frames"
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -104,6 +112,7 @@ MAX_CARD_BYTES = 10_000_000         # a card is a few kB of JSON
 CARD_LIMITS = {"max_frames": (2, 100_000), "width": (8, 8192), "layers": (1, 128), "heads": (1, 128),
                "ff_width": (8, 32768), "num_joints": (1, 1000), "frames_per_token": (1, 64),
                "diffusion_steps": (1, 10_000)}
+OUTPUTS = ("frames", "upsampled")
 
 
 def check_config(cfg: ModelConfig, where: str) -> ModelConfig:
@@ -114,6 +123,8 @@ def check_config(cfg: ModelConfig, where: str) -> ModelConfig:
             raise MasError(f"{where}: model {key} {v!r} is not an integer in {lo}..{hi}")
     if cfg.width % cfg.heads:
         raise MasError(f"{where}: width {cfg.width} is not a multiple of heads {cfg.heads}")
+    if cfg.output not in OUTPUTS:
+        raise MasError(f"{where}: model output {cfg.output!r} is not one of {', '.join(OUTPUTS)}")
     return cfg
 
 

@@ -4,12 +4,15 @@ Input: a noisy 2D motion x_t (batch x frames x joints x 2, normalised) and the s
 Frames are grouped ``frames_per_token`` at a time into one token (a temporal patch):
 at 30 fps two frames per token halve the sequence, and so the cost, with no visible loss
 on smooth motion. The step is a token of its own, first in the sequence, as in MDM.
+With ``output="upsampled"`` a token gives one value (the mean of its frames' outputs) and the frames
+are interpolated linearly between token centres, so they cannot alternate at half the frame rate.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F_
 from torch import nn
 
 from .catalogue import ModelConfig  # noqa: F401 - the config lives with the card rules (no torch)
@@ -66,8 +69,11 @@ class MotionDenoiser(nn.Module):
             if not mask.any():
                 mask = None
         h = self.encoder(h, src_key_padding_mask=mask)
-        out = self.output(self.norm(h[:, 1:])).reshape(B, N * P, J, 2)
-        return out[:, :F]
+        out = self.output(self.norm(h[:, 1:]))                          # B, N, P * J * 2
+        if self.cfg.output == "upsampled" and P > 1:
+            centres = out.reshape(B, N, P, J * 2).mean(2).transpose(1, 2)  # B, J * 2, N
+            out = F_.interpolate(centres, size=N * P, mode="linear", align_corners=False).transpose(1, 2)
+        return out.reshape(B, N * P, J, 2)[:, :F]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

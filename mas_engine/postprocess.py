@@ -269,7 +269,7 @@ def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constr
     if not np.isfinite(X).all():
         raise MasError("sampling produced non-finite joints; the checkpoint may be damaged or untrained")
     r = loaded.layout.root
-    if loaded.config.frames_per_token > 1:
+    if loaded.config.alternates:
         X = np.stack([remove_alternation(x, loop, loop_travel(x[:, r]) if loop and loop_travels else None) for x in X])
     if len(joins) and not loop:
         X = np.stack([smooth_joins(x, joins, loaded.fps) for x in X])

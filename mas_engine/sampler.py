@@ -330,7 +330,7 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
         bones = (layout.parents, {layout.index(n) for n in layout.optional}) if settings.rigid_bones else None
         feet = [layout.index(n) for n in layout.feet] if settings.floor else None
         consistency = MultiViewConsistency(cams, bones, pull, settings.loop, feet, layout.root,
-                                           loaded.config.frames_per_token > 1, settings.loop_travel)
+                                           loaded.config.alternates, settings.loop_travel)
     t0 = time.perf_counter()
     moved_on = getattr(consistency, "moved_on", None) if settings.loop and settings.loop_travel else None
     ends_in_pose = constraints is not None and bool(posed_frames(constraints.mask)[-1])

@@ -235,7 +235,7 @@ def test_finish_motions_takes_the_travel_from_the_feet_when_asked():
     from rigs.keypoints import HUMAN16
 
     def loaded(root_motion):
-        return SimpleNamespace(scale=1.0, config=SimpleNamespace(frames_per_token=1), layout=HUMAN16,
+        return SimpleNamespace(scale=1.0, config=SimpleNamespace(frames_per_token=1, alternates=False), layout=HUMAN16,
                                root_motion=root_motion)
 
     glide = np.repeat(stepping_in_place(60)[:1], 60, axis=0)

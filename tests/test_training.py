@@ -118,6 +118,26 @@ def test_padding_does_not_change_the_valid_frames():
     torch.testing.assert_close(padded[:, :30], alone, atol=1e-5, rtol=0)
 
 
+def test_an_upsampled_output_cannot_alternate_and_warm_starts_from_a_frames_model(tmp_path):
+    from dataclasses import replace
+    from mas_engine.train import warm_start
+    torch.manual_seed(0)
+    frames = MotionDenoiser(TINY).eval()
+    up = MotionDenoiser(replace(TINY, output="upsampled")).eval()
+    up.load_state_dict(frames.state_dict())                          # the same weights
+    x, t = torch.randn(4, 40, 16, 2), torch.tensor([3, 20, 50, 90])
+    a, b = frames(x, t), up(x, t)
+    nyquist = lambda y: (y * (-1.0) ** torch.arange(y.shape[1])[None, :, None, None]).sum(1).abs().mean()  # noqa: E731
+    assert nyquist(b) < 0.1 * nyquist(a)                              # no half-frame-rate alternation
+    centres = a.reshape(4, 20, 2, 32).mean(2)                         # a token's value: its frames' mean
+    assert torch.allclose(b[:, 2:-2:2].reshape(4, 18, 32), 0.75 * centres[:, 1:-1] + 0.25 * centres[:, :-2], atol=1e-5)
+    assert TINY.alternates and not replace(TINY, output="upsampled").alternates
+    save_checkpoint(tmp_path / "frames", frames, tiny_card())
+    warm_start(up, tmp_path / "frames.json")                          # same weights, other output: allowed
+    with pytest.raises(MasError, match="another architecture"):
+        warm_start(MotionDenoiser(replace(TINY, width=64, output="upsampled")), tmp_path / "frames.json")
+
+
 def test_still_windows_can_be_drawn_less_often():
     """Windows that barely move (here: constant poses) are the stillest by speed, and with a weight
     of 1/4 the batches hold about 4 moving windows for each still one (half of each in the set)."""
