@@ -136,8 +136,8 @@ def smooth_near_poses(X: np.ndarray, posed: np.ndarray, fps: float, keep=None) -
     meet it (the in-between's pop 0.95 -> 1.84). ``keep``: values left as they are."""
     posed = np.asarray(posed, bool)
     f = np.arange(len(posed))
-    first, last = (int(np.argmin(p)) if not p.all() else len(p) for p in (posed, posed[::-1]))
-    edges = posed & ((f < first) | (f >= len(posed) - last))
+    head, tail = (int(np.argmin(p)) if not p.all() else len(p) for p in (posed, posed[::-1]))   # runs at the ends
+    edges = posed & ((f < head) | (f >= len(posed) - tail))
     if not edges.any():
         return np.asarray(X, np.float64)
     sigma, full, fade = (v * fps for v in SMOOTH_IN_S)
