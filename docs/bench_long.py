@@ -29,7 +29,7 @@ from mas_engine import constraints as C  # noqa: E402
 from mas_engine.checkpoint import load_checkpoint  # noqa: E402
 from mas_engine.eval_3d import motion_summary  # noqa: E402
 from mas_engine.metrics import STILL_SPEED, acceleration, cut_windows, loop_closure, mean_speed, seam_ratio  # noqa: E402
-from mas_engine.sampler import MasSettings, sample_mas, window_plans  # noqa: E402
+from mas_engine.sampler import MasSettings, sample_mas, window_joins  # noqa: E402
 
 
 def timed(loaded, seeds, frames, settings=None, constraints=None):
@@ -84,9 +84,9 @@ def speed(m, fps, a, out):
 def long_motions(m, fps, W, layout, seeds, limbs, a, out):
     """2, 3. 30 s motions: seams and motion statistics per window."""
     F30 = int(30 * fps)
-    long, t30 = timed(m, seeds, F30, MasSettings(window_overlap_s=a.overlap, window_frames=W))
-    blended, solo = window_plans(m, F30, MasSettings(window_overlap_s=a.overlap, window_frames=W))
-    joins = sorted(blended.joins() + solo.joins())           # where blended windows meet, and where solo ones did
+    settings = MasSettings(window_overlap_s=a.overlap, window_frames=W)
+    long, t30 = timed(m, seeds, F30, settings)
+    joins = window_joins(m, F30, settings)                   # where blended windows meet, and where solo ones did
     half_s = int(round(0.5 * fps))                           # reference frames: more than 0.5 s from any seam
     far = [f for f in range(half_s, F30 - half_s) if min(abs(f - j) for j in joins) > half_s]
     ratios = [seam_ratio(x, joins, far, fps, span_s=0.5) for x in long]

@@ -13,6 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
+from mas_engine.catalogue import OUTPUTS
 from mas_engine.errors import Cancelled, MasError
 
 
@@ -298,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ff-width", type=_positive_int, default=512)
     t.add_argument("--max-frames", type=_positive_int, default=120)
     t.add_argument("--schedule", default="cosine", choices=["cosine", "cosine_tau_2"])
-    t.add_argument("--output", default="frames", choices=["frames", "upsampled"],
+    t.add_argument("--output", default="frames", choices=OUTPUTS,
                    help="frames: each token gives its two frames (their half-frame-rate alternation is filtered "
                         "out afterwards); upsampled: one value a token, the frames interpolated between tokens")
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")

@@ -290,7 +290,8 @@ def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constr
                                   constraints.falloff, loop, loaded.layout.root)
         X = (X + rest[:, None, None, :]).numpy()
         if not loop:
-            X = np.stack([smooth_near_poses(x, posed_frames(constraints.mask), loaded.fps, constraints.mask) for x in X])
+            posed = posed_frames(constraints.mask)
+            X = np.stack([smooth_near_poses(x, posed, loaded.fps, constraints.mask) for x in X])
         n = start_run(constraints.mask)
         if 2 <= n < X.shape[1] and not loop:       # a start with a velocity: go on with it, then blend in
             carry = None if constraints.mask[n:].any() else r      # nothing fixed later: the body walks on
