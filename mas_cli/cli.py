@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from mas_engine.catalogue import OUTPUTS
+from mas_engine.catalogue import OUTPUTS, PREDICTIONS
 from mas_engine.errors import Cancelled, MasError
 
 
@@ -130,7 +130,8 @@ def cmd_train(a) -> None:
     from mas_engine.catalogue import check_config
 
     mc = check_config(ModelConfig(width=a.width, layers=a.layers, heads=a.heads, ff_width=a.ff_width,
-                                  max_frames=a.max_frames, schedule=a.schedule, output=a.output), "mas train")
+                                  max_frames=a.max_frames, schedule=a.schedule, output=a.output,
+                                  prediction=a.prediction), "mas train")
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
                      mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight,
                      noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight,
@@ -302,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output", default="frames", choices=OUTPUTS,
                    help="frames: each token gives its two frames (their half-frame-rate alternation is filtered "
                         "out afterwards); upsampled: one value a token, the frames interpolated between tokens")
+    t.add_argument("--prediction", default="x0", choices=PREDICTIONS,
+                   help="what the network predicts: x0 (the clean motion) or v (sqrt(ab) eps - sqrt(1 - ab) x0: "
+                        "a nearly clean input passes through; the loss is then v's squared error)")
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
     t.add_argument("--init", default=None, help="start from this checkpoint's weights (a shipped model or a path; "
@@ -311,10 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--still-weight", type=_positive_float, default=1.0,
                    help="draw the stillest 40%% of the windows this often against the others (below 1: moving "
                         "windows are drawn more; 1: all alike)")
-    t.add_argument("--noise-weighting", default="uniform", choices=["uniform", "alpha_bar", "min_snr"],
+    t.add_argument("--noise-weighting", default="auto", choices=["auto", "uniform", "alpha_bar", "min_snr", "v"],
                    help="how much each noise level's x0 error counts: alike (uniform), alpha_bar (the P2 "
-                        "weighting: the noisiest levels, whose error is mostly irreducible, count little), or "
-                        "min_snr (Min-SNR-5: the least noisy levels count most)")
+                        "weighting: the noisiest levels, whose error is mostly irreducible, count little), "
+                        "min_snr (Min-SNR-5: the least noisy levels count most), or v (1 / (1 - alpha_bar), v's "
+                        "squared error); auto: uniform for an x0 model, v for a v model")
     t.add_argument("--velocity-weight", type=_nonnegative_float, default=0.0,
                    help="add this times the frame-to-frame velocity error to the loss (0: positions only)")
     t.add_argument("--contact-weight", type=_nonnegative_float, default=0.0,

@@ -43,6 +43,9 @@ class ModelConfig:
     schedule: str = "cosine"
     output: str = "frames"      # "frames": each token gives its frames; "upsampled": one value a token,
                                 # the frames interpolated between token centres (it cannot alternate)
+    prediction: str = "x0"      # what the network's output is: "x0", the clean motion; or "v", the velocity
+                                # sqrt(ab) eps - sqrt(1 - ab) x0 (Salimans & Ho 2022), from which the model
+                                # still returns x0: a nearly clean input then passes through unless changed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,6 +116,8 @@ CARD_LIMITS = {"max_frames": (2, 100_000), "width": (8, 8192), "layers": (1, 128
                "ff_width": (8, 32768), "num_joints": (1, 1000), "frames_per_token": (1, 64),
                "diffusion_steps": (1, 10_000)}
 OUTPUTS = ("frames", "upsampled")
+PREDICTIONS = ("x0", "v")
+SCHEDULES = ("cosine", "cosine_tau_2")
 
 
 def check_config(cfg: ModelConfig, where: str) -> ModelConfig:
@@ -125,6 +130,10 @@ def check_config(cfg: ModelConfig, where: str) -> ModelConfig:
         raise MasError(f"{where}: width {cfg.width} is not a multiple of heads {cfg.heads}")
     if cfg.output not in OUTPUTS:
         raise MasError(f"{where}: model output {cfg.output!r} is not one of {', '.join(OUTPUTS)}")
+    if cfg.schedule not in SCHEDULES:
+        raise MasError(f"{where}: noise schedule {cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    if cfg.prediction not in PREDICTIONS:
+        raise MasError(f"{where}: model prediction {cfg.prediction!r} is not one of {', '.join(PREDICTIONS)}")
     return cfg
 
 

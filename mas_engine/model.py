@@ -6,6 +6,9 @@ at 30 fps two frames per token halve the sequence, and so the cost, with no visi
 on smooth motion. The step is a token of its own, first in the sequence, as in MDM.
 With ``output="upsampled"`` a token gives one value (the mean of its frames' outputs) and the frames
 are interpolated linearly between token centres, so they cannot alternate at half the frame rate.
+With ``prediction="v"`` the network gives v = sqrt(ab) eps - sqrt(1 - ab) x0 and the model returns
+x0 = sqrt(ab) x_t - sqrt(1 - ab) v: the input passes through where the noise is low, and the network
+only has to say what to change (an x0 network must rebuild even a nearly clean input, and does not).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import torch.nn.functional as F_
 from torch import nn
 
 from .catalogue import ModelConfig  # noqa: F401 - the config lives with the card rules (no torch)
+from .diffusion import alpha_bar_schedule
 
 
 def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -40,6 +44,9 @@ class MotionDenoiser(nn.Module):
         self.norm = nn.LayerNorm(D)
         self.output = nn.Linear(D, P * cfg.num_joints * 2)
         self.register_buffer("positions", sinusoidal(torch.arange(self.max_tokens + 1), D), persistent=False)
+        ab = alpha_bar_schedule(cfg.schedule, cfg.diffusion_steps).float()
+        self.register_buffer("sqrt_ab", ab.sqrt(), persistent=False)
+        self.register_buffer("sqrt_one_minus_ab", (1 - ab).sqrt(), persistent=False)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
         """Predict x0.
@@ -73,7 +80,11 @@ class MotionDenoiser(nn.Module):
         if self.cfg.output == "upsampled" and P > 1:
             centres = out.reshape(B, N, P, J * 2).mean(2).transpose(1, 2)  # B, J * 2, N
             out = F_.interpolate(centres, size=N * P, mode="linear", align_corners=False).transpose(1, 2)
-        return out.reshape(B, N * P, J, 2)[:, :F]
+        out = out.reshape(B, N * P, J, 2)[:, :F]
+        if self.cfg.prediction == "v":
+            t = t.long()
+            return self.sqrt_ab[t, None, None, None] * x_t - self.sqrt_one_minus_ab[t, None, None, None] * out
+        return out
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

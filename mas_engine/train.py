@@ -47,7 +47,8 @@ class TrainConfig:
     bf16: bool = False  # CPU/GPU autocast to bfloat16 for the forward pass (weights, EMA, optimiser stay float32)
     still_weight: float = 1.0     # how often the stillest windows are drawn against the others (1: as often)
     still_quantile: float = 0.4   # the share of windows that counts as stillest (by mean 2D joint speed)
-    noise_weighting: str = "uniform"  # or "alpha_bar", "min_snr": how each noise level's x0 error counts (noise_level_weights)
+    noise_weighting: str = "auto"  # or "uniform", "alpha_bar", "min_snr", "v": how each noise level's x0 error
+                                   # counts (noise_level_weights); auto: uniform for an x0 model, v for a v model
     velocity_weight: float = 0.0  # weight of the frame-to-frame velocity error next to the position error
     contact_weight: float = 0.0   # weight of the foot-contact loss (masked_contact_loss) next to the position error
     motion_check: int = 64        # 2D samples drawn at each checkpoint to log how alive they are (0: none)
@@ -104,7 +105,10 @@ def noise_level_weights(alpha_bar: torch.Tensor, kind: str = "uniform") -> torch
     alpha_bar_t = SNR / (1 + SNR), the P2 weighting with k = 1, gamma = 1 (Choi et al. 2022)
     written for an x0 model; every level up to mid-way then counts about alike, the noisiest little.
     min_snr: w_t = min(SNR_t, 5), the Min-SNR-5 weighting (Hang et al. 2023) for an x0 model: the
-    least noisy levels count most. The shipped model's x0 error at the least noisy levels is a
+    least noisy levels count most. v: w_t = min(SNR_t + 1, 50), the squared error of a v model's
+    output (its x0 error is sqrt(1 - alpha_bar_t) times its v error), capped so that the least noisy
+    levels (the lowest 8 of 100 with the cosine schedule), where v is nearly the noise itself, count
+    alike and do not take half of the loss (uncapped, t = 0 alone would weigh 46 times the mean). The shipped model's x0 error at the least noisy levels is a
     floor of about 5 cm (0.0086 in normalised units squared, against 0.00007 of detector noise):
     given a nearly clean walk it returns feet that glide (docs/results.md).
     """
@@ -115,7 +119,10 @@ def noise_level_weights(alpha_bar: torch.Tensor, kind: str = "uniform") -> torch
     if kind == "min_snr":
         w = (alpha_bar / (1 - alpha_bar).clamp(min=1e-12)).clamp(max=5.0)
         return w / w.mean()
-    raise MasError(f"unknown noise weighting {kind!r}; use 'uniform', 'alpha_bar' or 'min_snr'")
+    if kind == "v":
+        w = (1 / (1 - alpha_bar).clamp(min=1e-12)).clamp(max=50.0)
+        return w / w.mean()
+    raise MasError(f"unknown noise weighting {kind!r}; use 'uniform', 'alpha_bar', 'min_snr' or 'v'")
 
 
 def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=None,
@@ -236,14 +243,20 @@ def check_resume(info: dict, model_cfg: ModelConfig | None, cfg: TrainConfig, ou
 
 
 def warm_start(model: MotionDenoiser, init) -> None:
-    """Start from the weights of a checkpoint (a shipped model's name or a path) of the same architecture."""
+    """Start from the weights of a checkpoint (a shipped model's name or a path) of the same architecture.
+    From a model that predicts something else (x0 or v) only the body is kept: the output layer starts
+    at zero, so a v model starts as x0 = sqrt(ab) x_t."""
 
     src = load_checkpoint(init)
     differ = [f"{k} {v} (here {getattr(model.cfg, k)})" for k, v in src.config.to_dict().items()
-              if getattr(model.cfg, k) != v and k != "output"]     # the output's weights are the same
+              if getattr(model.cfg, k) != v and k not in ("output", "prediction")]  # same weights' shapes
     if differ:
         raise MasError(f"--init {init} is another architecture: {', '.join(differ)}; give the same model settings")
     model.load_state_dict(src.model.state_dict())
+    if src.config.prediction != model.cfg.prediction:
+        with torch.no_grad():
+            model.output.weight.zero_()
+            model.output.bias.zero_()
 
 
 def join_processes(device: str) -> tuple[torch.device, int, int]:
@@ -342,7 +355,8 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
     alpha_bar = alpha_bar_schedule(model.cfg.schedule, model.cfg.diffusion_steps).float().to(dev)
     # batches and noise depend on (seed, rank, step of the (re)start)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank * 7919 + done)
-    level_weights = noise_level_weights(alpha_bar, cfg.noise_weighting)
+    weighting = cfg.noise_weighting if cfg.noise_weighting != "auto" else ("v" if model.cfg.prediction == "v" else "uniform")
+    level_weights = noise_level_weights(alpha_bar, weighting)
     contact = None
     if cfg.contact_weight:
         if not data.layout.feet:

@@ -138,6 +138,47 @@ def test_an_upsampled_output_cannot_alternate_and_warm_starts_from_a_frames_mode
         warm_start(MotionDenoiser(replace(TINY, width=64, output="upsampled")), tmp_path / "frames.json")
 
 
+def test_a_v_model_returns_x0_passes_a_clean_input_through_and_learns(walk_set, tmp_path):
+    """prediction="v": the model returns x0 = sqrt(ab) x_t - sqrt(1 - ab) v; warm-started from an x0 model
+    its output layer starts at zero (x0 = sqrt(ab) x_t: a nearly clean input comes back nearly as it
+    went in); its loss is v's squared error (capped at SNR + 1 = 50), and a tiny one learns the walks."""
+    from dataclasses import replace
+    from mas_engine.diffusion import alpha_bar_schedule
+    from mas_engine.train import noise_level_weights, warm_start
+
+    torch.manual_seed(0)
+    vcfg = replace(TINY, prediction="v")
+    save_checkpoint(tmp_path / "x0", MotionDenoiser(TINY).eval(), tiny_card())
+    v = MotionDenoiser(vcfg).eval()
+    warm_start(v, tmp_path / "x0.json")
+    ab = alpha_bar_schedule("cosine", 50).float()
+    x, t = torch.randn(3, 40, 16, 2), torch.tensor([0, 25, 49])
+    with torch.no_grad():
+        assert torch.allclose(v(x, t), ab[t].sqrt()[:, None, None, None] * x)
+        v.output.bias.fill_(1.0)                                        # v = 1 everywhere
+        expected = ab[t].sqrt()[:, None, None, None] * x - (1 - ab[t]).sqrt()[:, None, None, None]
+        assert torch.allclose(v(x, t), expected, atol=1e-6)
+        v.output.bias.zero_()
+    w = noise_level_weights(ab, "v")
+    raw = (1 / (1 - ab)).clamp(max=50)
+    assert torch.allclose(w, raw / raw.mean()) and (w[1:] <= w[:-1] + 1e-6).all() and w[0] > 10 * w[-1]
+    run = tmp_path / "run"
+    cfg = TrainConfig(steps=200, batch_size=16, lr=1e-3, warmup_steps=20, save_every=100, ema_decay=0.99,
+                      motion_check=0)
+    torch.set_num_threads(2)
+    train(walk_set, run, vcfg, cfg, device="cpu", log=lambda *a: None)
+    # the x0 error on the validation walks (uniform over levels, as for every run), against the untrained
+    # model's (x0 = sqrt(ab) x_t)
+    from mas_engine.dataset import MotionData2D
+    from mas_engine.train import validation_loss
+    untrained = validation_loss(v.eval(), ab, MotionData2D.load(walk_set, "val"), "cpu")
+    assert read_log(run)[-1]["val_loss_ema"] < 0.5 * untrained
+    assert load_checkpoint(run / "model").config.prediction == "v"
+    with pytest.raises(MasError, match="prediction"):
+        from mas_engine.catalogue import check_config
+        check_config(replace(TINY, prediction="eps"), "test")
+
+
 def test_still_windows_can_be_drawn_less_often():
     """Windows that barely move (here: constant poses) are the stillest by speed, and with a weight
     of 1/4 the batches hold about 4 moving windows for each still one (half of each in the set)."""
