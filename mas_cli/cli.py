@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from mas_engine.catalogue import OUTPUTS, PREDICTIONS
+from mas_engine.catalogue import OUTPUTS, PREDICTIONS, SCHEDULES
 from mas_engine.errors import Cancelled, MasError
 
 
@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--heads", type=_positive_int, default=4)
     t.add_argument("--ff-width", type=_positive_int, default=512)
     t.add_argument("--max-frames", type=_positive_int, default=120)
-    t.add_argument("--schedule", default="cosine", choices=["cosine", "cosine_tau_2"])
+    t.add_argument("--schedule", default="cosine", choices=SCHEDULES)
     t.add_argument("--output", default="frames", choices=OUTPUTS,
                    help="frames: each token gives its two frames (their half-frame-rate alternation is filtered "
                         "out afterwards); upsampled: one value a token, the frames interpolated between tokens")
@@ -318,8 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--noise-weighting", default="auto", choices=["auto", "uniform", "alpha_bar", "min_snr", "v"],
                    help="how much each noise level's x0 error counts: alike (uniform), alpha_bar (the P2 "
                         "weighting: the noisiest levels, whose error is mostly irreducible, count little), "
-                        "min_snr (Min-SNR-5: the least noisy levels count most), or v (1 / (1 - alpha_bar), v's "
-                        "squared error); auto: uniform for an x0 model, v for a v model")
+                        "min_snr (Min-SNR-5: the least noisy levels count most), or v (1 / (1 - alpha_bar) capped at "
+                        "50: v's squared error); auto: uniform for an x0 model, v for a v model")
     t.add_argument("--velocity-weight", type=_nonnegative_float, default=0.0,
                    help="add this times the frame-to-frame velocity error to the loss (0: positions only)")
     t.add_argument("--contact-weight", type=_nonnegative_float, default=0.0,

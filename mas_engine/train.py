@@ -108,9 +108,10 @@ def noise_level_weights(alpha_bar: torch.Tensor, kind: str = "uniform") -> torch
     least noisy levels count most. v: w_t = min(SNR_t + 1, 50), the squared error of a v model's
     output (its x0 error is sqrt(1 - alpha_bar_t) times its v error), capped so that the least noisy
     levels (the lowest 8 of 100 with the cosine schedule), where v is nearly the noise itself, count
-    alike and do not take half of the loss (uncapped, t = 0 alone would weigh 46 times the mean). The shipped model's x0 error at the least noisy levels is a
-    floor of about 5 cm (0.0086 in normalised units squared, against 0.00007 of detector noise):
-    given a nearly clean walk it returns feet that glide (docs/results.md).
+    alike and do not take half of the loss (uncapped, t = 0 alone would weigh 46 times the mean).
+    The shipped model's x0 error at the least noisy levels is a floor of about 5 cm (0.0086 in
+    normalised units squared, against 0.00007 of detector noise): given a nearly clean walk it
+    returns feet that glide (docs/results.md).
     """
     if kind == "uniform":
         return torch.ones_like(alpha_bar)
@@ -355,7 +356,9 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
     alpha_bar = alpha_bar_schedule(model.cfg.schedule, model.cfg.diffusion_steps).float().to(dev)
     # batches and noise depend on (seed, rank, step of the (re)start)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank * 7919 + done)
-    weighting = cfg.noise_weighting if cfg.noise_weighting != "auto" else ("v" if model.cfg.prediction == "v" else "uniform")
+    weighting = cfg.noise_weighting
+    if weighting == "auto":                        # each prediction's own loss
+        weighting = "v" if model.cfg.prediction == "v" else "uniform"
     level_weights = noise_level_weights(alpha_bar, weighting)
     contact = None
     if cfg.contact_weight:
