@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from mas_engine.catalogue import OUTPUTS, PREDICTIONS, SCHEDULES
+from mas_engine.catalogue import FRAMES, OUTPUTS, PREDICTIONS, SCHEDULES
 from mas_engine.errors import Cancelled, MasError
 
 
@@ -131,7 +131,7 @@ def cmd_train(a) -> None:
 
     mc = check_config(ModelConfig(width=a.width, layers=a.layers, heads=a.heads, ff_width=a.ff_width,
                                   max_frames=a.max_frames, schedule=a.schedule, output=a.output,
-                                  prediction=a.prediction), "mas train")
+                                  prediction=a.prediction, frame=a.frame), "mas train")
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
                      mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight,
                      noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight,
@@ -306,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--prediction", default="x0", choices=PREDICTIONS,
                    help="what the network predicts: x0 (the clean motion) or v (sqrt(ab) eps - sqrt(1 - ab) x0: "
                         "a nearly clean input passes through; the loss is then v's squared error)")
+    t.add_argument("--frame", default="image", choices=FRAMES,
+                   help="what the network reads and writes: image (every joint where it is in the image) or root "
+                        "(every joint relative to the root, and the root's step from frame to frame)")
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
     t.add_argument("--init", default=None, help="start from this checkpoint's weights (a shipped model or a path; "

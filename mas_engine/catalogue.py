@@ -46,6 +46,10 @@ class ModelConfig:
     prediction: str = "x0"      # what the network's output is: "x0", the clean motion; or "v", the velocity
                                 # sqrt(ab) eps - sqrt(1 - ab) x0 (Salimans & Ho 2022), from which the model
                                 # still returns x0: a nearly clean input then passes through unless changed
+    frame: str = "image"        # what the network reads and writes: "image", every joint where it is in the
+                                # image; or "root", every joint relative to the root joint in its frame and
+                                # the root as its step from the frame before (its position in frame 0)
+    root: int = 0               # the root joint's index (the layout's), for frame = "root"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +121,7 @@ CARD_LIMITS = {"max_frames": (2, 100_000), "width": (8, 8192), "layers": (1, 128
                "diffusion_steps": (1, 10_000)}
 OUTPUTS = ("frames", "upsampled")
 PREDICTIONS = ("x0", "v")
+FRAMES = ("image", "root")
 SCHEDULES = ("cosine", "cosine_tau_2")
 
 
@@ -134,6 +139,10 @@ def check_config(cfg: ModelConfig, where: str) -> ModelConfig:
         raise MasError(f"{where}: noise schedule {cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
     if cfg.prediction not in PREDICTIONS:
         raise MasError(f"{where}: model prediction {cfg.prediction!r} is not one of {', '.join(PREDICTIONS)}")
+    if cfg.frame not in FRAMES:
+        raise MasError(f"{where}: model frame {cfg.frame!r} is not one of {', '.join(FRAMES)}")
+    if isinstance(cfg.root, bool) or not isinstance(cfg.root, int) or not 0 <= cfg.root < cfg.num_joints:
+        raise MasError(f"{where}: model root {cfg.root!r} is not a joint index below {cfg.num_joints}")
     return cfg
 
 

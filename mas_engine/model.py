@@ -9,6 +9,12 @@ are interpolated linearly between token centres, so they cannot alternate at hal
 With ``prediction="v"`` the network gives v = sqrt(ab) eps - sqrt(1 - ab) x0 and the model returns
 x0 = sqrt(ab) x_t - sqrt(1 - ab) v: the input passes through where the noise is low, and the network
 only has to say what to change (an x0 network must rebuild even a nearly clean input, and does not).
+With ``frame="root"`` the network reads and writes each joint relative to the root joint in its
+frame, and the root as its step from the frame before (frame 0: its position): a linear, invertible
+change of coordinates, so the diffusion, MAS and the loss stay in image coordinates. In image
+coordinates a motion that travels puts every joint several units from the origin, and a
+transformer's LayerNorms keep only the direction of such a token: a limb's few centimetres then
+ride on the trajectory's metres (docs/results.md).
 """
 from __future__ import annotations
 
@@ -48,6 +54,18 @@ class MotionDenoiser(nn.Module):
         self.register_buffer("sqrt_ab", ab.sqrt(), persistent=False)
         self.register_buffer("sqrt_one_minus_ab", (1 - ab).sqrt(), persistent=False)
 
+    def to_root_frame(self, x: torch.Tensor) -> torch.Tensor:
+        """Image coordinates -> the network's (frame = "root"): B x F x J x 2 both."""
+        r = x[:, :, self.cfg.root]                                     # B, F, 2
+        rel = x - r[:, :, None]
+        return torch.cat([rel[:, :, :self.cfg.root], r[:, :, None], rel[:, :, self.cfg.root + 1:]], 2)
+
+    def from_root_frame(self, y: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``to_root_frame``."""
+        r = y[:, :, self.cfg.root]
+        x = y + r[:, :, None]
+        return torch.cat([x[:, :, :self.cfg.root], r[:, :, None], x[:, :, self.cfg.root + 1:]], 2)
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
         """Predict x0.
 
@@ -61,7 +79,7 @@ class MotionDenoiser(nn.Module):
         if F > self.cfg.max_frames:
             raise ValueError(f"{F} frames is longer than the model's maximum of {self.cfg.max_frames}")
         pad = (-F) % P
-        x = x_t.reshape(B, F, J * 2)
+        x = (self.to_root_frame(x_t) if self.cfg.frame == "root" else x_t).reshape(B, F, J * 2)
         if pad:
             x = torch.cat([x, x.new_zeros(B, pad, J * 2)], 1)
         N = (F + pad) // P
@@ -81,6 +99,8 @@ class MotionDenoiser(nn.Module):
             centres = out.reshape(B, N, P, J * 2).mean(2).transpose(1, 2)  # B, J * 2, N
             out = F_.interpolate(centres, size=N * P, mode="linear", align_corners=False).transpose(1, 2)
         out = out.reshape(B, N * P, J, 2)[:, :F]
+        if self.cfg.frame == "root":
+            out = self.from_root_frame(out)
         if self.cfg.prediction == "v":
             t = t.long()
             return self.sqrt_ab[t, None, None, None] * x_t - self.sqrt_one_minus_ab[t, None, None, None] * out

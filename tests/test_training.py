@@ -43,6 +43,7 @@ def test_tiny_model_learns_a_synthetic_2d_set_and_resumes(walk_set, tmp_path):
     # the first steps' loss vs the last: the model has learned the walks
     first = log[0]["loss"]
     assert log[-1]["loss"] < 0.5 * first and log[-1]["val_loss_ema"] < 0.5 * first
+    assert set(log[-1]["limb_return"]) == {"0", "20"}          # t = 60 is past its 50 steps
     assert summary["steps"] == 300
     model = load_checkpoint(run / "model")
     assert model.layout.name == "human16" and model.config.width == 48
@@ -177,6 +178,84 @@ def test_a_v_model_returns_x0_passes_a_clean_input_through_and_learns(walk_set, 
     with pytest.raises(MasError, match="prediction"):
         from mas_engine.catalogue import check_config
         check_config(replace(TINY, prediction="eps"), "test")
+
+
+def test_a_root_frame_model_sees_joints_relative_to_the_root_and_learns(walk_set, tmp_path):
+    """frame="root": the network reads each joint relative to the root joint in its frame (the root where
+    it is), an exact, invertible change of coordinates, so a translated motion gives the same limb
+    inputs; the model still returns image coordinates, warm-starts from an image-frame model, learns
+    the walks, and a bad frame is refused."""
+    from dataclasses import replace
+
+    from mas_engine.catalogue import check_config
+    from mas_engine.dataset import MotionData2D
+    from mas_engine.diffusion import alpha_bar_schedule
+    from mas_engine.train import validation_loss, warm_start
+
+    torch.manual_seed(0)
+    rcfg = replace(TINY, frame="root", root=3)
+    m = MotionDenoiser(rcfg).eval()
+    x = torch.randn(2, 12, 16, 2)
+    y = m.to_root_frame(x)
+    assert torch.allclose(m.from_root_frame(y), x, atol=1e-6)
+    assert torch.equal(y[:, :, 3], x[:, :, 3])                                # the root where it is
+    assert torch.allclose(y[:, :, 7], x[:, :, 7] - x[:, :, 3])                # a joint relative to it
+    moved = m.to_root_frame(x + torch.tensor([5.0, -2.0]))                     # the whole motion 5 units away
+    assert torch.allclose(moved[:, :, 7], y[:, :, 7], atol=1e-5)
+    with torch.no_grad():                                                     # a zero network gives zero
+        m.output.weight.zero_()
+        m.output.bias.zero_()
+        m.output.bias.view(2, 16, 2)[:, 3] = 1.0                              # the root at (1, 1)..
+        out = m(x, torch.tensor([0, 5]))
+    assert torch.allclose(out, torch.ones_like(out))                          # ..and every joint with it
+    save_checkpoint(tmp_path / "img", MotionDenoiser(TINY).eval(), tiny_card())
+    warm_start(MotionDenoiser(rcfg), tmp_path / "img.json")                   # same weights' shapes
+    run = tmp_path / "run"
+    cfg = TrainConfig(steps=200, batch_size=16, lr=1e-3, warmup_steps=20, save_every=100, ema_decay=0.99,
+                      motion_check=0)
+    torch.set_num_threads(2)
+    train(walk_set, run, replace(TINY, frame="root"), cfg, device="cpu", log=lambda *a: None)
+    trained = load_checkpoint(run / "model")
+    assert trained.config.frame == "root" and trained.config.root == trained.layout.root
+    ab = alpha_bar_schedule("cosine", 50).float()
+    untrained = validation_loss(MotionDenoiser(replace(TINY, frame="root")).eval(), ab,
+                                MotionData2D.load(walk_set, "val"), "cpu")
+    assert read_log(run)[-1]["val_loss_ema"] < 0.5 * untrained
+    with pytest.raises(MasError, match="frame"):
+        check_config(replace(TINY, frame="world"), "test")
+    with pytest.raises(MasError, match="root"):
+        check_config(replace(TINY, root=16), "test")
+
+
+def test_limb_return_is_the_share_of_the_limbs_motion_a_denoiser_gives_back(walk_set):
+    """limb_return on cases with known answers: a denoiser that gives back its input returns all of the
+    limbs' motion at t = 0 (sqrt(alpha_bar) of it at any t: the noise is uncorrelated with it), one that
+    halves each joint's offset from the root returns half, and one that returns a still pose none."""
+    from mas_engine.dataset import MotionData2D
+    from mas_engine.diffusion import alpha_bar_schedule
+    from mas_engine.train import limb_return
+
+    data = MotionData2D.load(walk_set, "val")
+    ab = alpha_bar_schedule("cosine", 50).float()
+    r = data.layout.root
+
+    class Fake(torch.nn.Module):
+        def __init__(self, f):
+            super().__init__()
+            self.f = f
+
+        def forward(self, x, t):
+            return self.f(x, t)
+
+    unscale = lambda x, t: x / ab[t].sqrt()[:, None, None, None]
+    given_back = limb_return(Fake(lambda x, t: x), ab, data, "cpu", steps=(0, 25), frames=30)
+    assert given_back["0"] == pytest.approx(1.0, abs=0.03)
+    assert given_back["25"] == pytest.approx(float(ab[25].sqrt()), abs=0.1)
+    halved = limb_return(Fake(lambda x, t: (lambda y: y[:, :, r:r + 1] + 0.5 * (y - y[:, :, r:r + 1]))(unscale(x, t))),
+                         ab, data, "cpu", steps=(0,), frames=30)
+    assert halved["0"] == pytest.approx(0.5, abs=0.03)
+    still = limb_return(Fake(lambda x, t: torch.zeros_like(x)), ab, data, "cpu", steps=(0,), frames=30)
+    assert still["0"] == 0.0
 
 
 def test_still_windows_can_be_drawn_less_often():
