@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "a nearly clean input passes through; the loss is then v's squared error)")
     t.add_argument("--frame", default="image", choices=FRAMES,
                    help="what the network reads and writes: image (every joint where it is in the image) or root "
-                        "(every joint relative to the root, and the root's step from frame to frame)")
+                        "(every joint relative to the root in its frame, the root where it is)")
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
     t.add_argument("--init", default=None, help="start from this checkpoint's weights (a shipped model or a path; "

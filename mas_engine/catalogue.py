@@ -47,8 +47,8 @@ class ModelConfig:
                                 # sqrt(ab) eps - sqrt(1 - ab) x0 (Salimans & Ho 2022), from which the model
                                 # still returns x0: a nearly clean input then passes through unless changed
     frame: str = "image"        # what the network reads and writes: "image", every joint where it is in the
-                                # image; or "root", every joint relative to the root joint in its frame and
-                                # the root as its step from the frame before (its position in frame 0)
+                                # image; or "root", every joint relative to the root joint in its frame, the
+                                # root where it is
     root: int = 0               # the root joint's index (the layout's), for frame = "root"
 
     def to_dict(self) -> dict:

@@ -10,11 +10,11 @@ With ``prediction="v"`` the network gives v = sqrt(ab) eps - sqrt(1 - ab) x0 and
 x0 = sqrt(ab) x_t - sqrt(1 - ab) v: the input passes through where the noise is low, and the network
 only has to say what to change (an x0 network must rebuild even a nearly clean input, and does not).
 With ``frame="root"`` the network reads and writes each joint relative to the root joint in its
-frame, and the root as its step from the frame before (frame 0: its position): a linear, invertible
-change of coordinates, so the diffusion, MAS and the loss stay in image coordinates. In image
-coordinates a motion that travels puts every joint several units from the origin, and a
-transformer's LayerNorms keep only the direction of such a token: a limb's few centimetres then
-ride on the trajectory's metres (docs/results.md).
+frame, the root where it is: a linear, invertible change of coordinates, so the diffusion, MAS and
+the loss stay in image coordinates. Why try it: in image coordinates a motion that travels puts every
+joint several units from the origin, a transformer's LayerNorms keep only the direction of such a
+token, and the x0 error grows with a coordinate's size. It made the body's joints come back better,
+not the legs (docs/results.md, *The denoisers give back half of a limb's motion*).
 """
 from __future__ import annotations
 
