@@ -173,12 +173,13 @@ LIMB_RETURN_STEPS = (0, 20, 60)
 @torch.no_grad()
 def limb_return(model: MotionDenoiser, alpha_bar: torch.Tensor, data: MotionData2D, device,
                 steps=LIMB_RETURN_STEPS, num: int = 64, frames: int = 60) -> dict:
-    """How much of the limbs' motion the denoiser gives back: real windows noised to each step t,
-    and the slope of the x0's motion of every joint relative to the root (its window mean removed)
-    on the clean windows' (``num`` windows of ``frames`` or the longest there are, spread over the set, fixed noise, so values compare across
-    steps and runs). A denoiser should give back nearly all of it at t = 0 (a noise of about 1 cm):
-    the shipped models give back half (0.50 quadruped, 0.58 human) at every t up to 20, which
-    stills their samples' limbs step after step (docs/results.md)."""
+    """How much of the limbs' motion the denoiser gives back ({t: slope}): real windows noised to
+    each step t, and the slope of the x0's motion of every joint relative to the root (its window
+    mean removed) on the clean windows' (``num`` windows of ``frames``, or of the longest there are,
+    spread over the set; fixed noise, so values compare across steps and runs). A denoiser should
+    give back nearly all of it at t = 0 (a noise of about 1 cm); the shipped human and quadruped
+    give back half (0.51, 0.52 on their validation windows) at every t up to 20, which stills their
+    samples' limbs step after step (docs/results.md)."""
     frames = min(frames, int(data.length.max()) if len(data) else 0)
     full = torch.nonzero(data.length >= frames).flatten()
     if not len(full) or frames < 2:
