@@ -57,14 +57,16 @@ class MotionDenoiser(nn.Module):
     def to_root_frame(self, x: torch.Tensor) -> torch.Tensor:
         """Image coordinates -> the network's (frame = "root"): B x F x J x 2 both."""
         r = x[:, :, self.cfg.root]                                     # B, F, 2
-        rel = x - r[:, :, None]
-        return torch.cat([rel[:, :, :self.cfg.root], r[:, :, None], rel[:, :, self.cfg.root + 1:]], 2)
+        y = x - r[:, :, None]
+        y[:, :, self.cfg.root] = r
+        return y
 
     def from_root_frame(self, y: torch.Tensor) -> torch.Tensor:
         """The inverse of ``to_root_frame``."""
         r = y[:, :, self.cfg.root]
         x = y + r[:, :, None]
-        return torch.cat([x[:, :, :self.cfg.root], r[:, :, None], x[:, :, self.cfg.root + 1:]], 2)
+        x[:, :, self.cfg.root] = r
+        return x
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
         """Predict x0.

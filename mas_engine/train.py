@@ -419,10 +419,11 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
 
     def checkpoint(step):
         vloss = validation_loss(ema, alpha_bar, val, dev)
+        held_out = val if len(val) else data
         entry = {"step": step, "loss": sum(losses) / max(len(losses), 1), "val_loss_ema": vloss,
-                 "seconds": time.time() - t0, "limb_return": limb_return(ema, alpha_bar, val if len(val) else data, dev)}
+                 "seconds": time.time() - t0, "limb_return": limb_return(ema, alpha_bar, held_out, dev)}
         if cfg.motion_check:
-            entry["motion_2d"] = motion_check(ema, card, val if len(val) else data, dev, cfg.motion_check)
+            entry["motion_2d"] = motion_check(ema, card, held_out, dev, cfg.motion_check)
         losses.clear()
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
