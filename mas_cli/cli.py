@@ -131,7 +131,8 @@ def cmd_train(a) -> None:
 
     mc = check_config(ModelConfig(width=a.width, layers=a.layers, heads=a.heads, ff_width=a.ff_width,
                                   max_frames=a.max_frames, schedule=a.schedule, output=a.output,
-                                  prediction=a.prediction, frame=a.frame), "mas train")
+                                  prediction=a.prediction, frame=a.frame,
+                                  standardise=a.standardise, output_norm=not a.no_output_norm), "mas train")
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
                      mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight,
                      noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight,
@@ -309,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--frame", default="image", choices=FRAMES,
                    help="what the network reads and writes: image (every joint where it is in the image) or root "
                         "(every joint relative to the root in its frame, the root where it is)")
+    t.add_argument("--standardise", action="store_true",
+                   help="the network reads and writes every coordinate z-scored by the training data's mean and std "
+                        "(kept with the weights); the input at unit variance at every noise level")
+    t.add_argument("--no-output-norm", action="store_true",
+                   help="no LayerNorm before the output layer: the input reaches the output linearly through the "
+                        "residual stream, and a nearly clean motion is learned back faster")
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
     t.add_argument("--init", default=None, help="start from this checkpoint's weights (a shipped model or a path; "

@@ -50,6 +50,11 @@ class ModelConfig:
                                 # image; or "root", every joint relative to the root joint in its frame, the
                                 # root where it is
     root: int = 0               # the root joint's index (the layout's), for frame = "root"
+    output_norm: bool = True    # a LayerNorm before the output layer (pre-LN transformers end with one); without
+                                # it the residual stream, which carries the input, reaches the output linearly
+    standardise: bool = False   # the network reads and writes every coordinate (in its frame) z-scored by the
+                                # training data's mean and std, its input also scaled to unit variance at every
+                                # noise level; the statistics are part of the weights
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,6 +148,9 @@ def check_config(cfg: ModelConfig, where: str) -> ModelConfig:
         raise MasError(f"{where}: model frame {cfg.frame!r} is not one of {', '.join(FRAMES)}")
     if isinstance(cfg.root, bool) or not isinstance(cfg.root, int) or not 0 <= cfg.root < cfg.num_joints:
         raise MasError(f"{where}: model root {cfg.root!r} is not a joint index below {cfg.num_joints}")
+    for key in ("standardise", "output_norm"):
+        if not isinstance(getattr(cfg, key), bool):
+            raise MasError(f"{where}: model setting {key} {getattr(cfg, key)!r} is not true or false")
     return cfg
 
 

@@ -102,6 +102,10 @@ def load_checkpoint(name_or_path, device="cpu", layout: KeypointLayout | None = 
     if bad or set(state) - set(expected):
         raise MasError(f"weights {weights_path} do not fit the config in {card_path.name} "
                        f"(mismatched: {', '.join((bad or sorted(set(state) - set(expected)))[:4])})")
+    if not all(torch.isfinite(v).all() for v in state.values()) or \
+            ("feature_std" in state and not (state["feature_std"] > 0).all()):
+        raise MasError(f"weights {weights_path} hold values that are not finite (or a standard deviation that is "
+                       f"not positive); the file is damaged: export or download the model again")
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.to(device).eval().requires_grad_(False)
     return LoadedModel(name, model, card)

@@ -289,10 +289,15 @@ def warm_start(model: MotionDenoiser, init) -> None:
 
     src = load_checkpoint(init)
     differ = [f"{k} {v} (here {getattr(model.cfg, k)})" for k, v in src.config.to_dict().items()
-              if getattr(model.cfg, k) != v and k not in ("output", "prediction", "frame", "root")]  # same weights' shapes
+              if getattr(model.cfg, k) != v
+              and k not in ("output", "prediction", "frame", "root", "standardise")]  # same weights' shapes
     if differ:
         raise MasError(f"--init {init} is another architecture: {', '.join(differ)}; give the same model settings")
-    model.load_state_dict(src.model.state_dict())
+    weights = src.model.state_dict()
+    if model.cfg.standardise != src.config.standardise:    # this run's own statistics, or none
+        weights = {k: v for k, v in weights.items() if not k.startswith("feature_")}
+        weights.update({k: v for k, v in model.state_dict().items() if k.startswith("feature_")})
+    model.load_state_dict(weights)
     if src.config.prediction != model.cfg.prediction:
         with torch.no_grad():
             model.output.weight.zero_()
@@ -359,6 +364,8 @@ def build_run(out: Path, data: MotionData2D, model_cfg: ModelConfig | None, cfg:
                        f"{model_cfg.max_frames}; raise max_frames")
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = MotionDenoiser(model_cfg).to(dev)
+    if model_cfg.standardise and info is None:
+        model.fit_standardisation(data.pose, data.length)
     if init is not None and info is None:
         warm_start(model, init)
     ema = MotionDenoiser(model_cfg).to(dev)

@@ -227,6 +227,100 @@ def test_a_root_frame_model_sees_joints_relative_to_the_root_and_learns(walk_set
         check_config(replace(TINY, root=16), "test")
 
 
+def test_a_standardised_model_reads_z_scores_keeps_its_statistics_and_learns(walk_set, tmp_path):
+    """standardise: the network reads and writes each coordinate of its frame z-scored by the training
+    data's statistics (fit from the data, saved with the weights), its input at unit variance at every
+    noise level; a zero network gives the data's mean pose; a damaged std is refused on load."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file, save_file
+
+    from mas_engine.catalogue import check_config
+    from mas_engine.dataset import MotionData2D
+    from mas_engine.diffusion import alpha_bar_schedule, q_sample
+    from mas_engine.train import validation_loss, warm_start
+
+    torch.manual_seed(0)
+    scfg = replace(TINY, frame="root", root=3, standardise=True)
+    m = MotionDenoiser(scfg).eval()
+    mean, std = torch.randn(16, 2), torch.rand(16, 2) + 0.1                # the network frame's statistics
+    y = mean + std * torch.randn(400, 40, 16, 2)
+    y[:, 30:] = 1e3                                                           # frames past each window's length
+    pose = m.from_root_frame(y)
+    m.fit_standardisation(pose, torch.full((400,), 30))
+    assert torch.allclose(m.feature_mean, mean, atol=0.02) and torch.allclose(m.feature_std, std, rtol=0.03)
+    seen = []
+    m.input.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    ab = alpha_bar_schedule("cosine", 50).float()
+    x0 = pose[:, :30]
+    for t in (0, 25, 49):                                                     # unit variance at every level
+        m(q_sample(x0, ab[torch.full((400,), t)], torch.randn(x0.shape)), torch.full((400,), t))
+        z = seen[-1].reshape(400, 15, 2, 16, 2)
+        assert abs(float(z.mean())) < 0.05 and 0.9 < float(z.var()) < 1.1, t
+    with torch.no_grad():                                                     # a zero network: the mean pose
+        m.output.weight.zero_()
+        m.output.bias.zero_()
+        assert torch.allclose(m.to_root_frame(m(x0[:2], torch.tensor([0, 9]))), m.feature_mean.expand(2, 30, 16, 2),
+                              atol=1e-5)
+    save_checkpoint(tmp_path / "std", m, tiny_card())                         # the statistics travel with it
+    back = load_checkpoint(tmp_path / "std")
+    assert torch.equal(back.model.feature_std, m.feature_std)
+    weights = load_file(str(tmp_path / "std.safetensors"))
+    weights["feature_std"][0, 0] = 0.0
+    save_file(weights, str(tmp_path / "std.safetensors"))
+    with pytest.raises(MasError, match="damaged"):
+        load_checkpoint(tmp_path / "std")
+    save_checkpoint(tmp_path / "img", MotionDenoiser(TINY).eval(), tiny_card())
+    warm = MotionDenoiser(scfg)
+    warm.fit_standardisation(pose, torch.full((400,), 30))
+    warm_start(warm, tmp_path / "img.json")                                   # keeps its own statistics
+    assert torch.equal(warm.feature_std, m.feature_std)
+    run = tmp_path / "run"
+    cfg = TrainConfig(steps=200, batch_size=16, lr=1e-3, warmup_steps=20, save_every=100, ema_decay=0.99,
+                      motion_check=0)
+    torch.set_num_threads(2)
+    train(walk_set, run, replace(TINY, frame="root", standardise=True), cfg, device="cpu", log=lambda *a: None)
+    trained = load_checkpoint(run / "model")
+    data = MotionData2D.load(walk_set, "train")
+    fresh = MotionDenoiser(trained.config)
+    fresh.fit_standardisation(data.pose, data.length)
+    assert torch.allclose(trained.model.feature_std, fresh.feature_std)    # fit on the training windows
+    untrained = validation_loss(fresh.eval(), ab, MotionData2D.load(walk_set, "val"), "cpu")
+    assert read_log(run)[-1]["val_loss_ema"] < 0.5 * untrained
+    with pytest.raises(MasError, match="standardise"):
+        check_config(replace(TINY, standardise="yes"), "test")
+
+
+def test_without_the_output_norm_the_input_reaches_the_output_linearly(tmp_path):
+    """output_norm=False: no LayerNorm between the residual stream and the output layer, so with the
+    blocks' own outputs at zero the model is an affine map of its input (with the norm it is not);
+    such a model saves and loads, and a non-boolean setting is refused."""
+    from dataclasses import replace
+
+    from mas_engine.catalogue import check_config
+
+    torch.manual_seed(0)
+    x1, x2, t = torch.randn(2, 12, 16, 2), torch.randn(2, 12, 16, 2), torch.tensor([0, 7])
+
+    def affine_gap(cfg):
+        m = MotionDenoiser(cfg).eval()
+        with torch.no_grad():
+            for layer in m.encoder.layers:                 # the blocks add nothing to the residual stream
+                for p in (*layer.self_attn.out_proj.parameters(), *layer.linear2.parameters()):
+                    p.zero_()
+            zero = m(torch.zeros_like(x1), t)
+            return float((m(x1 + x2, t) - m(x1, t) - m(x2, t) + zero).abs().max()), m
+
+    gap, m = affine_gap(replace(TINY, output_norm=False))
+    assert gap < 1e-4 and "norm.weight" not in m.state_dict()
+    assert affine_gap(TINY)[0] > 0.1
+    save_checkpoint(tmp_path / "nonorm", m, tiny_card())
+    back = load_checkpoint(tmp_path / "nonorm")
+    assert back.config.output_norm is False and torch.allclose(back.model(x1, t), m(x1, t), atol=1e-5)
+    with pytest.raises(MasError, match="output_norm"):
+        check_config(replace(TINY, output_norm=1), "test")
+
+
 def test_limb_return_is_the_share_of_the_limbs_motion_a_denoiser_gives_back(walk_set):
     """limb_return on cases with known answers: a denoiser that gives back its input returns all of the
     limbs' motion at t = 0 (sqrt(alpha_bar) of it at any t: the noise is uncorrelated with it), one that
