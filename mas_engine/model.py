@@ -112,9 +112,9 @@ class MotionDenoiser(nn.Module):
         pad = (-F) % P
         x = self.to_root_frame(x_t) if self.cfg.frame == "root" else x_t
         if self.cfg.standardise:
-            ab = (self.sqrt_ab[t.long()] ** 2)[:, None, None, None]
-            var = ab + (1 - ab) * self.noise_var / self.feature_std ** 2   # of each z-scored input coordinate
-            x = (x - ab.sqrt() * self.feature_mean) / (self.feature_std * var.sqrt())
+            s = self.sqrt_ab[t.long()][:, None, None, None]
+            var = s ** 2 + (1 - s ** 2) * self.noise_var / self.feature_std ** 2   # of each z-scored input coordinate
+            x = (x - s * self.feature_mean) / (self.feature_std * var.sqrt())
         x = x.reshape(B, F, J * 2)
         if pad:
             x = torch.cat([x, x.new_zeros(B, pad, J * 2)], 1)
