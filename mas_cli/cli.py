@@ -132,7 +132,8 @@ def cmd_train(a) -> None:
     mc = check_config(ModelConfig(width=a.width, layers=a.layers, heads=a.heads, ff_width=a.ff_width,
                                   max_frames=a.max_frames, schedule=a.schedule, output=a.output,
                                   prediction=a.prediction, frame=a.frame,
-                                  standardise=a.standardise, output_norm=not a.no_output_norm), "mas train")
+                                  standardise=a.standardise, output_norm=not a.no_output_norm,
+                                  skip_radius=a.skip_radius), "mas train")
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
                      mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight,
                      noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight,
@@ -316,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-output-norm", action="store_true",
                    help="no LayerNorm before the output layer: the input reaches the output linearly through the "
                         "residual stream, and a nearly clean motion is learned back faster")
+    t.add_argument("--skip-radius", type=int, default=0, metavar="R",
+                   help="a learned linear skip: x0 = a_t network + x_t filtered over 2R + 1 frames by a filter of "
+                        "each noise step, fit by least squares when the run starts (0: none; 7 tried)")
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
     t.add_argument("--init", default=None, help="start from this checkpoint's weights (a shipped model or a path; "

@@ -55,6 +55,8 @@ class ModelConfig:
     standardise: bool = False   # the network reads and writes every coordinate (in its frame) z-scored by the
                                 # training data's mean and std, its input also scaled to unit variance at every
                                 # noise level; the statistics are part of the weights
+    skip_radius: int = 0        # a learned linear skip: x0 = a_t network + (x_t filtered over 2 r + 1 frames by
+                                # step t's symmetric filter), fit by least squares when a run starts; 0: none
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,7 +125,7 @@ MAX_CARD_BYTES = 10_000_000         # a card is a few kB of JSON
 # try to allocate it)
 CARD_LIMITS = {"max_frames": (2, 100_000), "width": (8, 8192), "layers": (1, 128), "heads": (1, 128),
                "ff_width": (8, 32768), "num_joints": (1, 1000), "frames_per_token": (1, 64),
-               "diffusion_steps": (1, 10_000)}
+               "diffusion_steps": (1, 10_000), "skip_radius": (0, 64)}
 OUTPUTS = ("frames", "upsampled")
 PREDICTIONS = ("x0", "v")
 FRAMES = ("image", "root")

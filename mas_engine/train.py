@@ -230,6 +230,36 @@ def motion_check(model: MotionDenoiser, card: dict, data: MotionData2D, device, 
     return {"samples": fake, "data": real}
 
 
+@torch.no_grad()
+def fit_linear_skip(model: MotionDenoiser, alpha_bar: torch.Tensor, data: MotionData2D, device,
+                    num: int = 128, batch_size: int = 64) -> None:
+    """Set the model's linear skip (``skip_scale`` a_t and ``skip_filter`` h_t, ``model.py``) at every noise
+    step to the least-squares fit of the clean windows from the current network's x0 and the filter taps of
+    x_t: ``num`` windows spread over the set, noised to each step with fixed noise, confident joints only.
+    Where the network is weak (a fresh one, or the shipped one at low noise) the fit leans on the filter."""
+    r, T = model.cfg.skip_radius, len(alpha_bar)
+    idx = torch.linspace(0, len(data) - 1, min(num, len(data))).long()
+    g = torch.Generator().manual_seed(4321)
+    was_training = model.training
+    model.eval()
+    for t in range(T):
+        normal, rhs = torch.zeros(r + 2, r + 2, dtype=torch.float64), torch.zeros(r + 2, dtype=torch.float64)
+        for chunk in idx.split(batch_size):
+            L = int(data.length[chunk].max())
+            x0, length = data.pose[chunk, :L].to(device), data.length[chunk].to(device)
+            ok = (data.conf[chunk, :L] >= CONFIDENCE_THRESHOLD).to(device)
+            tt = torch.full((len(chunk),), t, device=device)
+            x_t = q_sample(x0, alpha_bar[tt], torch.randn(x0.shape, generator=g).to(device))
+            taps = torch.cat([model.network_x0(x_t, tt, length)[..., None], model.skip_taps(x_t, length)], -1)
+            rows, target = taps[ok].reshape(-1, r + 2).double(), x0[ok].reshape(-1).double()
+            normal += (rows.T @ rows).cpu()
+            rhs += (rows.T @ target).cpu()
+        sol = torch.linalg.solve(normal + 1e-6 * torch.eye(r + 2, dtype=torch.float64), rhs).float()
+        model.skip_scale[t] = sol[0]
+        model.skip_filter[t] = sol[1:]
+    model.train(was_training)
+
+
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
     sd = opt.state_dict()
     tensors, scalars = {}, {}
@@ -290,13 +320,16 @@ def warm_start(model: MotionDenoiser, init) -> None:
     src = load_checkpoint(init)
     differ = [f"{k} {v} (here {getattr(model.cfg, k)})" for k, v in src.config.to_dict().items()
               if getattr(model.cfg, k) != v
-              and k not in ("output", "prediction", "frame", "root", "standardise")]  # same weights' shapes
+              and k not in ("output", "prediction", "frame", "root", "standardise", "skip_radius")]  # same shapes
     if differ:
         raise MasError(f"--init {init} is another architecture: {', '.join(differ)}; give the same model settings")
     weights = src.model.state_dict()
     if model.cfg.standardise != src.config.standardise:    # this run's own statistics, or none
         weights = {k: v for k, v in weights.items() if not k.startswith("feature_")}
         weights.update({k: v for k, v in model.state_dict().items() if k.startswith("feature_")})
+    if model.cfg.skip_radius != src.config.skip_radius:   # this run's skip (fit when the run starts), or none
+        weights = {k: v for k, v in weights.items() if not k.startswith("skip_")}
+        weights.update({k: v for k, v in model.state_dict().items() if k.startswith("skip_")})
     model.load_state_dict(weights)
     if src.config.prediction != model.cfg.prediction:
         with torch.no_grad():
@@ -368,6 +401,10 @@ def build_run(out: Path, data: MotionData2D, model_cfg: ModelConfig | None, cfg:
         model.fit_standardisation(data.pose, data.length)
     if init is not None and info is None:
         warm_start(model, init)
+    if model_cfg.skip_radius and info is None:
+        alpha_bar = alpha_bar_schedule(model_cfg.schedule, model_cfg.diffusion_steps).float().to(dev)
+        log(f"fitting the linear skip (radius {model_cfg.skip_radius} frames) at {len(alpha_bar)} noise steps")
+        fit_linear_skip(model, alpha_bar, data, dev)
     ema = MotionDenoiser(model_cfg).to(dev)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False).eval()
