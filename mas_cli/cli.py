@@ -318,8 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no LayerNorm before the output layer: the input reaches the output linearly through the "
                         "residual stream, and a nearly clean motion is learned back faster")
     t.add_argument("--skip-radius", type=int, default=0, metavar="R",
-                   help="a learned linear skip: x0 = a_t network + x_t filtered over 2R + 1 frames by a filter of "
-                        "each noise step, fit by least squares when the run starts (0: none; 7 tried)")
+                   help="a linear skip: x0 = x_t filtered over 2R + 1 frames by a learned filter of each noise step "
+                        "plus the network's output scaled to what the filter leaves, fit when the run starts; the "
+                        "loss weighs each level by 1 / that scale squared (0: none; 7 tried)")
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
     t.add_argument("--init", default=None, help="start from this checkpoint's weights (a shipped model or a path; "
@@ -329,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--still-weight", type=_positive_float, default=1.0,
                    help="draw the stillest 40%% of the windows this often against the others (below 1: moving "
                         "windows are drawn more; 1: all alike)")
-    t.add_argument("--noise-weighting", default="auto", choices=["auto", "uniform", "alpha_bar", "min_snr", "v"],
+    t.add_argument("--noise-weighting", default="auto", choices=["auto", "uniform", "alpha_bar", "min_snr", "v", "skip"],
                    help="how much each noise level's x0 error counts: alike (uniform), alpha_bar (the P2 "
                         "weighting: the noisiest levels, whose error is mostly irreducible, count little), "
                         "min_snr (Min-SNR-5: the least noisy levels count most), or v (1 / (1 - alpha_bar) capped at "

@@ -24,14 +24,15 @@ With ``output_norm=False`` no LayerNorm stands between the last block and the ou
 stream carries the input embedding, so the input reaches the output linearly (a norm divides each token by
 its own size first). A fresh model learns a nearly clean motion back twice as fast without it; it reaches
 the same plateau.
-With ``skip_radius = r > 0`` the model returns x0 = a_t network(x_t) + h_t * x_t: a learned scale a_t of the
-network's output plus x_t filtered over time by a symmetric filter h_t of 2 r + 1 frames, both per noise step
-(EDM's c_out and c_skip, with a filter instead of a number). Both are fit by least squares on the data when a
-run starts (``train.fit_linear_skip``) and then trained with the rest. Why: the shipped x0 network rebuilds
-even a nearly clean motion from its own template and gives back half of the limbs' motion, where this
-filter alone (a learned Wiener filter) gives back 0.97 of it and an x0 error 88 times smaller at t = 0,
-and is the better denoiser up to t = 20 of 100 (docs/results.md, *A linear skip*). A number alone would
-give the noise back too; a filter over time passes the smooth motion and not the noise.
+With ``skip_radius = r > 0`` the model returns x0 = h_t * x_t + c_t network(x_t), EDM's c_skip and c_out
+with a filter instead of a number: x_t filtered over time by step t's symmetric filter h_t of 2 r + 1 frames
+(learned), plus the network's output scaled by c_t, the RMS of what that filter leaves to predict at step t
+(fixed). Both are fit by least squares on the data when a run starts (``train.fit_linear_skip``), and the
+loss then weighs step t by 1 / c_t^2, so that the network learns a unit-size residual at every noise level.
+Why: the shipped x0 network rebuilds even a nearly clean motion from its own template and gives back half of
+the limbs' motion, where the filter alone (a learned Wiener filter) gives back 0.97 of it with an x0 error
+88 times smaller at t = 0, and is the better denoiser up to t = 20 of 100 (docs/results.md, *A linear
+skip*). A number alone would give the noise back as well; a filter over time passes the smooth motion.
 """
 from __future__ import annotations
 
@@ -77,9 +78,9 @@ class MotionDenoiser(nn.Module):
             nv = torch.full((cfg.num_joints, 2), 2.0 if cfg.frame == "root" else 1.0)
             nv[cfg.root] = 1.0
             self.register_buffer("noise_var", nv, persistent=False)
-        if cfg.skip_radius:       # start as the network alone; fit_linear_skip sets them from the data
-            self.skip_scale = nn.Parameter(torch.ones(cfg.diffusion_steps))
+        if cfg.skip_radius:       # the network alone until fit_linear_skip sets them from the data
             self.skip_filter = nn.Parameter(torch.zeros(cfg.diffusion_steps, cfg.skip_radius + 1))
+            self.register_buffer("skip_out", torch.ones(cfg.diffusion_steps))
 
     @torch.no_grad()
     def fit_standardisation(self, pose: torch.Tensor, length: torch.Tensor) -> None:
@@ -135,7 +136,7 @@ class MotionDenoiser(nn.Module):
             return out
         t = t.long()
         filtered = (self.skip_taps(x_t, length) * self.skip_filter[t][:, None, None, None]).sum(-1)
-        return self.skip_scale[t][:, None, None, None] * out + filtered
+        return filtered + self.skip_out[t][:, None, None, None] * out
 
     def network_x0(self, x_t: torch.Tensor, t: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
         """The network's own x0 (``forward`` without the linear skip): shapes as ``forward``."""

@@ -97,7 +97,7 @@ def _weighted_mean(sq: torch.Tensor, mask: torch.Tensor, weights) -> torch.Tenso
     return per_window.sum() / (2 * mask.sum().clamp(min=1.0))
 
 
-def noise_level_weights(alpha_bar: torch.Tensor, kind: str = "uniform") -> torch.Tensor:
+def noise_level_weights(alpha_bar: torch.Tensor, kind: str = "uniform", skip_out: torch.Tensor | None = None) -> torch.Tensor:
     """The weight of each noise level's x0 error (T), mean 1.
 
     uniform: all alike, which lets the highest noise levels dominate the loss (there the best
@@ -111,7 +111,8 @@ def noise_level_weights(alpha_bar: torch.Tensor, kind: str = "uniform") -> torch
     alike and do not take half of the loss (uncapped, t = 0 alone would weigh 46 times the mean).
     The shipped model's x0 error at the least noisy levels is a floor of about 5 cm (0.0086 in
     normalised units squared, against 0.00007 of detector noise): given a nearly clean walk it
-    returns feet that glide (docs/results.md).
+    returns feet that glide (docs/results.md). skip: w_t = 1 / c_t^2 for a model with a linear skip
+    (``skip_out``, model.py), so that its network's residual counts alike at every level (EDM's weighting).
     """
     if kind == "uniform":
         return torch.ones_like(alpha_bar)
@@ -123,7 +124,12 @@ def noise_level_weights(alpha_bar: torch.Tensor, kind: str = "uniform") -> torch
     if kind == "v":
         w = (1 / (1 - alpha_bar).clamp(min=1e-12)).clamp(max=50.0)
         return w / w.mean()
-    raise MasError(f"unknown noise weighting {kind!r}; use 'uniform', 'alpha_bar', 'min_snr' or 'v'")
+    if kind == "skip":
+        if skip_out is None:
+            raise MasError("--noise-weighting skip needs a model with a linear skip (--skip-radius)")
+        w = 1 / skip_out.detach().cpu().to(alpha_bar.dtype).clamp(min=1e-6) ** 2
+        return (w / w.mean()).to(alpha_bar.device)
+    raise MasError(f"unknown noise weighting {kind!r}; use 'uniform', 'alpha_bar', 'min_snr', 'v' or 'skip'")
 
 
 def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=None,
@@ -233,31 +239,31 @@ def motion_check(model: MotionDenoiser, card: dict, data: MotionData2D, device, 
 @torch.no_grad()
 def fit_linear_skip(model: MotionDenoiser, alpha_bar: torch.Tensor, data: MotionData2D, device,
                     num: int = 128, batch_size: int = 64) -> None:
-    """Set the model's linear skip (``skip_scale`` a_t and ``skip_filter`` h_t, ``model.py``) at every noise
-    step to the least-squares fit of the clean windows from the current network's x0 and the filter taps of
-    x_t: ``num`` windows spread over the set, noised to each step with fixed noise, confident joints only.
-    Where the network is weak (a fresh one, or the shipped one at low noise) the fit leans on the filter."""
+    """Fit the model's linear skip (``model.py``) at every noise step t: ``skip_filter`` h_t, the least-squares
+    filter from the taps of x_t to the clean windows (a Wiener filter learned from the data), and ``skip_out``
+    c_t, the RMS of what it leaves (the network's output is scaled by it). ``num`` windows spread over the
+    set, noised to each step with fixed noise; confident joints only."""
     r, T = model.cfg.skip_radius, len(alpha_bar)
     idx = torch.linspace(0, len(data) - 1, min(num, len(data))).long()
     g = torch.Generator().manual_seed(4321)
-    was_training = model.training
-    model.eval()
     for t in range(T):
-        normal, rhs = torch.zeros(r + 2, r + 2, dtype=torch.float64), torch.zeros(r + 2, dtype=torch.float64)
+        normal, rhs = torch.zeros(r + 1, r + 1, dtype=torch.float64), torch.zeros(r + 1, dtype=torch.float64)
+        target_sq, count, pairs = 0.0, 0, []
         for chunk in idx.split(batch_size):
             L = int(data.length[chunk].max())
             x0, length = data.pose[chunk, :L].to(device), data.length[chunk].to(device)
             ok = (data.conf[chunk, :L] >= CONFIDENCE_THRESHOLD).to(device)
-            tt = torch.full((len(chunk),), t, device=device)
-            x_t = q_sample(x0, alpha_bar[tt], torch.randn(x0.shape, generator=g).to(device))
-            taps = torch.cat([model.network_x0(x_t, tt, length)[..., None], model.skip_taps(x_t, length)], -1)
-            rows, target = taps[ok].reshape(-1, r + 2).double(), x0[ok].reshape(-1).double()
+            x_t = q_sample(x0, alpha_bar[torch.full((len(chunk),), t, device=device)],
+                           torch.randn(x0.shape, generator=g).to(device))
+            rows, target = model.skip_taps(x_t, length)[ok].reshape(-1, r + 1).double(), x0[ok].reshape(-1).double()
             normal += (rows.T @ rows).cpu()
             rhs += (rows.T @ target).cpu()
-        sol = torch.linalg.solve(normal + 1e-6 * torch.eye(r + 2, dtype=torch.float64), rhs).float()
-        model.skip_scale[t] = sol[0]
-        model.skip_filter[t] = sol[1:]
-    model.train(was_training)
+            target_sq += float(target @ target)
+            count += len(target)
+        h = torch.linalg.solve(normal + 1e-6 * torch.eye(r + 1, dtype=torch.float64), rhs)
+        residual = target_sq - 2 * float(h @ rhs) + float(h @ normal @ h)     # sum of squares left, from the normal equations
+        model.skip_filter[t] = h.float()
+        model.skip_out[t] = max(residual / count, 1e-12) ** 0.5
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -314,8 +320,9 @@ def check_resume(info: dict, model_cfg: ModelConfig | None, cfg: TrainConfig, ou
 
 def warm_start(model: MotionDenoiser, init) -> None:
     """Start from the weights of a checkpoint (a shipped model's name or a path) of the same architecture.
-    From a model that predicts something else (x0 or v) only the body is kept: the output layer starts
-    at zero, so a v model starts as x0 = sqrt(ab) x_t."""
+    From a model that predicts something else (x0 or v, or a model without a linear skip) only the body is
+    kept: the output layer starts at zero, so a v model starts as x0 = sqrt(ab) x_t, a skip model as its
+    filter alone."""
 
     src = load_checkpoint(init)
     differ = [f"{k} {v} (here {getattr(model.cfg, k)})" for k, v in src.config.to_dict().items()
@@ -331,7 +338,7 @@ def warm_start(model: MotionDenoiser, init) -> None:
         weights = {k: v for k, v in weights.items() if not k.startswith("skip_")}
         weights.update({k: v for k, v in model.state_dict().items() if k.startswith("skip_")})
     model.load_state_dict(weights)
-    if src.config.prediction != model.cfg.prediction:
+    if src.config.prediction != model.cfg.prediction or (model.cfg.skip_radius and not src.config.skip_radius):
         with torch.no_grad():
             model.output.weight.zero_()
             model.output.bias.zero_()
@@ -442,8 +449,8 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank * 7919 + done)
     weighting = cfg.noise_weighting
     if weighting == "auto":                        # each prediction's own loss
-        weighting = "v" if model.cfg.prediction == "v" else "uniform"
-    level_weights = noise_level_weights(alpha_bar, weighting)
+        weighting = "skip" if model.cfg.skip_radius else "v" if model.cfg.prediction == "v" else "uniform"
+    level_weights = noise_level_weights(alpha_bar, weighting, getattr(model, "skip_out", None))
     contact = None
     if cfg.contact_weight:
         if not data.layout.feet:

@@ -461,16 +461,17 @@ def test_contact_weight_trains_and_is_recorded(walk_set, tmp_path):
 
 
 def test_a_linear_skip_filters_the_input_over_time_is_fit_to_the_data_and_warm_starts(walk_set, tmp_path):
-    """skip_radius = r: x0 = a_t network + h_t * x_t. The taps repeat each window's first and last valid
-    frame beyond its ends (padding is never read); fit on the walks, the skip gives back their limbs at
-    t = 0 where a fresh network gives back none, with an x0 error far below the network's; it warm-starts
-    from a model without it (same network, skip fit), saves and loads, and an absurd radius is refused."""
+    """skip_radius = r: x0 = h_t * x_t + c_t network. The taps repeat each window's first and last valid
+    frame beyond its ends (padding is never read). Fit on the walks, the filter alone gives back their limbs
+    at t = 0 where a fresh network gives back none, with a far smaller x0 error, and c_t is what it leaves;
+    a warm start from a model without a skip keeps the body and zeroes the output layer (the filter alone);
+    a short run's network then adds to the filter; it saves and loads, and an absurd radius is refused."""
     from dataclasses import replace
 
     from mas_engine.catalogue import check_config
     from mas_engine.dataset import MotionData2D
     from mas_engine.diffusion import alpha_bar_schedule
-    from mas_engine.train import fit_linear_skip, limb_return, validation_loss, warm_start
+    from mas_engine.train import fit_linear_skip, limb_return, noise_level_weights, validation_loss, warm_start
 
     torch.manual_seed(0)
     cfg = replace(TINY, skip_radius=2)
@@ -480,33 +481,37 @@ def test_a_linear_skip_filters_the_input_over_time_is_fit_to_the_data_and_warm_s
     x = torch.cat([x, torch.full((1, 2, 16, 2), float("nan"))], 1)
     taps = m.skip_taps(x, torch.tensor([6]))[0, :6, 0, 0]
     assert taps.tolist() == [[0, 1, 2], [1, 2, 3], [2, 4, 4], [3, 6, 6], [4, 8, 7], [5, 9, 8]]
-    with torch.no_grad():                                  # a = 0, h = the identity: x0 = x_t
-        m.skip_scale.zero_()
+    y = torch.randn(2, 8, 16, 2)
+    with torch.no_grad():                                  # h = the identity, c = 0: x0 = x_t
+        m.skip_out.zero_()
         m.skip_filter.zero_()
         m.skip_filter[:, 0] = 1.0
-        y = torch.randn(2, 8, 16, 2)
         assert torch.equal(m(y, torch.tensor([0, 9])), y)
 
-    data = MotionData2D.load(walk_set, "val")
+    val, train_set = MotionData2D.load(walk_set, "val"), MotionData2D.load(walk_set, "train")
     ab = alpha_bar_schedule("cosine", 50).float()
-    fresh = MotionDenoiser(cfg).eval()
-    before = limb_return(fresh, ab, data, "cpu", steps=(0,), frames=30)["0"]
-    before_loss = validation_loss(fresh, ab, data, "cpu", batches=2)
-    fit_linear_skip(fresh, ab, MotionData2D.load(walk_set, "train"), "cpu", num=32)
-    after = limb_return(fresh, ab, data, "cpu", steps=(0,), frames=30)["0"]
-    assert abs(before) < 0.2 and after > 0.6
-    assert validation_loss(fresh, ab, data, "cpu", batches=2) < 0.5 * before_loss
-    assert abs(float(fresh.skip_scale[0])) < 0.2 and float(fresh.skip_filter[0].sum()) > 0.5  # it leans on x_t
-
     save_checkpoint(tmp_path / "plain", MotionDenoiser(TINY).eval(), tiny_card())
+    plain = load_checkpoint(tmp_path / "plain").model
     warm = MotionDenoiser(cfg).eval()
     warm_start(warm, tmp_path / "plain.json")
-    plain = load_checkpoint(tmp_path / "plain").model
-    assert torch.equal(warm.output.weight, plain.output.weight)
-    assert torch.allclose(warm(y, torch.tensor([3, 30])), plain(y, torch.tensor([3, 30])), atol=1e-5)  # a = 1, h = 0
-    save_checkpoint(tmp_path / "skip", fresh, tiny_card())
-    back = load_checkpoint(tmp_path / "skip")
-    assert back.config.skip_radius == 2 and torch.allclose(back.model(y, torch.tensor([0, 9])),
-                                                           fresh(y, torch.tensor([0, 9])), atol=1e-5)
+    assert torch.equal(warm.input.weight, plain.input.weight) and not warm.output.weight.any()
+    before = limb_return(plain, ab, val, "cpu", steps=(0,), frames=30)["0"]
+    before_loss = validation_loss(plain, ab, val, "cpu", batches=2)
+    fit_linear_skip(warm, ab, train_set, "cpu", num=32)
+    filter_loss = validation_loss(warm, ab, val, "cpu", batches=2)
+    assert abs(before) < 0.2 and limb_return(warm, ab, val, "cpu", steps=(0,), frames=30)["0"] > 0.6
+    assert filter_loss < 0.5 * before_loss
+    assert 0 < float(warm.skip_out[0]) < float(warm.skip_out[-1]) < 2       # less is left at low noise
+    w = noise_level_weights(ab, "skip", warm.skip_out)
+    assert torch.allclose(w, warm.skip_out ** -2 / (warm.skip_out ** -2).mean())
+
+    run = tmp_path / "run"
+    torch.set_num_threads(2)
+    train(walk_set, run, cfg, TrainConfig(steps=150, batch_size=16, lr=1e-3, warmup_steps=20, save_every=150,
+                                          ema_decay=0.99, motion_check=0), device="cpu", log=lambda *a: None,
+          init=tmp_path / "plain.json")
+    back = load_checkpoint(run / "model")
+    assert back.config.skip_radius == 2 and back.model.output.weight.any()
+    assert read_log(run)[-1]["val_loss_ema"] < filter_loss
     with pytest.raises(MasError, match="skip_radius"):
         check_config(replace(TINY, skip_radius=-1), "test")
