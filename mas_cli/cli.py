@@ -330,11 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--still-weight", type=_positive_float, default=1.0,
                    help="draw the stillest 40%% of the windows this often against the others (below 1: moving "
                         "windows are drawn more; 1: all alike)")
-    t.add_argument("--noise-weighting", default="auto", choices=["auto", "uniform", "alpha_bar", "min_snr", "v", "skip"],
+    t.add_argument("--noise-weighting", default="auto",
+                   choices=["auto", "uniform", "alpha_bar", "min_snr", "v", "skip"],
                    help="how much each noise level's x0 error counts: alike (uniform), alpha_bar (the P2 "
                         "weighting: the noisiest levels, whose error is mostly irreducible, count little), "
-                        "min_snr (Min-SNR-5: the least noisy levels count most), or v (1 / (1 - alpha_bar) capped at "
-                        "50: v's squared error); auto: uniform for an x0 model, v for a v model")
+                        "min_snr (Min-SNR-5: the least noisy levels count most), v (1 / (1 - alpha_bar) capped at "
+                        "50: v's squared error) or skip (1 / c_t^2 of a --skip-radius model); auto: skip for a model "
+                        "with a linear skip, else uniform for an x0 model, v for a v model")
     t.add_argument("--velocity-weight", type=_nonnegative_float, default=0.0,
                    help="add this times the frame-to-frame velocity error to the loss (0: positions only)")
     t.add_argument("--contact-weight", type=_nonnegative_float, default=0.0,

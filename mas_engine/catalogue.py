@@ -55,8 +55,8 @@ class ModelConfig:
     standardise: bool = False   # the network reads and writes every coordinate (in its frame) z-scored by the
                                 # training data's mean and std, its input also scaled to unit variance at every
                                 # noise level; the statistics are part of the weights
-    skip_radius: int = 0        # a learned linear skip: x0 = a_t network + (x_t filtered over 2 r + 1 frames by
-                                # step t's symmetric filter), fit by least squares when a run starts; 0: none
+    skip_radius: int = 0        # a linear skip: x0 = h_t * x_t + c_t network, x_t filtered over 2 r + 1 frames by
+                                # step t's learned filter, c_t what it leaves; fit when a run starts; 0: none
 
     def to_dict(self) -> dict:
         return asdict(self)

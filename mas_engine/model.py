@@ -115,7 +115,8 @@ class MotionDenoiser(nn.Module):
         frame repeated beyond its ends (so a motion at rest stays at rest, and padding is never read)."""
         B, F = x_t.shape[:2]
         r = self.cfg.skip_radius
-        last = (length.long() - 1).clamp(0, F - 1) if length is not None else x_t.new_full((B,), F - 1, dtype=torch.long)
+        last = ((length.long() - 1).clamp(0, F - 1) if length is not None
+                else torch.full((B,), F - 1, dtype=torch.long, device=x_t.device))
         frame = torch.arange(F, device=x_t.device)[None, :, None]
         shift = torch.arange(1, r + 1, device=x_t.device)[None, None]
         rows = torch.arange(B, device=x_t.device)[:, None, None]

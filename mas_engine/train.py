@@ -248,7 +248,7 @@ def fit_linear_skip(model: MotionDenoiser, alpha_bar: torch.Tensor, data: Motion
     g = torch.Generator().manual_seed(4321)
     for t in range(T):
         normal, rhs = torch.zeros(r + 1, r + 1, dtype=torch.float64), torch.zeros(r + 1, dtype=torch.float64)
-        target_sq, count, pairs = 0.0, 0, []
+        target_sq, count = 0.0, 0
         for chunk in idx.split(batch_size):
             L = int(data.length[chunk].max())
             x0, length = data.pose[chunk, :L].to(device), data.length[chunk].to(device)
