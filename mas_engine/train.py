@@ -97,7 +97,8 @@ def _weighted_mean(sq: torch.Tensor, mask: torch.Tensor, weights) -> torch.Tenso
     return per_window.sum() / (2 * mask.sum().clamp(min=1.0))
 
 
-def noise_level_weights(alpha_bar: torch.Tensor, kind: str = "uniform", skip_out: torch.Tensor | None = None) -> torch.Tensor:
+def noise_level_weights(alpha_bar: torch.Tensor, kind: str = "uniform",
+                        skip_out: torch.Tensor | None = None) -> torch.Tensor:
     """The weight of each noise level's x0 error (T), mean 1.
 
     uniform: all alike, which lets the highest noise levels dominate the loss (there the best
@@ -261,7 +262,8 @@ def fit_linear_skip(model: MotionDenoiser, alpha_bar: torch.Tensor, data: Motion
             target_sq += float(target @ target)
             count += len(target)
         h = torch.linalg.solve(normal + 1e-6 * torch.eye(r + 1, dtype=torch.float64), rhs)
-        residual = target_sq - 2 * float(h @ rhs) + float(h @ normal @ h)     # sum of squares left, from the normal equations
+        # the sum of squares the filter leaves, from the normal equations: |y|^2 - 2 h.A'y + h.A'A h
+        residual = target_sq - 2 * float(h @ rhs) + float(h @ normal @ h)
         model.skip_filter[t] = h.float()
         model.skip_out[t] = max(residual / count, 1e-12) ** 0.5
 
