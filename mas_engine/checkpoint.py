@@ -52,6 +52,12 @@ class LoadedModel:
         return bool(self.card["normalisation"].get("root_motion", True))
 
     @property
+    def floor_prior(self) -> bool:
+        """Whether MAS puts the lowest foot on one floor at every step by default (the card's
+        ``mas_sampling.floor``; models whose views would lift the body ask for it)."""
+        return bool(self.card.get("mas_sampling", {}).get("floor", False))
+
+    @property
     def cameras(self) -> dict:
         """Default MAS views: elevation (degrees) and distance (metres)."""
         return self.card.get("mas_cameras", DEFAULT_CAMERAS)

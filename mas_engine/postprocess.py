@@ -255,7 +255,7 @@ def travel_from_feet(X: np.ndarray, feet: list[int], softness: float = 0.01,
 
 
 def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constraints: Constraints | None = None,
-                   travel: str = "model", loop_travels: bool = False, joins=()) -> np.ndarray:
+                   travel: str = "model", loop_travels: bool = False, joins=(), foot_lock: bool = False) -> np.ndarray:
     """Sampled motions (motions x frames x joints x 3, normalised) -> metres, float32: on the floor,
     or, with constraints, moved by ``shift`` (motions x 3) onto them (a coordinate that no
     constraint fixes, such as the height under a root path, still goes on the floor).
@@ -264,7 +264,9 @@ def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constr
     A loop's seam is closed (``close_loop``); ``loop_travels``: a loop that travels steadily
     (``windows.loop_travel``), which the band-stop takes out before it wraps round the end, and
     whose slow wander about that travel is taken out (``steady_travel``). ``joins``: frames where a
-    long motion's windows met, low-passed (``smooth_joins``) before constraints are pulled back on."""
+    long motion's windows met, low-passed (``smooth_joins``) before constraints are pulled back on.
+    ``foot_lock``: the standing feet stay where they stand (``lock_feet``), except in a loop (whose
+    seam a stance may cross) and where constraints fix a leg's joints."""
     X = X * loaded.scale
     if not np.isfinite(X).all():
         raise MasError("sampling produced non-finite joints; the checkpoint may be damaged or untrained")
@@ -297,6 +299,111 @@ def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constr
             carry = None if constraints.mask[n:].any() else r      # nothing fixed later: the body walks on
             frames = int(round((BLEND_IN_S if carry is not None else BLEND_BACK_S) * loaded.fps))
             X = np.stack([blend_in(x, n - 1, frames, constraints.mask, carry) for x in X])
-        if constraints.mask[..., 2].any():
-            return X.astype(np.float32)
-    return np.stack([place_on_floor(x, loaded.layout.floor_offset) for x in X]).astype(np.float32)
+    if constraints is None or not constraints.mask[..., 2].any():
+        X = np.stack([place_on_floor(x, loaded.layout.floor_offset) for x in X])
+    if foot_lock and not loop and loaded.layout.feet:
+        feet = [loaded.layout.index(n) for n in loaded.layout.feet]
+        fixed = constraints.mask.any(-1) if constraints is not None else None
+        X = np.stack([lock_feet(x, feet, loaded.layout.parents, loaded.fps, fixed=fixed) for x in X])
+    return X.astype(np.float32)
+
+
+LOCK_SPEED = 1.0      # m/s: a foot near the floor slower than this (over 5 frames) stands (docs/results.md:
+                      # a generated foot glides at 0.3-1 m/s where real capture's stands)
+LOCK_HEIGHT = 0.05    # m: near the floor: within this of the foot's own lowest height (its 5% quantile)
+
+
+def standing(X: np.ndarray, feet: list[int], fps: float, speed: float = LOCK_SPEED,
+             height: float = LOCK_HEIGHT) -> np.ndarray:
+    """frames x len(feet) booleans: the foot stands (near the floor and slow). X: frames x joints x 3,
+    metres, Z up. The speed is over 5 frames, so the frame-to-frame jitter of a standing foot does not
+    hide its stance; a stance shorter than 3 frames is none."""
+    P = X[:, feet]
+    low = np.percentile(P[..., 2], 5, axis=0)
+    pad = np.pad(P[..., :2], [(2, 2), (0, 0), (0, 0)], mode="edge")
+    v = np.linalg.norm(pad[4:] - pad[:-4], axis=-1) * fps / 4
+    mask = (P[..., 2] < low + height) & (v < speed)
+    for k in range(len(feet)):
+        edges = np.diff(np.concatenate([[0], mask[:, k].astype(int), [0]]))
+        for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+            if e - s < 3:
+                mask[s:e, k] = False
+    return mask
+
+
+def two_bone_ik(hip: np.ndarray, knee: np.ndarray, foot: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move a leg's knee and foot (each N x 3) so that the foot reaches ``target`` (N x 3) with the hip
+    where it is and both bones their lengths; the knee bends in the plane it bent in. A target out of
+    reach is moved horizontally towards the hip until the leg reaches it (nearly straight), so a foot
+    on the floor stays on it (and slides a little); one too far below the hip, straight towards it.
+    Returns (knee, foot)."""
+    l1 = np.linalg.norm(knee - hip, axis=-1, keepdims=True)
+    l2 = np.linalg.norm(foot - knee, axis=-1, keepdims=True)
+    d = target - hip
+    horizontal = np.linalg.norm(d[:, :2], axis=-1, keepdims=True)
+    allowed = np.sqrt(np.maximum((0.999 * (l1 + l2)) ** 2 - d[:, 2:] ** 2, 0.0))
+    d[:, :2] *= np.minimum(1.0, allowed / np.maximum(horizontal, 1e-9))
+    dist = np.linalg.norm(d, axis=-1, keepdims=True)
+    reach = np.clip(dist, np.abs(l1 - l2) + 1e-6, 0.999 * (l1 + l2))
+    u = d / np.maximum(dist, 1e-9)
+    target = hip + u * reach
+    bend = (knee - hip) - ((knee - hip) * u).sum(-1, keepdims=True) * u     # the knee's side of the line
+    straight = np.linalg.norm(bend, axis=-1, keepdims=True) < 1e-6
+    bend = np.where(straight, np.cross(u, [0.0, 0.0, 1.0]), bend)          # a straight leg: any side
+    n = bend / np.maximum(np.linalg.norm(bend, axis=-1, keepdims=True), 1e-9)
+    a = (l1 ** 2 - l2 ** 2 + reach ** 2) / (2 * reach)
+    h = np.sqrt(np.maximum(l1 ** 2 - a ** 2, 0.0))
+    return hip + a * u + h * n, target
+
+
+def plants(foot: np.ndarray, mask: np.ndarray, blend: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where a foot (frames x 3) stands and how firmly: each run of ``mask`` (frames) holds the foot at
+    its mean horizontal place over the run, easing in and out over ``blend`` frames. Returns the
+    weights (frames, 0..1) and the places (frames x 2)."""
+    F = len(foot)
+    w, place = np.zeros(F), foot[:, :2].copy()
+    edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
+    for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        i = np.arange(max(0, s - blend), min(F, e + blend))
+        ramp = np.clip(1 - np.maximum(s - i, i - e + 1) / (blend + 1), 0.0, 1.0)
+        take = ramp > w[i]
+        w[i[take]], place[i[take]] = ramp[take], foot[s:e, :2].mean(0)
+    return w, place
+
+
+def lock_feet(X: np.ndarray, feet: list[int], parents, fps: float, speed: float = LOCK_SPEED,
+              blend: int = 3, fixed: np.ndarray | None = None) -> np.ndarray:
+    """A motion (frames x joints x 3, metres, Z up) whose standing feet (``standing``) stay where they
+    stand (``plants``), the leg following by two-bone IK (``two_bone_ik``: the foot's parent is the
+    knee, its grandparent the hip); joints below a foot move with it. The body is untouched: where it
+    drifts, the leg reaches after the planted foot as far as it can, and beyond that the foot slides
+    on the floor (it is never lifted: a step made by the IK would not be a step). A foot without a
+    knee and hip is left as it is; ``fixed`` (frames x joints booleans: positions a constraint fixes):
+    a leg is left as it is in the frames where its hip, knee or foot is fixed."""
+    out = X.astype(np.float64).copy()
+    for j in feet:
+        knee = parents[j]
+        hip = parents[knee] if knee >= 0 else -1
+        if hip < 0:
+            continue
+        w, place = plants(out[:, j], standing(X, [j], fps, speed)[:, 0], blend)
+        if fixed is not None:
+            w[fixed[:, [hip, knee, j]].any(-1)] = 0.0
+        on = w > 0
+        if not on.any():
+            continue
+        goal = out[on, j].copy()
+        goal[:, :2] = (1 - w[on, None]) * goal[:, :2] + w[on, None] * place[on]
+        knee_at, foot_at = two_bone_ik(out[on, hip], out[on, knee], out[on, j], goal)
+        below = [c for c in range(len(parents)) if j in _ancestors(parents, c)]
+        out[np.flatnonzero(on)[:, None], below] += (foot_at - out[on, j])[:, None]
+        out[on, knee], out[on, j] = knee_at, foot_at
+    return out.astype(X.dtype)
+
+
+def _ancestors(parents, j: int) -> set:
+    out = set()
+    while parents[j] >= 0:
+        j = parents[j]
+        out.add(j)
+    return out

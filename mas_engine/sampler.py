@@ -47,7 +47,10 @@ class MasSettings:
     loop: bool = False                  # the last frame flows into the first (windows wrap around)
     loop_travel: bool = False           # a loop may travel steadily (a walk cycle that repeats while moving
                                         # on); False: it returns to where it started
-    floor: bool = False                 # after each triangulation, the lowest foot on one floor (on_floor)
+    floor: bool | None = None           # after each triangulation, the lowest foot on one floor (on_floor);
+                                        # None: the model's default (LoadedModel.floor_prior)
+    foot_lock: bool = True              # the standing feet stay where they stand, the legs following by IK
+                                        # (postprocess.lock_feet); not in loops
     travel: str = "model"               # "feet": replace the root's travel by what the feet imply
                                         # (postprocess.travel_from_feet); a model trained in place always does
     window_frames: int | None = 90      # the windows that make a motion longer than the model on their own (at
@@ -328,7 +331,8 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
     else:
         layout = loaded.layout
         bones = (layout.parents, {layout.index(n) for n in layout.optional}) if settings.rigid_bones else None
-        feet = [layout.index(n) for n in layout.feet] if settings.floor else None
+        floor = settings.floor if settings.floor is not None else loaded.floor_prior
+        feet = [layout.index(n) for n in layout.feet] if floor else None
         consistency = MultiViewConsistency(cams, bones, pull, settings.loop, feet, layout.root,
                                            loaded.config.alternates, settings.loop_travel)
     t0 = time.perf_counter()
@@ -378,7 +382,8 @@ def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: Mas
         X, st = sample_mas_batch(loaded, chunk, frames, settings, device, prog, cancel, constraints)
         shift = None if st["shift"] is None else st["shift"].float().cpu().numpy()
         joints.append(finish_motions(loaded, X.float().cpu().numpy(), settings.loop, shift, constraints,
-                                     settings.travel, settings.loop and settings.loop_travel, joins))
+                                     settings.travel, settings.loop and settings.loop_travel, joins,
+                                     settings.foot_lock))
         for k in stats:
             stats[k] += st[k]
         if on_batch is not None:

@@ -320,11 +320,12 @@ def check_resume(info: dict, model_cfg: ModelConfig | None, cfg: TrainConfig, ou
                        f"give --steps above {done} to train further")
 
 
-def warm_start(model: MotionDenoiser, init) -> None:
+def warm_start(model: MotionDenoiser, init) -> bool:
     """Start from the weights of a checkpoint (a shipped model's name or a path) of the same architecture.
     From a model that predicts something else (x0 or v, or a model without a linear skip) only the body is
     kept: the output layer starts at zero, so a v model starts as x0 = sqrt(ab) x_t, a skip model as its
-    filter alone."""
+    filter alone. Returns whether the linear skip came with the weights (a skip of the same radius: it
+    was trained with the network, so it is kept, not fit again)."""
 
     src = load_checkpoint(init)
     differ = [f"{k} {v} (here {getattr(model.cfg, k)})" for k, v in src.config.to_dict().items()
@@ -344,6 +345,7 @@ def warm_start(model: MotionDenoiser, init) -> None:
         with torch.no_grad():
             model.output.weight.zero_()
             model.output.bias.zero_()
+    return bool(model.cfg.skip_radius) and model.cfg.skip_radius == src.config.skip_radius
 
 
 def join_processes(device: str) -> tuple[torch.device, int, int]:
@@ -408,9 +410,10 @@ def build_run(out: Path, data: MotionData2D, model_cfg: ModelConfig | None, cfg:
     model = MotionDenoiser(model_cfg).to(dev)
     if model_cfg.standardise and info is None:
         model.fit_standardisation(data.pose, data.length)
+    inherited = False
     if init is not None and info is None:
-        warm_start(model, init)
-    if model_cfg.skip_radius and info is None:
+        inherited = warm_start(model, init)
+    if model_cfg.skip_radius and info is None and not inherited:
         alpha_bar = alpha_bar_schedule(model_cfg.schedule, model_cfg.diffusion_steps).float().to(dev)
         log(f"fitting the linear skip (radius {model_cfg.skip_radius} frames) at {len(alpha_bar)} noise steps")
         fit_linear_skip(model, alpha_bar, data, dev)

@@ -248,6 +248,100 @@ def test_finish_motions_takes_the_travel_from_the_feet_when_asked():
     assert travel(finish_motions(loaded(False), walk, loop=True)) < 1e-6
 
 
+def test_two_bone_ik_reaches_what_the_leg_can_and_keeps_its_bones():
+    """A reachable target is reached exactly, the hip stays and both bones keep their lengths; a
+    target out of reach keeps its height and the leg comes as far as it reaches, nearly straight."""
+    from mas_engine.postprocess import two_bone_ik
+
+    rng = np.random.default_rng(0)
+    hip = rng.normal(size=(64, 3))
+    knee = hip + rng.normal(size=(64, 3)) * 0.3
+    foot = knee + rng.normal(size=(64, 3)) * 0.3
+    l1, l2 = np.linalg.norm(knee - hip, axis=-1), np.linalg.norm(foot - knee, axis=-1)
+    u = rng.normal(size=(64, 3))
+    u /= np.linalg.norm(u, axis=-1, keepdims=True)
+    near = hip + u * (np.abs(l1 - l2) + 0.2 * (l1 + l2 - np.abs(l1 - l2)))[:, None]      # inside the reach
+    k, f = two_bone_ik(hip, knee, foot, near)
+    assert np.allclose(f, near, atol=1e-9)
+    assert np.allclose(np.linalg.norm(k - hip, axis=-1), l1) and np.allclose(np.linalg.norm(f - k, axis=-1), l2)
+    far = hip + np.array([3.0, 0.0, 0.0]) * (l1 + l2)[:, None] + [0.0, 0.0, -0.1]
+    k, f = two_bone_ik(hip, knee, foot, far)
+    assert np.allclose(f[:, 2], far[:, 2])                                                # the height kept
+    assert np.allclose(np.linalg.norm(f - hip, axis=-1), 0.999 * (l1 + l2))               # as far as it reaches
+    assert np.allclose(np.linalg.norm(k - hip, axis=-1), l1) and np.allclose(np.linalg.norm(f - k, axis=-1), l2)
+
+
+def gliding_figure(frames=60, fps=30.0, speed=0.15):
+    """A human16 figure standing on slightly bent legs (thigh and shin 0.412 m) while its whole body,
+    feet included, glides forward at ``speed`` m/s (frames x 16 x 3, m, Z up); the right foot is
+    lifted 0.3 m and swung in frames 40-59."""
+    X = np.zeros((frames, 16, 3))
+    for name, at in (("pelvis", (0, 0, 0.95)), ("neck", (0, 0, 1.45)), ("nose", (0.1, 0, 1.6)), ("head", (0, 0, 1.7))):
+        X[:, HUMAN16.index(name)] = at
+    for side, y in (("left", 0.1), ("right", -0.1)):
+        X[:, HUMAN16.index(f"{side}_hip")] = (0, y, 0.9)
+        X[:, HUMAN16.index(f"{side}_knee")] = (0.1, y, 0.5)
+        X[:, HUMAN16.index(f"{side}_ankle")] = (0, y, 0.1)
+        X[:, HUMAN16.index(f"{side}_shoulder")] = (0, 2 * y, 1.4)
+        X[:, HUMAN16.index(f"{side}_elbow")] = (0, 2.5 * y, 1.1)
+        X[:, HUMAN16.index(f"{side}_wrist")] = (0, 2.5 * y, 0.85)
+    X[..., 0] += speed * np.arange(frames)[:, None] / fps
+    swing = np.arange(40, frames)
+    X[swing, HUMAN16.index("right_ankle")] += np.stack([0.02 * (swing - 39), 0 * swing, 0.3 + 0 * swing], -1)
+    return X
+
+
+def test_a_standing_foot_is_held_where_it_stands_and_the_leg_follows():
+    """A body gliding at 0.15 m/s with its feet: after lock_feet the standing feet do not move (within
+    the leg's reach), the hips and the upper body are untouched, the bones keep their lengths and the
+    knees bend to make up the difference; a lifted foot is left alone; frames a constraint fixes
+    keep their leg; finish_motions locks by default only when asked (sample_mas's default asks)."""
+    from types import SimpleNamespace
+
+    from mas_engine.metrics import foot_skating
+    from mas_engine.postprocess import finish_motions, lock_feet, standing
+
+    X = gliding_figure()
+    feet = [HUMAN16.index("left_ankle"), HUMAN16.index("right_ankle")]
+    assert standing(X, feet, 30.0)[:, 0].all() and not standing(X, feet, 30.0)[40:, 1].any()
+    Y = lock_feet(X, feet, HUMAN16.parents, 30.0)
+    assert foot_skating(X[:, feet], 30.0) > 0.5 and foot_skating(Y[:, feet], 30.0) < 0.05
+    left = Y[:, feet[0], :2]
+    assert np.abs(left - left.mean(0)).max() < 1e-6                    # stood in one place all along
+    legs = {HUMAN16.index(f"{s}_{j}") for s in ("left", "right") for j in ("knee", "ankle")}
+    others = [j for j in range(16) if j not in legs]
+    assert np.array_equal(Y[:, others], X[:, others])
+    length = lambda M: np.stack([np.linalg.norm(M[:, c] - M[:, p], axis=-1) for p, c in HUMAN16.bones], -1)  # noqa: E731
+    assert np.allclose(length(Y), length(X), atol=1e-9)                 # every bone, every frame
+    knee = HUMAN16.index("left_knee")
+    assert np.abs(Y[:, knee] - X[:, knee]).max() > 0.01                  # the knee made up the difference
+    assert np.allclose(Y[43:, feet[1]], X[43:, feet[1]])                 # the swing is its own (after the ease-out)
+    fixed = np.zeros(X.shape[:2], bool)
+    fixed[:10, feet[0]] = True
+    Z = lock_feet(X, feet, HUMAN16.parents, 30.0, fixed=fixed)
+    assert np.array_equal(Z[:10, feet[0]], X[:10, feet[0]]) and not np.allclose(Z[20:, feet[0]], X[20:, feet[0]])
+    loaded = SimpleNamespace(scale=1.0, fps=30.0, layout=HUMAN16, root_motion=True,
+                             config=SimpleNamespace(frames_per_token=1, alternates=False))
+    assert foot_skating(finish_motions(loaded, X[None])[0][:, feet], 30.0) > 0.5
+    assert foot_skating(finish_motions(loaded, X[None], foot_lock=True)[0][:, feet], 30.0) < 0.05
+    assert MasSettings().foot_lock
+
+
+def test_the_floor_prior_is_the_models_default_unless_asked(tiny_checkpoint):
+    """MasSettings.floor None takes the model card's mas_sampling.floor: with it, every frame's lowest foot
+    of the last 3D estimate stands on one floor; floor=False turns it off for that model."""
+    loaded = load_checkpoint(tiny_checkpoint)
+    feet = [HUMAN16.index(n) for n in HUMAN16.feet]
+    spread = lambda X: float(X[0, :, feet, 2].amin(-1).std())          # noqa: E731
+    assert not loaded.floor_prior
+    plain, _ = sample_mas_batch(loaded, [3], 24, MasSettings(steps=3, views=2), torch.device("cpu"))
+    loaded.card["mas_sampling"] = {"floor": True}
+    assert loaded.floor_prior
+    floored, _ = sample_mas_batch(loaded, [3], 24, MasSettings(steps=3, views=2), torch.device("cpu"))
+    off, _ = sample_mas_batch(loaded, [3], 24, MasSettings(steps=3, views=2, floor=False), torch.device("cpu"))
+    assert spread(floored) < 1e-5 < 1e-3 < spread(plain) and torch.equal(off, plain)
+
+
 def test_an_unknown_travel_is_refused_before_any_work(tiny_checkpoint):
     from mas_engine.sampler import check_request
 

@@ -493,7 +493,7 @@ def test_a_linear_skip_filters_the_input_over_time_is_fit_to_the_data_and_warm_s
     save_checkpoint(tmp_path / "plain", MotionDenoiser(TINY).eval(), tiny_card())
     plain = load_checkpoint(tmp_path / "plain").model
     warm = MotionDenoiser(cfg).eval()
-    warm_start(warm, tmp_path / "plain.json")
+    assert not warm_start(warm, tmp_path / "plain.json")                 # no skip came with it: fit one
     assert torch.equal(warm.input.weight, plain.input.weight) and not warm.output.weight.any()
     before = limb_return(plain, ab, val, "cpu", steps=(0,), frames=30)["0"]
     before_loss = validation_loss(plain, ab, val, "cpu", batches=2)
@@ -513,5 +513,10 @@ def test_a_linear_skip_filters_the_input_over_time_is_fit_to_the_data_and_warm_s
     back = load_checkpoint(run / "model")
     assert back.config.skip_radius == 2 and back.model.output.weight.any()
     assert read_log(run)[-1]["val_loss_ema"] < filter_loss
+    # a run from a skip model keeps its trained skip and network as they are (a refit would undo the
+    # filter's training and leave the network's output scaled for another c_t)
+    again = MotionDenoiser(cfg).eval()
+    assert warm_start(again, run / "model.json")
+    assert torch.equal(again.skip_filter, back.model.skip_filter) and torch.equal(again.output.weight, back.model.output.weight)
     with pytest.raises(MasError, match="skip_radius"):
         check_config(replace(TINY, skip_radius=-1), "test")
