@@ -164,7 +164,7 @@ def cmd_export(a) -> None:
     from mas_engine.catalogue import MODELS_DIR
     from mas_engine.checkpoint import export_model
 
-    card = export_model(a.checkpoint, a.name, a.dest or MODELS_DIR, a.note, overwrite=a.overwrite)
+    card = export_model(a.checkpoint, a.name, a.dest or MODELS_DIR, a.note, overwrite=a.overwrite, floor_prior=a.floor_prior)
     size = card.with_suffix(".safetensors").stat().st_size
     print(f"wrote {card} and its weights ({size / 1e6:.1f} MB, float16)")
 
@@ -359,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dest", default=None, help="folder (default: the package's models folder)")
     e.add_argument("--note", default=None, help="a line for the model card")
     e.add_argument("--overwrite", action="store_true", help="replace a model of that name in --dest")
+    e.add_argument("--floor-prior", action="store_const", const=True, default=None,
+                   help="MAS uses the floor prior with this model by default (mas generate --no-floor turns it off)")
+    e.add_argument("--no-floor-prior", dest="floor_prior", action="store_const", const=False,
+                   help="MAS does not use the floor prior with this model by default")
     e.set_defaults(func=cmd_export)
 
     e2 = sub.add_parser("evaluate", help="the paper's 2D protocol: FID, diversity, precision, recall of one-view "

@@ -120,10 +120,13 @@ def load_checkpoint(name_or_path, device="cpu", layout: KeypointLayout | None = 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
-def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None, overwrite: bool = False) -> Path:
+def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None, overwrite: bool = False,
+                 floor_prior: bool | None = None) -> Path:
     """Copy a checkpoint (EMA weights from 'mas train') into ``dest`` as NAME, in float16 (half the size).
 
-    Returns the card's path. ``note`` is added to the card (how it was trained, where the data came from).
+    Returns the card's path. ``note`` is added to the card (how it was trained, where the data came from);
+    ``floor_prior``: whether MAS uses the floor prior with this model by default (``LoadedModel.floor_prior``;
+    None: as the checkpoint's card says).
     NAME is a plain file name (no folders); an existing model of that name is kept unless ``overwrite``.
     """
     if not MODEL_NAME.fullmatch(str(name)) or ".." in str(name):
@@ -138,5 +141,7 @@ def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None, overw
     card = {k: v for k, v in loaded.card.items() if k not in ("format", "version", "model", "weights_dtype")}
     if note:
         card["note"] = note
+    if floor_prior is not None:
+        card["mas_sampling"] = {**card.get("mas_sampling", {}), "floor": bool(floor_prior)}
     save_checkpoint(Path(dest) / name, loaded.model, card, dtype=torch.float16)
     return (Path(dest) / name).with_suffix(".json")
