@@ -41,8 +41,8 @@ def generate_motion(model="human", seed=0, seconds=4.0, views=5, steps=0, device
     (Cycles modifiers); ``loop_travel``: a loop that may travel steadily, a walk cycle that goes on
     (its location curves repeat with an offset). On ``target``: ``start_from_pose`` begins in its current pose,
     ``use_keyframes`` passes through the poses of its active action's keyframes; ``path``: a curve
-    object the root follows; ``foot_lock``: the foot-contact clean-up of the generated motion
-    (``MasSettings.foot_lock``) and of the fit (planted feet stay put); ``continue_action``: on ``target``, a motion that continues its active action from its
+    object the root follows; ``foot_lock``: the foot-contact clean-up of the fit (planted feet stay
+    put); ``continue_action``: on ``target``, a motion that continues its active action from its
     last key (the two play one after the other on an NLA track); ``key_tolerance`` (degrees, and
     cm for the root): keep only the keys that matter (0: a key on every frame). A generated Rigify
     rig as ``target`` is keyed on its controls (FK and IK; the limbs' IK/FK switches keyed to

@@ -27,7 +27,7 @@ class Request:
     steps: int = 0                       # 0: the model's own number of steps
     device: str = "auto"
     in_place: bool = False
-    foot_lock: bool = True               # the foot-contact clean-up: of the generated joints and of the fit
+    foot_lock: bool = True               # the foot-contact clean-up of the fit
     loop: bool = False                   # a seamless loop (the action gets Cycles modifiers)
     loop_travel: bool = False            # the loop (loop is then True too) may travel steadily: its root
                                          # location repeats with an offset
@@ -72,8 +72,7 @@ def plan_for(req: Request):
         if c.get("keys"):
             keys = {"poses": c["keys"], "fps": req.fps}
     given = req.extra.get("inputs") or {}
-    settings = MasSettings(views=req.views, steps=req.steps or None, loop=req.loop, loop_travel=req.loop_travel,
-                           foot_lock=req.foot_lock)
+    settings = MasSettings(views=req.views, steps=req.steps or None, loop=req.loop, loop_travel=req.loop_travel)
     return pipeline.prepare(req.model, req.seconds, settings, req.device, start_from=given.get("start_from", start),
                             continue_from=cont, end_at=given.get("end_at"), keys=given.get("keys", keys),
                             path=given.get("path", c.get("path")), cache=True)

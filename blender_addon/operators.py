@@ -57,7 +57,7 @@ def _settings_props():
                                        description="Keep only the keys that matter: rotations within this many "
                                                    "degrees, the root within this many cm (0: a key on every frame)"),
         "foot_lock": BoolProperty(name="Foot contacts", default=True,
-                                  description="Clean up foot contacts: standing feet stay put, in the motion and the fit"),
+                                  description="Clean up foot contacts in the fit: planted feet stay put"),
         "rigify_limbs": EnumProperty(name="Rigify limbs", default="FK", items=RIGIFY_LIMBS,
                                      description="On a generated Rigify rig: what the limbs' IK/FK switches are keyed to"),
         "target": StringProperty(name="Target", default="",

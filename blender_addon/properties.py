@@ -61,8 +61,8 @@ class MAS_PG_settings(bpy.types.PropertyGroup):
                                  description="Keep only the keys that matter: every rotation within this many degrees, "
                                              "the root within this many cm, of the motion (0: a key on every frame)")
     foot_lock: BoolProperty(name="Foot contacts", default=True,
-                            description="Clean up foot contacts: standing feet stay put, in the generated motion "
-                                        "(the legs follow by IK) and in the rig's fit (off: the model's own feet)")
+                            description="Clean up foot contacts when fitting the rig: planted feet stay put "
+                                        "(off: the plain fit, a little closer to the generated joints)")
     loop: BoolProperty(name="Loop", default=False,
                        description="A seamless loop: the last frame flows into the first, the action cycles forever")
     loop_travel: BoolProperty(name="Loop travels", default=False,

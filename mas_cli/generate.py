@@ -32,7 +32,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
                       out="motions", batch_size=None, noise_3d=True, rigid_bones=True, elevation_deg=None, distance_m=None,
                       preview=False, formats="npz", rig="human", overwrite=False, cancel=None, loop=False,
                       loop_travel=False, start_from=None, continue_from=None, end_at=None, keys=None, path=None, floor=None,
-                      foot_lock=True, log=print) -> list[Path]:
+                      foot_lock=False, log=print) -> list[Path]:
     """Generate ``num`` motions (seeds seed .. seed+num-1) into ``out``; returns the files written.
 
     formats: "npz" (joint positions), "bvh" (a rotation track on ``rig``), "both", or "fbx" / "glb"
@@ -51,7 +51,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     NaN where free, or a mask); ``path``: the root's path on the floor, 'x,y x,y ...' or K x 2
     metres, walked at constant speed. ``floor``: the floor prior (``priors.on_floor``; None:
     the model's default). ``foot_lock``:
-    the standing feet stay where they stand (``postprocess.lock_feet``), and the BVH fit pins them.
+    the standing feet stay where they stand (``postprocess.lock_feet``).
     """
     from tqdm import tqdm
 
@@ -85,8 +85,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
 
     def write(batch_seeds, batch_joints):
         for s, joints in zip(batch_seeds, batch_joints):
-            paths.extend(write_motion(stem(s), pipeline.motion_of(plan, joints, s), formats, rig, preview, overwrite,
-                                      foot_lock))
+            paths.extend(write_motion(stem(s), pipeline.motion_of(plan, joints, s), formats, rig, preview, overwrite))
 
     with tqdm(total=1, desc=f"MAS {len(seeds)} x {frames / loaded.fps:g} s on {plan.device}", unit="step",
               disable=rank > 0) as bar:
@@ -108,8 +107,7 @@ def _without_existing(seeds: list[int], stem, suffixes: list[str], out: Path, lo
     return [s for s in seeds if s not in set(skipped)]
 
 
-def write_motion(stem: Path, motion: Motion, formats: str, rig: str, preview: bool, overwrite: bool,
-                 foot_lock: bool = True) -> list[Path]:
+def write_motion(stem: Path, motion: Motion, formats: str, rig: str, preview: bool, overwrite: bool) -> list[Path]:
     """One generated motion's files (``stem``.npz / .bvh / .gif), each written atomically."""
     written = []
     try:
@@ -117,10 +115,10 @@ def write_motion(stem: Path, motion: Motion, formats: str, rig: str, preview: bo
             written.append(save_motion(stem.with_suffix(".npz"), motion.joints, motion.fps, motion.layout,
                                        overwrite=overwrite, **motion.meta))
         if formats in ("bvh", "both"):
-            track, _ = pipeline.rig_motion(motion, rig, foot_lock=foot_lock)
+            track, _ = pipeline.rig_motion(motion, rig)
             written.append(write_track(stem.with_suffix(".bvh"), track, overwrite=overwrite))
         if formats in ("fbx", "glb"):
-            track, _ = pipeline.rig_motion(motion, rig, foot_lock=foot_lock)
+            track, _ = pipeline.rig_motion(motion, rig)
             written.append(blender_files().write_track_file(stem.with_suffix("." + formats), track, stem.name,
                                                             overwrite=overwrite))
         if preview:

@@ -356,9 +356,11 @@ def two_bone_ik(hip: np.ndarray, knee: np.ndarray, foot: np.ndarray, target: np.
     return hip + a * u + h * n, target
 
 
-def plants(foot: np.ndarray, mask: np.ndarray, blend: int) -> tuple[np.ndarray, np.ndarray]:
+def plants(foot: np.ndarray, mask: np.ndarray, blend: int, anchored: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Where a foot (frames x 3) stands and how firmly: each run of ``mask`` (frames) holds the foot at
-    its mean horizontal place over the run, easing in and out over ``blend`` frames. Returns the
+    its mean horizontal place over the run, easing in and out over ``blend`` frames; a run with
+    ``anchored`` frames (frames booleans: the foot is where a constraint put it) holds it at their mean
+    place instead, so the stance goes on from the constrained pose without a jump. Returns the
     weights (frames, 0..1) and the places (frames x 2)."""
     F = len(foot)
     w, place = np.zeros(F), foot[:, :2].copy()
@@ -367,7 +369,8 @@ def plants(foot: np.ndarray, mask: np.ndarray, blend: int) -> tuple[np.ndarray, 
         i = np.arange(max(0, s - blend), min(F, e + blend))
         ramp = np.clip(1 - np.maximum(s - i, i - e + 1) / (blend + 1), 0.0, 1.0)
         take = ramp > w[i]
-        w[i[take]], place[i[take]] = ramp[take], foot[s:e, :2].mean(0)
+        at = anchored[s:e] if anchored is not None and anchored[s:e].any() else np.ones(e - s, bool)
+        w[i[take]], place[i[take]] = ramp[take], foot[s:e][at, :2].mean(0)
     return w, place
 
 
@@ -379,16 +382,18 @@ def lock_feet(X: np.ndarray, feet: list[int], parents, fps: float, speed: float 
     drifts, the leg reaches after the planted foot as far as it can, and beyond that the foot slides
     on the floor (it is never lifted: a step made by the IK would not be a step). A foot without a
     knee and hip is left as it is; ``fixed`` (frames x joints booleans: positions a constraint fixes):
-    a leg is left as it is in the frames where its hip, knee or foot is fixed."""
+    a leg is left as it is in the frames where its hip, knee or foot is fixed, and a stance that
+    includes such frames holds the foot where the constraint put it."""
     out = X.astype(np.float64).copy()
     for j in feet:
         knee = parents[j]
         hip = parents[knee] if knee >= 0 else -1
         if hip < 0:
             continue
-        w, place = plants(out[:, j], standing(X, [j], fps, speed)[:, 0], blend)
-        if fixed is not None:
-            w[fixed[:, [hip, knee, j]].any(-1)] = 0.0
+        leg_fixed = fixed[:, [hip, knee, j]].any(-1) if fixed is not None else None
+        w, place = plants(out[:, j], standing(X, [j], fps, speed)[:, 0], blend, leg_fixed)
+        if leg_fixed is not None:
+            w[leg_fixed] = 0.0
         on = w > 0
         if not on.any():
             continue

@@ -295,7 +295,7 @@ def test_a_standing_foot_is_held_where_it_stands_and_the_leg_follows():
     """A body gliding at 0.15 m/s with its feet: after lock_feet the standing feet do not move (within
     the leg's reach), the hips and the upper body are untouched, the bones keep their lengths and the
     knees bend to make up the difference; a lifted foot is left alone; frames a constraint fixes
-    keep their leg; finish_motions locks by default only when asked (sample_mas's default asks)."""
+    keep their leg; finish_motions locks only when asked (MasSettings.foot_lock, off by default)."""
     from types import SimpleNamespace
 
     from mas_engine.metrics import foot_skating
@@ -320,11 +320,12 @@ def test_a_standing_foot_is_held_where_it_stands_and_the_leg_follows():
     fixed[:10, feet[0]] = True
     Z = lock_feet(X, feet, HUMAN16.parents, 30.0, fixed=fixed)
     assert np.array_equal(Z[:10, feet[0]], X[:10, feet[0]]) and not np.allclose(Z[20:, feet[0]], X[20:, feet[0]])
+    assert np.abs(Z[10:30, feet[0], :2] - X[:10, feet[0], :2].mean(0)).max() < 1e-6   # the stance goes on from there
     loaded = SimpleNamespace(scale=1.0, fps=30.0, layout=HUMAN16, root_motion=True,
                              config=SimpleNamespace(frames_per_token=1, alternates=False))
     assert foot_skating(finish_motions(loaded, X[None])[0][:, feet], 30.0) > 0.5
     assert foot_skating(finish_motions(loaded, X[None], foot_lock=True)[0][:, feet], 30.0) < 0.05
-    assert MasSettings().foot_lock
+    assert not MasSettings().foot_lock
 
 
 def test_the_floor_prior_is_the_models_default_unless_asked(tiny_checkpoint, tmp_path):
