@@ -50,8 +50,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     new ``seconds``), ``end_at`` (end in that file's first pose), ``keys`` (keyframes: joints with
     NaN where free, or a mask); ``path``: the root's path on the floor, 'x,y x,y ...' or K x 2
     metres, walked at constant speed. ``floor``: the floor prior (``priors.on_floor``; None:
-    the model's default). ``foot_lock``:
-    the standing feet stay where they stand (``postprocess.lock_feet``).
+    the model's default). ``foot_lock``: the standing feet stay where they stand (``postprocess.lock_feet``).
     """
     from tqdm import tqdm
 
