@@ -10,6 +10,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from .constraints import Constraints, posed_frames, pull_to_targets
 from .errors import MasError
+from .priors import ancestry
 from .windows import loop_travel
 
 
@@ -313,6 +314,12 @@ LOCK_SPEED = 1.0      # m/s: a foot near the floor slower than this (over 5 fram
 LOCK_HEIGHT = 0.05    # m: near the floor: within this of the foot's own lowest height (its 5% quantile)
 
 
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each run of True in a 1D boolean mask, end exclusive."""
+    edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
 def standing(X: np.ndarray, feet: list[int], fps: float, speed: float = LOCK_SPEED,
              height: float = LOCK_HEIGHT) -> np.ndarray:
     """frames x len(feet) booleans: the foot stands (near the floor and slow). X: frames x joints x 3,
@@ -324,8 +331,7 @@ def standing(X: np.ndarray, feet: list[int], fps: float, speed: float = LOCK_SPE
     v = np.linalg.norm(pad[4:] - pad[:-4], axis=-1) * fps / 4
     mask = (P[..., 2] < low + height) & (v < speed)
     for k in range(len(feet)):
-        edges = np.diff(np.concatenate([[0], mask[:, k].astype(int), [0]]))
-        for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        for s, e in runs(mask[:, k]):
             if e - s < 3:
                 mask[s:e, k] = False
     return mask
@@ -364,8 +370,7 @@ def plants(foot: np.ndarray, mask: np.ndarray, blend: int, anchored: np.ndarray 
     weights (frames, 0..1) and the places (frames x 2)."""
     F = len(foot)
     w, place = np.zeros(F), foot[:, :2].copy()
-    edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
-    for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+    for s, e in runs(mask):
         i = np.arange(max(0, s - blend), min(F, e + blend))
         ramp = np.clip(1 - np.maximum(s - i, i - e + 1) / (blend + 1), 0.0, 1.0)
         take = ramp > w[i]
@@ -400,15 +405,7 @@ def lock_feet(X: np.ndarray, feet: list[int], parents, fps: float, speed: float 
         goal = out[on, j].copy()
         goal[:, :2] = (1 - w[on, None]) * goal[:, :2] + w[on, None] * place[on]
         knee_at, foot_at = two_bone_ik(out[on, hip], out[on, knee], out[on, j], goal)
-        below = [c for c in range(len(parents)) if j in _ancestors(parents, c)]
+        below = [c for c in range(len(parents)) if c != j and ancestry(tuple(parents))[c, j]]
         out[np.flatnonzero(on)[:, None], below] += (foot_at - out[on, j])[:, None]
         out[on, knee], out[on, j] = knee_at, foot_at
     return out.astype(X.dtype)
-
-
-def _ancestors(parents, j: int) -> set:
-    out = set()
-    while parents[j] >= 0:
-        j = parents[j]
-        out.add(j)
-    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mas_engine.metrics import foot_skating, horizontal_speed, jitter, sliding
+from mas_engine.postprocess import runs
 
 from .fit import marker_error
 
@@ -27,18 +28,12 @@ def detect_contacts(joints: np.ndarray, feet: list[int], fps: float, height_marg
     return (f[..., 2] < low + height_margin) & (v < np.maximum(speed, np.quantile(v, slow_share, axis=0)))
 
 
-def _spans(mask: np.ndarray):
-    """(start, end) of each run of True, end exclusive."""
-    edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
-    return list(zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]))
-
-
 def pin_contacts(joints: np.ndarray, feet: list[int], contacts: np.ndarray, blend: int = 3) -> np.ndarray:
     """A copy of joints (frames x J x 3) with each foot held still (horizontally) during contact."""
     out = joints.copy()
     F = len(joints)
     for k, j in enumerate(feet):
-        for s, e in _spans(contacts[:, k]):
+        for s, e in runs(contacts[:, k]):
             if e - s < 2:
                 continue
             target = joints[s:e, j, :2].mean(0)
