@@ -53,6 +53,8 @@ def realize(result, target=None, location=(0.0, 0.0, 0.0), frame_start=None, col
         action = animate(obj, track, name, frame_start, key_tolerance, rigify_limbs)
         created.append(action)
         if cont is not None:                      # its first frames are the end of the action it continues
+            if previous is not None:
+                scene.ease_into(action, previous, obj, cont["frame"])
             scene.drop_keys_until(action, obj, cont["frame"])
         if req.loop:
             scene.make_cyclic(action, obj, travel=req.loop_travel and not req.in_place)

@@ -220,6 +220,33 @@ def rotation_channels(pose_bone, q: np.ndarray, key_tolerance: float = 0.0):
     return "rotation_euler", np.array(out), tol
 
 
+def ease_into(action, before, obj, frame: float, frames: int = 10) -> None:
+    """Make ``action`` (a continuation of ``before``) leave ``frame`` in ``before``'s pose: each channel
+    that both actions key is shifted by their difference at ``frame``, the shift fading out over the next
+    ``frames`` frames. The joints already meet there; the rotations a fit leaves open (a straight leg's
+    twist, so the foot's heading) need not, and would turn in one frame. A bone's quaternion is first
+    given the sign of ``before``'s (the same rotation), so the shift is the small one."""
+    old = {(fc.data_path, fc.array_index): fc for fc in compat.action_fcurves(before, obj)}
+    curves = [(fc, old[fc.data_path, fc.array_index]) for fc in compat.action_fcurves(action, obj)
+              if (fc.data_path, fc.array_index) in old]
+    quats: dict[str, list] = {}
+    for fc, fb in curves:
+        if fc.data_path.endswith("rotation_quaternion"):
+            quats.setdefault(fc.data_path, []).append((fc, fb))
+    flip = {path for path, pair in quats.items()
+            if sum(fc.evaluate(frame) * fb.evaluate(frame) for fc, fb in pair) < 0}
+    for fc, fb in curves:
+        sign = -1.0 if fc.data_path in flip else 1.0
+        shift = fb.evaluate(frame) - sign * fc.evaluate(frame)
+        for k in fc.keyframe_points:
+            fade = 1.0 - (k.co[0] - frame) / (frames + 1) if k.co[0] > frame else 1.0
+            d = shift * min(max(fade, 0.0), 1.0)
+            k.co[1] = sign * k.co[1] + d
+            k.handle_left[1] = sign * k.handle_left[1] + d
+            k.handle_right[1] = sign * k.handle_right[1] + d
+        fc.update()
+
+
 def drop_keys_until(action, obj, frame: float) -> None:
     """Remove the keys of ``action`` at or before ``frame`` (a continuation's first frames repeat
     the end of the action it continues)."""

@@ -118,6 +118,13 @@ def _orienting(arm: Armature, at_head: dict[int, int], own: dict[int, list[int]]
     return out, plane
 
 
+def smooth_frames(x: torch.Tensor) -> torch.Tensor:
+    """x (F, C) filtered over frames by the binomial [1, 6, 15, 20, 15, 6, 1] / 64, the ends repeated."""
+    k = torch.tensor([1.0, 6, 15, 20, 15, 6, 1], dtype=x.dtype) / 64
+    padded = torch.nn.functional.pad(x.T[None], (3, 3), mode="replicate")
+    return torch.nn.functional.conv1d(padded.transpose(0, 1), k.view(1, 1, -1))[:, 0].T
+
+
 def level_rotation(parent_world: torch.Tensor) -> torch.Tensor:
     """World rotations (F, 3, 3) about Z only, heading where the parent's rest forward (-Y) points:
     how a foot is placed when no keypoint orients it."""
@@ -178,9 +185,21 @@ def initial_guess(arm: Armature, markers: Markers, targets: torch.Tensor):
                 u, v = targets[:, mc] - heads[b], targets[:, mg] - targets[:, mc]
                 n = torch.cross(u, v, dim=-1)
                 bend = n.norm(dim=-1) / (u.norm(dim=-1) * v.norm(dim=-1)).clamp(min=1e-9)
+                n = torch.nn.functional.normalize(n, dim=-1) * bend[:, None]
+                if p >= 0:
+                    # a hinge bends one way: a plane turned more than a quarter turn from the least-twist
+                    # pose's hinge is a limb bent backwards (a nearly straight knee's noise), which says
+                    # nothing of the twist
+                    least = swing((parent_R @ src[:, 0, :, None])[..., 0], dst[:, 0]) @ parent_R
+                    n = n * ((least @ axis) * torch.nn.functional.normalize(n, dim=-1)).sum(-1, keepdim=True).clamp(min=0.0)
+                # the plane over 7 frames, each frame's weighted by its bend: a nearly straight limb, whose
+                # plane is noise, keeps the twist of the bent frames around it instead of spinning
+                n = smooth_frames(n)
+                bend = n.norm(dim=-1)
+                n = torch.nn.functional.normalize(n, dim=-1)
                 L = src[:, :1].norm(dim=-1, keepdim=True)
                 src = torch.cat([src, axis * L], 1)
-                dst = torch.cat([dst, torch.nn.functional.normalize(n, dim=-1)[:, None] * L], 1)
+                dst = torch.cat([dst, n[:, None] * L], 1)
                 w = torch.cat([w, bend[:, None].clamp(max=1.0)], 1)
             if p >= 0:
                 # weak pull to the parent's frame swung onto the first direction (the least twist):
