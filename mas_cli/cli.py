@@ -227,9 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="floor prior: after each triangulation the lowest foot on one floor (no floating or "
                         "sinking; gliding shows as foot skating); default: the model card's (off for the shipped models)")
     g.add_argument("--no-floor", dest="floor", action="store_const", const=False, help="no floor prior")
-    g.add_argument("--foot-lock", action="store_true",
-                   help="hold the standing feet where they stand, the legs following by IK (skating falls by half "
-                        "or more; see docs/results.md)")
+    g.add_argument("--no-foot-lock", dest="foot_lock", action="store_false",
+                   help="do not hold the standing feet where they stand (by default they are, the legs following "
+                        "by IK: skating falls by half or more; see docs/results.md)")
     g.add_argument("--preview", action="store_true", help="also write a stick-figure GIF per motion")
     g.add_argument("--format", default="npz", choices=["npz", "bvh", "both", "fbx", "glb"],
                    help="joint positions (.npz), a rotation track on --rig (.bvh), both, or the rig's character "
@@ -391,9 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default="human")
     ev.add_argument("--num", type=_positive_int, default=128, help="motions per row")
     ev.add_argument("--seconds", type=_positive_float, default=4.0)
-    ev.add_argument("--rows", default="mas5,mas5rigid,mas2,no3dnoise",
-                    help="comma-separated: mas5 (the paper's MAS), mas5rigid (the default: rigid bones, the "
-                         "model's floor prior), mas5lock (+ the foot lock), mas2, "
+    ev.add_argument("--rows", default="mas5,mas5rigid,mas5lock,mas2,no3dnoise",
+                    help="comma-separated: mas5 (the paper's MAS: no bone, floor or foot prior), mas5rigid (rigid "
+                         "bones, the model's floor prior), mas5lock (the default: + the foot lock), mas2, "
                          "no3dnoise, mas5floor (+ the floor prior), mas5feet (+ travel from the feet), mas5floorfeet")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")

@@ -32,7 +32,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
                       out="motions", batch_size=None, noise_3d=True, rigid_bones=True, elevation_deg=None, distance_m=None,
                       preview=False, formats="npz", rig="human", overwrite=False, cancel=None, loop=False,
                       loop_travel=False, start_from=None, continue_from=None, end_at=None, keys=None, path=None, floor=None,
-                      foot_lock=False, log=print) -> list[Path]:
+                      foot_lock=True, log=print) -> list[Path]:
     """Generate ``num`` motions (seeds seed .. seed+num-1) into ``out``; returns the files written.
 
     formats: "npz" (joint positions), "bvh" (a rotation track on ``rig``), "both", or "fbx" / "glb"

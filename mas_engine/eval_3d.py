@@ -158,16 +158,18 @@ def motion_table(results: dict) -> list[str]:
     return lines
 
 
-# the paper's MAS and its ablations (no bone prior), and the product's default (rigid bones); mas5lock: + the foot lock
-ROWS = {"mas5": dict(views=5, rigid_bones=False), "mas2": dict(views=2, rigid_bones=False),
-        "no3dnoise": dict(views=5, noise_3d=False, rigid_bones=False), "mas5rigid": dict(views=5, rigid_bones=True),
+# the paper's MAS and its ablations (no bone prior, no floor prior, no foot lock); rigid bones (and the model card's
+# floor prior); the product's default mas5lock (rigid bones, the card's floor prior, the foot lock)
+PAPER = dict(rigid_bones=False, floor=False, foot_lock=False)
+ROWS = {"mas5": dict(views=5, **PAPER), "mas2": dict(views=2, **PAPER),
+        "no3dnoise": dict(views=5, noise_3d=False, **PAPER), "mas5rigid": dict(views=5, rigid_bones=True, foot_lock=False),
         "mas5lock": dict(views=5, rigid_bones=True, foot_lock=True),
-        "mas5floor": dict(views=5, rigid_bones=True, floor=True),
-        "mas5feet": dict(views=5, rigid_bones=True, travel="feet"),
-        "mas5floorfeet": dict(views=5, rigid_bones=True, floor=True, travel="feet")}
+        "mas5floor": dict(views=5, rigid_bones=True, floor=True, foot_lock=False),
+        "mas5feet": dict(views=5, rigid_bones=True, travel="feet", foot_lock=False),
+        "mas5floorfeet": dict(views=5, rigid_bones=True, floor=True, travel="feet", foot_lock=False)}
 
 
-def evaluate_3d(model="human", capture=None, names_file=None, num=128, seconds=4.0, rows=("mas5", "mas5rigid", "mas2", "no3dnoise"),
+def evaluate_3d(model="human", capture=None, names_file=None, num=128, seconds=4.0, rows=("mas5", "mas5rigid", "mas5lock", "mas2", "no3dnoise"),
                 seed=0, device="auto", json_out=None, log=print) -> dict:
 
     unknown = [r for r in rows if r not in ROWS]

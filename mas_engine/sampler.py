@@ -49,7 +49,7 @@ class MasSettings:
                                         # on); False: it returns to where it started
     floor: bool | None = None           # after each triangulation, the lowest foot on one floor (on_floor);
                                         # None: the model's default (LoadedModel.floor_prior)
-    foot_lock: bool = False             # the standing feet stay where they stand, the legs following by IK
+    foot_lock: bool = True              # the standing feet stay where they stand, the legs following by IK
                                         # (postprocess.lock_feet); not in loops. Off by default: a rig's fit
                                         # of a locked motion can add jitter (docs/results.md, A foot lock)
     travel: str = "model"               # "feet": replace the root's travel by what the feet imply

@@ -80,3 +80,23 @@ def pytest_unconfigure(config):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_STATUS.get("exit", 1))
+
+
+def gliding_figure(frames=60, fps=30.0, speed=0.15):
+    """A human16 figure standing on slightly bent legs (thigh and shin 0.412 m) while its whole body,
+    feet included, glides forward at ``speed`` m/s (frames x 16 x 3, m, Z up); the right foot is
+    lifted 0.3 m and swung in frames 40-59."""
+    X = np.zeros((frames, 16, 3))
+    for name, at in (("pelvis", (0, 0, 0.95)), ("neck", (0, 0, 1.45)), ("nose", (0.1, 0, 1.6)), ("head", (0, 0, 1.7))):
+        X[:, HUMAN16.index(name)] = at
+    for side, y in (("left", 0.1), ("right", -0.1)):
+        X[:, HUMAN16.index(f"{side}_hip")] = (0, y, 0.9)
+        X[:, HUMAN16.index(f"{side}_knee")] = (0.1, y, 0.5)
+        X[:, HUMAN16.index(f"{side}_ankle")] = (0, y, 0.1)
+        X[:, HUMAN16.index(f"{side}_shoulder")] = (0, 2 * y, 1.4)
+        X[:, HUMAN16.index(f"{side}_elbow")] = (0, 2.5 * y, 1.1)
+        X[:, HUMAN16.index(f"{side}_wrist")] = (0, 2.5 * y, 0.85)
+    X[..., 0] += speed * np.arange(frames)[:, None] / fps
+    swing = np.arange(40, frames)
+    X[swing, HUMAN16.index("right_ankle")] += np.stack([0.02 * (swing - 39), 0 * swing, 0.3 + 0 * swing], -1)
+    return X

@@ -11,7 +11,7 @@ from mas_engine.model import ModelConfig
 from mas_engine.priors import rigid_bones
 from mas_engine.sampler import MasSettings, MultiViewConsistency, mas_cameras, sample_2d_batch, sample_mas, sample_mas_batch
 from rigs.keypoints import HUMAN16
-from conftest import tiny_card, walking_figure
+from conftest import gliding_figure, tiny_card, walking_figure
 
 
 class OracleDenoiser(nn.Module):
@@ -271,31 +271,11 @@ def test_two_bone_ik_reaches_what_the_leg_can_and_keeps_its_bones():
     assert np.allclose(np.linalg.norm(k - hip, axis=-1), l1) and np.allclose(np.linalg.norm(f - k, axis=-1), l2)
 
 
-def gliding_figure(frames=60, fps=30.0, speed=0.15):
-    """A human16 figure standing on slightly bent legs (thigh and shin 0.412 m) while its whole body,
-    feet included, glides forward at ``speed`` m/s (frames x 16 x 3, m, Z up); the right foot is
-    lifted 0.3 m and swung in frames 40-59."""
-    X = np.zeros((frames, 16, 3))
-    for name, at in (("pelvis", (0, 0, 0.95)), ("neck", (0, 0, 1.45)), ("nose", (0.1, 0, 1.6)), ("head", (0, 0, 1.7))):
-        X[:, HUMAN16.index(name)] = at
-    for side, y in (("left", 0.1), ("right", -0.1)):
-        X[:, HUMAN16.index(f"{side}_hip")] = (0, y, 0.9)
-        X[:, HUMAN16.index(f"{side}_knee")] = (0.1, y, 0.5)
-        X[:, HUMAN16.index(f"{side}_ankle")] = (0, y, 0.1)
-        X[:, HUMAN16.index(f"{side}_shoulder")] = (0, 2 * y, 1.4)
-        X[:, HUMAN16.index(f"{side}_elbow")] = (0, 2.5 * y, 1.1)
-        X[:, HUMAN16.index(f"{side}_wrist")] = (0, 2.5 * y, 0.85)
-    X[..., 0] += speed * np.arange(frames)[:, None] / fps
-    swing = np.arange(40, frames)
-    X[swing, HUMAN16.index("right_ankle")] += np.stack([0.02 * (swing - 39), 0 * swing, 0.3 + 0 * swing], -1)
-    return X
-
-
 def test_a_standing_foot_is_held_where_it_stands_and_the_leg_follows():
     """A body gliding at 0.15 m/s with its feet: after lock_feet the standing feet do not move (within
     the leg's reach), the hips and the upper body are untouched, the bones keep their lengths and the
     knees bend to make up the difference; a lifted foot is left alone; frames a constraint fixes
-    keep their leg; finish_motions locks only when asked (MasSettings.foot_lock, off by default)."""
+    keep their leg; finish_motions locks when asked (MasSettings.foot_lock, on by default)."""
     from types import SimpleNamespace
 
     from mas_engine.metrics import foot_skating
@@ -325,7 +305,7 @@ def test_a_standing_foot_is_held_where_it_stands_and_the_leg_follows():
                              config=SimpleNamespace(frames_per_token=1, alternates=False))
     assert foot_skating(finish_motions(loaded, X[None])[0][:, feet], 30.0) > 0.5
     assert foot_skating(finish_motions(loaded, X[None], foot_lock=True)[0][:, feet], 30.0) < 0.05
-    assert not MasSettings().foot_lock
+    assert MasSettings().foot_lock
 
 
 def test_the_floor_prior_is_the_models_default_unless_asked(tiny_checkpoint, tmp_path):
