@@ -11,6 +11,7 @@ Everything made here is listed, so that a failure can remove it again (``remove`
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
 
 import numpy as np
@@ -238,6 +239,8 @@ def ease_into(action, before, obj, frame: float, frames: int = 10) -> None:
     for fc, fb in curves:
         sign = -1.0 if fc.data_path in flip else 1.0
         shift = fb.evaluate(frame) - sign * fc.evaluate(frame)
+        if fc.data_path.endswith("rotation_euler"):       # the same angle a turn apart: the short way
+            shift = (shift + math.pi) % (2 * math.pi) - math.pi
         for k in fc.keyframe_points:
             fade = 1.0 - (k.co[0] - frame) / (frames + 1) if k.co[0] > frame else 1.0
             d = shift * min(max(fade, 0.0), 1.0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -284,6 +285,47 @@ def test_start_from_the_current_pose_in_between_keys_and_follow_a_curve(fresh):
         bare = bpy.data.objects.new("bare", bpy.data.armatures.new("bare"))
         fresh.collection.objects.link(bare)
         api.generate_motion(seed=1, target=bare, start_from_pose=True, **FAST)
+
+
+def test_a_continuation_eases_into_the_pose_it_continues(fresh):
+    """ease_into: each channel of the continuing action starts at the old action's value and the shift
+    fades out over 10 frames; an Euler angle a turn away and a quaternion of the other sign (the same
+    rotations) are met the short way, not by a spin."""
+    data = bpy.data.armatures.new("a")
+    obj = bpy.data.objects.new("a", data)
+    fresh.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    with bpy.context.temp_override(active_object=obj, object=obj):
+        bpy.ops.object.mode_set(mode="EDIT")
+        for name in ("e", "q"):
+            b = data.edit_bones.new(name)
+            b.head, b.tail = (0, 0, 0), (0, 0, 1)
+        bpy.ops.object.mode_set(mode="OBJECT")
+    e, q = obj.pose.bones["e"], obj.pose.bones["q"]
+    e.rotation_mode = "XYZ"
+    obj.animation_data_create()
+
+    def keyed(name, values):
+        action = bpy.data.actions.new(name)
+        obj.animation_data.action = action
+        for f, (angle, quat) in values.items():
+            e.rotation_euler = (angle, 0.0, 0.0)
+            q.rotation_quaternion = quat
+            e.keyframe_insert("rotation_euler", frame=f)
+            q.keyframe_insert("rotation_quaternion", frame=f)
+        return action
+
+    before = keyed("before", {1: (0.1, (1, 0, 0, 0)), 10: (0.2, (0.9950, 0.0998, 0, 0))})
+    after = keyed("after", {f: (0.5 + 2 * math.pi, (-0.9988, -0.0500, 0, 0)) for f in range(10, 31)})
+    scene.ease_into(after, before, obj, 10)
+    got = fcurve_values(after)
+    angle = got[('pose.bones["e"].rotation_euler', 0)]
+    assert angle[0, 1] - 2 * math.pi == pytest.approx(0.2, abs=1e-4)             # the old pose at the join
+    assert angle[-1, 1] == pytest.approx(0.5 + 2 * math.pi, abs=1e-4)             # its own after the fade
+    assert np.all(np.abs(np.diff(angle[:, 1])) < 0.04)                             # no spin on the way
+    w = got[('pose.bones["q"].rotation_quaternion', 0)]
+    assert w[0, 1] == pytest.approx(0.9950, abs=1e-4) and w[-1, 1] == pytest.approx(0.9988, abs=1e-4)
+    assert np.all(w[:, 1] > 0.99)                                                  # the sign of the old one
 
 
 def test_continue_the_active_action(fresh):
