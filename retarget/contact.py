@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mas_engine.metrics import foot_skating, horizontal_speed, jitter, sliding
+from mas_engine.metrics import SKATE_SPEED, foot_skating, horizontal_speed, jitter, sliding
 from mas_engine.postprocess import plants, runs, standing, two_bone_ik
 
 from .fit import RotationTrack, forward_kinematics, marker_error
@@ -74,8 +74,8 @@ def plant_feet(track: RotationTrack, joints: np.ndarray, layout, feet: list[int]
         if thigh < 0:
             continue
         foot = joints[:, f]
-        low = foot[:, 2] < np.percentile(foot[:, 2], 5) + 0.05
-        still = low & ~sliding(foot[:, None], fps)[:, 0]     # what the skating measure counts as not sliding
+        # near the floor and slow: what the skating measure (metrics.sliding) counts as not sliding
+        still = (foot[:, 2] < np.percentile(foot[:, 2], 5) + 0.05) & (horizontal_speed(foot, fps) <= SKATE_SPEED)
         w, place = plants(foot, standing(joints, [f], fps)[:, 0] | still, blend=3)
         on = w > 0
         if not on.any():
@@ -149,10 +149,11 @@ def foot_locked_fit(fit, joints: np.ndarray, layout, feet: list[int], fps: float
     errors = [marker_error(t, joints, layout) for t, _ in candidates]
     # close to the best: a pin that holds a foot still while the body moves on trades the keypoints
     # for less skating (a user's rig of other proportions: 4.5 -> 10 cm, the ankles 26 cm off, at 2x + 2 cm)
-    close = [t for (t, _), e in zip(candidates, errors) if e <= 1.2 * min(errors) + 0.005]
+    allowed = 1.2 * min(errors) + 0.005
+    close = [t for (t, _), e in zip(candidates, errors) if e <= allowed]
     best = min(close, key=lambda t: (violation(t), skating(t)))
     planted = plant_feet(best, joints, layout, feet, fps)
     if (violation(planted), skating(planted)) < (violation(best), skating(best)) and \
-            marker_error(planted, joints, layout) <= 1.2 * min(errors) + 0.005:
+            marker_error(planted, joints, layout) <= allowed:
         return planted
     return best
