@@ -31,7 +31,7 @@ from .dataset import fill_missing, project_windows
 from .device import pick_device
 from .diffusion import alpha_bar_schedule
 from .errors import MasError
-from .eval_3d import held_out_clips, layout_spec
+from .eval_3d import PAPER, held_out_clips, layout_spec
 from .metrics import diversity, frechet_distance, precision_recall
 from .postprocess import place_on_floor
 from .sampler import MasSettings, sample_2d_batch, sample_mas
@@ -239,9 +239,10 @@ def facing_azimuth(motion: np.ndarray, layout: KeypointLayout) -> float:
 
 ROWS_2D = ("ground truth", "2D model", "MAS 5 views", "MAS 5 views (rigid bones)", "MAS 2 views", "MAS without 3D noise",
            "score distillation")
-# the paper's MAS and its ablations (no bone prior), and the product's default (rigid bones)
-MAS_ROWS = {"MAS 5 views": dict(views=5, rigid_bones=False), "MAS 2 views": dict(views=2, rigid_bones=False),
-            "MAS without 3D noise": dict(views=5, noise_3d=False, rigid_bones=False),
+# the paper's MAS and its ablations (no bone, floor or foot prior), and the product's default (rigid bones,
+# the card's floor prior, the foot lock)
+MAS_ROWS = {"MAS 5 views": dict(views=5, **PAPER), "MAS 2 views": dict(views=2, **PAPER),
+            "MAS without 3D noise": dict(views=5, noise_3d=False, **PAPER),
             "MAS 5 views (rigid bones)": dict(views=5, rigid_bones=True)}
 
 

@@ -311,6 +311,7 @@ def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constr
 
 LOCK_SPEED = 1.0      # m/s: a foot near the floor slower than this (over 5 frames) stands (docs/results.md:
                       # a generated foot glides at 0.3-1 m/s where real capture's stands)
+LOCK_FADE = 6         # frames over which the lock fades out towards a frame whose leg a constraint fixes
 LOCK_HEIGHT = 0.05    # m: near the floor: within this of the foot's own lowest height (its 5% quantile)
 
 
@@ -365,17 +366,23 @@ def two_bone_ik(hip: np.ndarray, knee: np.ndarray, foot: np.ndarray, target: np.
 def plants(foot: np.ndarray, mask: np.ndarray, blend: int, anchored: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Where a foot (frames x 3) stands and how firmly: each run of ``mask`` (frames) holds the foot at
     its mean horizontal place over the run, easing in and out over ``blend`` frames; a run with
-    ``anchored`` frames (frames booleans: the foot is where a constraint put it) holds it at their mean
-    place instead, so the stance goes on from the constrained pose without a jump. Returns the
-    weights (frames, 0..1) and the places (frames x 2)."""
+    ``anchored`` frames (frames booleans: the foot is where a constraint put it) holds it where they
+    put it instead, so the stance goes on from the constrained pose without a jump (between two
+    anchored frames that disagree, such as two keyed poses, it slides from one place to the other).
+    Returns the weights (frames, 0..1) and the places (frames x 2)."""
     F = len(foot)
     w, place = np.zeros(F), foot[:, :2].copy()
     for s, e in runs(mask):
         i = np.arange(max(0, s - blend), min(F, e + blend))
         ramp = np.clip(1 - np.maximum(s - i, i - e + 1) / (blend + 1), 0.0, 1.0)
         take = ramp > w[i]
-        at = anchored[s:e] if anchored is not None and anchored[s:e].any() else np.ones(e - s, bool)
-        w[i[take]], place[i[take]] = ramp[take], foot[s:e][at, :2].mean(0)
+        k = np.flatnonzero(anchored[s:e]) if anchored is not None else np.zeros(0, int)
+        if len(k):
+            t = np.clip(i - s, k[0], k[-1])
+            held = np.stack([np.interp(t, k, foot[s:e][k, d]) for d in (0, 1)], -1)
+        else:
+            held = np.broadcast_to(foot[s:e, :2].mean(0), (len(i), 2))
+        w[i[take]], place[i[take]] = ramp[take], held[take]
     return w, place
 
 
@@ -396,8 +403,18 @@ def lock_feet(X: np.ndarray, feet: list[int], parents, fps: float, speed: float 
         if hip < 0:
             continue
         leg_fixed = fixed[:, [hip, knee, j]].any(-1) if fixed is not None else None
-        w, place = plants(out[:, j], standing(X, [j], fps, speed)[:, 0], blend, leg_fixed)
-        if leg_fixed is not None:
+        stands = standing(X, [j], fps, speed)[:, 0]
+        w, place = plants(out[:, j], stands, blend, leg_fixed)
+        if leg_fixed is not None and leg_fixed.any():
+            # a stance that does not hold the constrained foot fades out towards the fixed frames: the
+            # foot pulled to a pose moves fast next to it, and held until then it would catch up in one
+            # frame (an in-between's pop 2.4 -> 3.2 without this, 2.5 with it)
+            near = np.abs(np.arange(len(w))[:, None] - np.flatnonzero(leg_fixed)[None]).min(1)
+            fade = np.clip(near / LOCK_FADE, 0.0, 1.0)
+            for s, e in runs(stands):
+                if leg_fixed[s:e].any():                       # held where the constraint put it: no jump
+                    fade[max(0, s - blend):e + blend] = 1.0
+            w *= fade
             w[leg_fixed] = 0.0
         on = w > 0
         if not on.any():

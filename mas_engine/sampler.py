@@ -50,16 +50,15 @@ class MasSettings:
     floor: bool | None = None           # after each triangulation, the lowest foot on one floor (on_floor);
                                         # None: the model's default (LoadedModel.floor_prior)
     foot_lock: bool = True              # the standing feet stay where they stand, the legs following by IK
-                                        # (postprocess.lock_feet); not in loops. Off by default: a rig's fit
-                                        # of a locked motion can add jitter (docs/results.md, A foot lock)
+                                        # (postprocess.lock_feet); not in loops (docs/results.md, A foot lock)
     travel: str = "model"               # "feet": replace the root's travel by what the feet imply
                                         # (postprocess.travel_from_feet); a model trained in place always does
-    window_frames: int | None = 90      # the windows that make a motion longer than the model on their own (at
+    window_frames: int | None = None    # the windows that make a motion longer than the model on their own (at
                                         # high noise); the blended windows that join them are longer by twice
                                         # the overlap, up to the model's length (window_plans). None: the
-                                        # model's less the overlap. The shipped models' full-length motions are
-                                        # still at first and speed up along the window, 90-100 frames are even
-                                        # (docs/results.md). Loops keep the model's length
+                                        # model's less the overlap (104 of 120 frames). 90-frame windows made the
+                                        # shipped human's 30 s motions restless and their seams sharper
+                                        # (docs/results.md, Long motions with human-skip3). Loops keep the model's length
     window_overlap_s: float = 0.5       # seconds that blended windows of a long motion overlap, at least (windows.py;
                                         # 1 s made 12 s motions stiller: 79% against 67% nearly still windows)
     window_coupling: float = 0.3        # the share of the noise levels, the lowest, at which the windows of a

@@ -300,7 +300,13 @@ def test_a_standing_foot_is_held_where_it_stands_and_the_leg_follows():
     fixed[:10, feet[0]] = True
     Z = lock_feet(X, feet, HUMAN16.parents, 30.0, fixed=fixed)
     assert np.array_equal(Z[:10, feet[0]], X[:10, feet[0]]) and not np.allclose(Z[20:, feet[0]], X[20:, feet[0]])
-    assert np.abs(Z[10:30, feet[0], :2] - X[:10, feet[0], :2].mean(0)).max() < 1e-6   # the stance goes on from there
+    assert np.abs(Z[10:30, feet[0], :2] - X[9, feet[0], :2]).max() < 1e-6   # the stance goes on from where it was put
+    # two keyed poses in one stance: the foot slides from one place to the other, never jumps
+    fixed[:] = False
+    fixed[[0, 30], feet[0]] = True
+    Z = lock_feet(X, feet, HUMAN16.parents, 30.0, fixed=fixed)
+    assert np.allclose(Z[[0, 30], feet[0]], X[[0, 30], feet[0]])
+    assert np.abs(np.diff(Z[:31, feet[0], 0], n=2)).max() < 1e-6 and np.allclose(Z[30:, feet[0], :2], X[30, feet[0], :2])
     loaded = SimpleNamespace(scale=1.0, fps=30.0, layout=HUMAN16, root_motion=True,
                              config=SimpleNamespace(frames_per_token=1, alternates=False))
     assert foot_skating(finish_motions(loaded, X[None])[0][:, feet], 30.0) > 0.5
