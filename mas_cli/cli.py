@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the paper's MAS: no bone-length prior after each triangulation (bones may stretch)")
     g.add_argument("--floor", action="store_const", const=True, default=None,
                    help="floor prior: after each triangulation the lowest foot on one floor (no floating or "
-                        "sinking; gliding shows as foot skating); default: the model card's (off for the shipped models)")
+                        "sinking; gliding shows as foot skating); default: the model card's (on for the shipped human and quadruped, off for ball)")
     g.add_argument("--no-floor", dest="floor", action="store_const", const=False, help="no floor prior")
     g.add_argument("--no-foot-lock", dest="foot_lock", action="store_false",
                    help="do not hold the standing feet where they stand (by default they are, the legs following "

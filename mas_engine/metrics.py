@@ -60,12 +60,16 @@ def horizontal_speed(track: np.ndarray, fps: float) -> np.ndarray:
     return np.concatenate([v[:1], v], 0) if len(v) else np.zeros(track.shape[:-1])
 
 
+def near_floor(feet_track: np.ndarray, height_margin: float = 0.05) -> np.ndarray:
+    """frames x ... booleans: the foot is within ``height_margin`` (m) of its own 5% height quantile.
+    feet_track: frames x ... x 3 (metres, Z up)."""
+    return feet_track[..., 2] < np.percentile(feet_track[..., 2], 5, axis=0) + height_margin
+
+
 def sliding(feet_track: np.ndarray, fps: float, height_margin: float = 0.05) -> np.ndarray:
-    """frames x feet booleans: the foot is near the floor (within ``height_margin`` of its own 5%
-    height quantile) and slides faster than SKATE_SPEED. feet_track: frames x feet x 3 (metres, Z up)."""
-    low = np.percentile(feet_track[..., 2], 5, axis=0)
-    near = feet_track[..., 2] < low + height_margin
-    return near & (horizontal_speed(feet_track, fps) > SKATE_SPEED)
+    """frames x feet booleans: the foot is near the floor (``near_floor``) and slides faster than
+    SKATE_SPEED. feet_track: frames x feet x 3 (metres, Z up)."""
+    return near_floor(feet_track, height_margin) & (horizontal_speed(feet_track, fps) > SKATE_SPEED)
 
 
 def foot_skating(feet_track: np.ndarray, fps: float, height_margin: float = 0.05) -> float:

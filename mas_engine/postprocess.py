@@ -10,6 +10,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from .constraints import Constraints, posed_frames, pull_to_targets
 from .errors import MasError
+from .metrics import near_floor
 from .priors import ancestry
 from .windows import loop_travel
 
@@ -327,10 +328,9 @@ def standing(X: np.ndarray, feet: list[int], fps: float, speed: float = LOCK_SPE
     metres, Z up. The speed is over 5 frames, so the frame-to-frame jitter of a standing foot does not
     hide its stance; a stance shorter than 3 frames is none."""
     P = X[:, feet]
-    low = np.percentile(P[..., 2], 5, axis=0)
     pad = np.pad(P[..., :2], [(2, 2), (0, 0), (0, 0)], mode="edge")
     v = np.linalg.norm(pad[4:] - pad[:-4], axis=-1) * fps / 4
-    mask = (P[..., 2] < low + height) & (v < speed)
+    mask = near_floor(P, height) & (v < speed)
     for k in range(len(feet)):
         for s, e in runs(mask[:, k]):
             if e - s < 3:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mas_engine.metrics import SKATE_SPEED, foot_skating, horizontal_speed, jitter, sliding
+from mas_engine.metrics import SKATE_SPEED, foot_skating, horizontal_speed, jitter, near_floor, sliding
 from mas_engine.postprocess import plants, runs, standing, two_bone_ik
 
 from .fit import RotationTrack, forward_kinematics, marker_error
@@ -75,7 +75,7 @@ def plant_feet(track: RotationTrack, joints: np.ndarray, layout, feet: list[int]
             continue
         foot = joints[:, f]
         # near the floor and slow: what the skating measure (metrics.sliding) counts as not sliding
-        still = (foot[:, 2] < np.percentile(foot[:, 2], 5) + 0.05) & (horizontal_speed(foot, fps) <= SKATE_SPEED)
+        still = near_floor(foot) & (horizontal_speed(foot, fps) <= SKATE_SPEED)
         w, place = plants(foot, standing(joints, [f], fps)[:, 0] | still, blend=3)
         on = w > 0
         if not on.any():
