@@ -182,7 +182,8 @@ def cmd_evaluate_3d(a) -> None:
     from mas_engine.eval_3d import evaluate_3d
 
     evaluate_3d(model=a.model, capture=a.capture, names_file=a.names, num=a.num, seconds=a.seconds,
-                rows=a.rows.split(","), seed=a.seed, device=a.device, json_out=a.json)
+                rows=a.rows.split(","), seed=a.seed, device=a.device, json_out=a.json,
+                training_clips=not a.no_training_clips)
 
 
 def cmd_bench(a) -> None:
@@ -398,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--json", default=None)
+    ev.add_argument("--no-training-clips", action="store_true",
+                    help="leave out the row of the training clips' own windows (what the model learnt from, "
+                         "measured against the held-out ones; reading them takes seconds to a minute)")
     ev.set_defaults(func=cmd_evaluate_3d)
 
     m = sub.add_parser("models", help="list the shipped models")

@@ -87,6 +87,24 @@ def test_evaluate_3d_runs_on_real_clips(tmp_path, kind, layout_name):
     assert real["bone_cv"] < 0.05 and np.isfinite([real["fd"], real["jitter"], res["mas5"]["fd"]]).all()
 
 
+def test_training_windows_come_from_the_training_clips_only(monkeypatch):
+    import mas_engine.eval_3d as ev
+
+    if not (SAMPLES / "bandai").is_dir():
+        pytest.skip("shared data samples not present")
+    # the walk is the one training clip; every other sample clip counts as held out
+    monkeypatch.setattr(ev, "is_validation_clip", lambda name, fraction: "walk" not in name)
+    (walk,), _ = ev.held_out_clips(SAMPLES / "bandai", None, "bandai", 30.0, held_out=False)
+    held, _ = ev.held_out_clips(SAMPLES / "bandai", None, "bandai", 30.0)
+    assert len(held) == 6
+    windows = ev.training_windows(SAMPLES / "bandai", None, 30, 30.0, 8, seed=0)
+    assert windows.shape == (8, 30, 16, 3)
+    for w in windows:     # each window is a stretch of the walk
+        starts = [s for s in range(len(walk) - 29) if np.allclose(walk[s:s + 30], w)]
+        assert len(starts) == 1
+    assert ev.training_windows(SAMPLES / "bandai", None, len(walk) + 1, 30.0, 8) is None
+
+
 def test_features_3d_of_a_walk():
     from mas_engine.eval_3d import features_3d
 
