@@ -217,9 +217,11 @@ def limb_return(model: MotionDenoiser, alpha_bar: torch.Tensor, data: MotionData
 def motion_check(model: MotionDenoiser, card: dict, data: MotionData2D, device, num: int = 64) -> dict:
     """``metrics.motion_statistics_2d`` of ``num`` plain 2D samples of the model (of the data's
     median window length; seeds 0 .. num-1, so checks compare across steps and runs), with the
-    same of up to as many of the data's windows, cut to that length. The validation loss does not
-    say whether a model's motion is still or glides; this does (docs/results.md, 'Why the
-    motions glide'). ``card``: the run's model card (``model_card``)."""
+    same of up to 256 of the data's windows of at least that length, spread evenly over the set and
+    cut to that length. ``data``: the training set, what the samples should resemble (the validation
+    set's first windows come from a few clips: the dog's 64 travel in 89% against 10% of its
+    training windows). The validation loss does not say whether a model's motion is still or glides; this
+    does (docs/results.md, 'Why the motions glide'). ``card``: the run's model card (``model_card``)."""
     from .checkpoint import LoadedModel
     from .metrics import motion_statistics_2d
     from .sampler import sample_2d_batch
@@ -230,7 +232,8 @@ def motion_check(model: MotionDenoiser, card: dict, data: MotionData2D, device, 
     model.eval()
     uv = sample_2d_batch(LoadedModel("training run", model, card), list(range(num)), frames, None, device)
     model.train(was_training)
-    full = torch.nonzero(data.length >= frames).flatten()[:num]
+    full = torch.nonzero(data.length >= frames).flatten()
+    full = full[torch.linspace(0, len(full) - 1, min(256, len(full))).long()] if len(full) else full
     fake = motion_statistics_2d(uv.float().cpu().numpy() * data.scale, data.fps, feet, root)
     real = (motion_statistics_2d(data.pose[full, :frames].numpy() * data.scale, data.fps, feet, root)
             if len(full) else None)      # detector noise included: real windows are seldom nearly still
@@ -321,7 +324,9 @@ def check_resume(info: dict, model_cfg: ModelConfig | None, cfg: TrainConfig, ou
 
 
 def warm_start(model: MotionDenoiser, init) -> bool:
-    """Start from the weights of a checkpoint (a shipped model's name or a path) of the same architecture.
+    """Start from the weights of a checkpoint (a shipped model's name or a path) of the same architecture,
+    or of fewer layers: then its layers are the first ones, and each further layer starts as the identity
+    (its attention's and feed-forward's output projections zero), so the grown model starts as the source.
     From a model that predicts something else (x0 or v, or a model without a linear skip) only the body is
     kept: the output layer starts at zero, so a v model starts as x0 = sqrt(ab) x_t, a skip model as its
     filter alone. Returns whether the linear skip came with the weights (a skip of the same radius: it
@@ -330,10 +335,15 @@ def warm_start(model: MotionDenoiser, init) -> bool:
     src = load_checkpoint(init)
     differ = [f"{k} {v} (here {getattr(model.cfg, k)})" for k, v in src.config.to_dict().items()
               if getattr(model.cfg, k) != v
-              and k not in ("output", "prediction", "frame", "root", "standardise", "skip_radius")]  # same shapes
-    if differ:
-        raise MasError(f"--init {init} is another architecture: {', '.join(differ)}; give the same model settings")
+              and k not in ("output", "prediction", "frame", "root", "standardise", "skip_radius", "layers")]
+    if differ or src.config.layers > model.cfg.layers:
+        differ += [f"layers {src.config.layers} (here {model.cfg.layers})"] if src.config.layers > model.cfg.layers else []
+        raise MasError(f"--init {init} is another architecture: {', '.join(differ)}; give the same model settings "
+                       f"(or more layers, to grow it)")
     weights = src.model.state_dict()
+    if src.config.layers < model.cfg.layers:              # grown deeper: the new layers on top start as identity
+        weights.update({k: v for k, v in model.state_dict().items()
+                        if k.startswith("encoder.layers.") and int(k.split(".")[2]) >= src.config.layers})
     if model.cfg.standardise != src.config.standardise:    # this run's own statistics, or none
         weights = {k: v for k, v in weights.items() if not k.startswith("feature_")}
         weights.update({k: v for k, v in model.state_dict().items() if k.startswith("feature_")})
@@ -341,6 +351,12 @@ def warm_start(model: MotionDenoiser, init) -> bool:
         weights = {k: v for k, v in weights.items() if not k.startswith("skip_")}
         weights.update({k: v for k, v in model.state_dict().items() if k.startswith("skip_")})
     model.load_state_dict(weights)
+    with torch.no_grad():
+        for block in model.encoder.layers[src.config.layers:]:
+            # pre-norm residual blocks whose output projections are zero add nothing: the model is the same
+            for linear in (block.self_attn.out_proj, block.linear2):
+                linear.weight.zero_()
+                linear.bias.zero_()
     if src.config.prediction != model.cfg.prediction or (model.cfg.skip_radius and not src.config.skip_radius):
         with torch.no_grad():
             model.output.weight.zero_()
@@ -479,7 +495,7 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
         entry = {"step": step, "loss": sum(losses) / max(len(losses), 1), "val_loss_ema": vloss,
                  "seconds": time.time() - t0, "limb_return": limb_return(ema, alpha_bar, held_out, dev)}
         if cfg.motion_check:
-            entry["motion_2d"] = motion_check(ema, card, held_out, dev, cfg.motion_check)
+            entry["motion_2d"] = motion_check(ema, card, data, dev, cfg.motion_check)
         losses.clear()
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")

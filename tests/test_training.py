@@ -139,6 +139,31 @@ def test_an_upsampled_output_cannot_alternate_and_warm_starts_from_a_frames_mode
         warm_start(MotionDenoiser(replace(TINY, width=64, output="upsampled")), tmp_path / "frames.json")
 
 
+def test_a_model_grown_deeper_starts_as_its_source_and_then_learns(walk_set, tmp_path):
+    from dataclasses import replace
+    from mas_engine.train import warm_start
+    torch.manual_seed(0)
+    src = MotionDenoiser(TINY)
+    for p in src.parameters():           # not the zero output layer of a fresh model: the check would be empty
+        torch.nn.init.normal_(p, std=0.05)
+    save_checkpoint(tmp_path / "shallow", src.eval(), tiny_card())
+    deep = MotionDenoiser(replace(TINY, layers=4))
+    warm_start(deep, tmp_path / "shallow.json")
+    x, t = torch.randn(3, 40, 16, 2), torch.tensor([0, 20, 49])
+    assert torch.allclose(deep.eval()(x, t), src(x, t), atol=1e-5)          # the new layers add nothing yet
+    assert deep.num_parameters() > src.num_parameters()
+    save_checkpoint(tmp_path / "deep", deep, tiny_card())
+    with pytest.raises(MasError, match="layers 4 .here 2."):                 # shrinking is refused
+        warm_start(MotionDenoiser(TINY), tmp_path / "deep.json")
+    run = tmp_path / "run"
+    train(walk_set, run, replace(TINY, layers=4), TrainConfig(steps=40, batch_size=8, save_every=40, lr=1e-3,
+                                                            motion_check=0), device="cpu", log=lambda *a: None,
+          init=tmp_path / "shallow.json")
+    grown = load_checkpoint(run / "model.json").model
+    top = grown.encoder.layers[3].linear2.weight
+    assert top.abs().max() > 0                                                 # the new layers learnt
+
+
 def test_a_v_model_returns_x0_passes_a_clean_input_through_and_learns(walk_set, tmp_path):
     """prediction="v": the model returns x0 = sqrt(ab) x_t - sqrt(1 - ab) v; warm-started from an x0 model
     its output layer starts at zero (x0 = sqrt(ab) x_t: a nearly clean input comes back nearly as it
