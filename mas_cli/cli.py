@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
     t.add_argument("--init", default=None, help="start from this checkpoint's weights (a shipped model or a path; "
-                                                "same model settings), not from random weights")
+                                                "same model settings, or more --layers: the new layers start as the "
+                                                "identity), not from random weights")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass (about 1.5x faster "
                                                        "on CPUs with AVX-512 bf16; see docs/results.md)")
     t.add_argument("--still-weight", type=_positive_float, default=1.0,
