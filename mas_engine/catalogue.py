@@ -57,8 +57,6 @@ class ModelConfig:
                                 # noise level; the statistics are part of the weights
     skip_radius: int = 0        # a linear skip: x0 = h_t * x_t + c_t network, x_t filtered over 2 r + 1 frames by
                                 # step t's learned filter, c_t what it leaves; fit when a run starts; 0: none
-    skip_gate: bool = False     # with a skip: per window and joint, a gate the network sets mixes the filter's
-                                # output with the window's mean (a still joint then passes no noise at all)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,11 +150,9 @@ def check_config(cfg: ModelConfig, where: str) -> ModelConfig:
         raise MasError(f"{where}: model frame {cfg.frame!r} is not one of {', '.join(FRAMES)}")
     if isinstance(cfg.root, bool) or not isinstance(cfg.root, int) or not 0 <= cfg.root < cfg.num_joints:
         raise MasError(f"{where}: model root {cfg.root!r} is not a joint index below {cfg.num_joints}")
-    for key in ("standardise", "output_norm", "skip_gate"):
+    for key in ("standardise", "output_norm"):
         if not isinstance(getattr(cfg, key), bool):
             raise MasError(f"{where}: model setting {key} {getattr(cfg, key)!r} is not true or false")
-    if cfg.skip_gate and not cfg.skip_radius:
-        raise MasError(f"{where}: a skip gate needs a linear skip (--skip-radius above 0)")
     return cfg
 
 

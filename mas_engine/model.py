@@ -81,10 +81,6 @@ class MotionDenoiser(nn.Module):
         if cfg.skip_radius:       # the network alone until fit_linear_skip sets them from the data
             self.skip_filter = nn.Parameter(torch.zeros(cfg.diffusion_steps, cfg.skip_radius + 1))
             self.register_buffer("skip_out", torch.ones(cfg.diffusion_steps))
-            if cfg.skip_gate:     # closed at first (sigmoid(-4) = 0.018): the model starts as the plain skip
-                self.skip_gate = nn.Linear(D, cfg.num_joints)
-                nn.init.zeros_(self.skip_gate.weight)
-                nn.init.constant_(self.skip_gate.bias, -4.0)
 
     @torch.no_grad()
     def fit_standardisation(self, pose: torch.Tensor, length: torch.Tensor) -> None:
@@ -136,34 +132,15 @@ class MotionDenoiser(nn.Module):
         length: batch, valid frames of each motion (None: all frames valid)
         Returns batch x frames x joints x 2.
         """
-        out, summary = self._network(x_t, t, length)
+        out = self.network_x0(x_t, t, length)
         if not self.cfg.skip_radius:
             return out
         t = t.long()
-        h = self.skip_filter[t]
-        filtered = (self.skip_taps(x_t, length) * h[:, None, None, None]).sum(-1)
-        if self.cfg.skip_gate:
-            filtered = self.gated(filtered, x_t, h[:, 0] + 2 * h[:, 1:].sum(1), summary, length)
+        filtered = (self.skip_taps(x_t, length) * self.skip_filter[t][:, None, None, None]).sum(-1)
         return filtered + self.skip_out[t][:, None, None, None] * out
-
-    def gated(self, filtered, x_t, dc_gain, summary, length=None):
-        """The skip's output with each joint's gate g (batch x joints, from the step token's summary of the
-        window) mixing in the window's mean: (1 - g) h_t * x_t + g sum(h_t) mean(x_t). The filter passes the
-        noise within the motion's band, some 1.4 cm at t = 5, which the network would have to cancel exactly
-        for a still joint; a gate is one decision per joint (docs/results.md, *A gate*)."""
-        F = x_t.shape[1]
-        valid = (torch.ones(x_t.shape[0], F, device=x_t.device) if length is None
-                 else (torch.arange(F, device=x_t.device)[None] < length[:, None]).to(x_t.dtype))
-        mean = (x_t * valid[..., None, None]).sum(1, keepdim=True) / valid.sum(1)[:, None, None, None]
-        g = torch.sigmoid(self.skip_gate(summary))[:, None, :, None]               # B, 1, J, 1
-        return (1 - g) * filtered + g * dc_gain[:, None, None, None] * mean
 
     def network_x0(self, x_t: torch.Tensor, t: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
         """The network's own x0 (``forward`` without the linear skip): shapes as ``forward``."""
-        return self._network(x_t, t, length)[0]
-
-    def _network(self, x_t: torch.Tensor, t: torch.Tensor, length: torch.Tensor | None = None):
-        """(the network's own x0, the step token's last hidden state: batch x width, its summary of the window)."""
         B, F, J, _ = x_t.shape
         P = self.cfg.frames_per_token
         if F > self.cfg.max_frames:
@@ -200,8 +177,8 @@ class MotionDenoiser(nn.Module):
             out = self.from_root_frame(out)
         if self.cfg.prediction == "v":
             t = t.long()
-            return self.sqrt_ab[t, None, None, None] * x_t - self.sqrt_one_minus_ab[t, None, None, None] * out, h[:, 0]
-        return out, h[:, 0]
+            return self.sqrt_ab[t, None, None, None] * x_t - self.sqrt_one_minus_ab[t, None, None, None] * out
+        return out
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -335,7 +335,7 @@ def warm_start(model: MotionDenoiser, init) -> bool:
     src = load_checkpoint(init)
     differ = [f"{k} {v} (here {getattr(model.cfg, k)})" for k, v in src.config.to_dict().items()
               if getattr(model.cfg, k) != v
-              and k not in ("output", "prediction", "frame", "root", "standardise", "skip_radius", "skip_gate", "layers")]
+              and k not in ("output", "prediction", "frame", "root", "standardise", "skip_radius", "layers")]
     if differ or src.config.layers > model.cfg.layers:
         differ += [f"layers {src.config.layers} (here {model.cfg.layers})"] if src.config.layers > model.cfg.layers else []
         raise MasError(f"--init {init} is another architecture: {', '.join(differ)}; give the same model settings "
@@ -350,9 +350,6 @@ def warm_start(model: MotionDenoiser, init) -> bool:
     if model.cfg.skip_radius != src.config.skip_radius:   # this run's skip (fit when the run starts), or none
         weights = {k: v for k, v in weights.items() if not k.startswith("skip_")}
         weights.update({k: v for k, v in model.state_dict().items() if k.startswith("skip_")})
-    if model.cfg.skip_gate != src.config.skip_gate:       # this model's gate (closed at first), or none
-        weights = {k: v for k, v in weights.items() if not k.startswith("skip_gate.")}
-        weights.update({k: v for k, v in model.state_dict().items() if k.startswith("skip_gate.")})
     model.load_state_dict(weights)
     with torch.no_grad():
         for block in model.encoder.layers[src.config.layers:]:

@@ -485,47 +485,6 @@ def test_contact_weight_trains_and_is_recorded(walk_set, tmp_path):
     assert math.isfinite(read_log(run)[-1]["loss"])
 
 
-def test_a_skip_gate_passes_a_still_joint_without_the_filters_noise_and_warm_starts(tmp_path):
-    """skip_gate: per window and joint, (1 - g) h_t * x_t + g sum(h_t) mean(x_t). Open, a still joint's noisy
-    track comes back as one constant (the filter alone lets its smooth part through); closed, it is the
-    plain skip; the gate reads padding never; from a model without a gate it starts nearly closed."""
-    from dataclasses import replace
-
-    from mas_engine.catalogue import check_config
-    from mas_engine.train import warm_start
-
-    torch.manual_seed(0)
-    cfg = replace(TINY, skip_radius=3, skip_gate=True)
-    m = MotionDenoiser(cfg).eval()
-    with torch.no_grad():                                   # a smoothing filter, no network
-        m.skip_out.zero_()
-        m.skip_filter.fill_(1 / 7)
-    still = 0.5 + 0.1 * torch.randn(1, 40, 16, 2)           # a still pose seen through noise
-    t = torch.tensor([5])
-    closed = m(still, t)
-    with torch.no_grad():
-        m.skip_gate.bias.fill_(30.0)                        # open
-    opened = m(still, t)
-    wander = lambda y: (y[:, 1:] - y[:, :-1]).abs().mean()  # noqa: E731
-    assert wander(closed) > 0.01 and wander(opened) < 1e-6
-    assert torch.allclose(opened, still.mean(1, keepdim=True).expand_as(still), atol=1e-5)
-    padded = torch.cat([still, torch.full((1, 8, 16, 2), 1e6)], 1)
-    assert torch.allclose(m(padded, t, torch.tensor([40]))[:, :40], opened, atol=1e-4)
-    with torch.no_grad():
-        m.skip_gate.bias.fill_(-30.0)                       # shut: the plain skip
-    plain = MotionDenoiser(replace(cfg, skip_gate=False)).eval()
-    plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("skip_gate.")})
-    assert torch.allclose(m(still, t), plain(still, t), atol=1e-6)
-
-    save_checkpoint(tmp_path / "plain", plain, tiny_card())
-    gated = MotionDenoiser(cfg).eval()
-    assert warm_start(gated, tmp_path / "plain.json")       # the skip came with it; the gate is new
-    g = torch.sigmoid(gated.skip_gate.bias)
-    assert torch.allclose(g, torch.full_like(g, 0.018), atol=1e-3) and not gated.skip_gate.weight.any()
-    with pytest.raises(MasError, match="skip gate needs a linear skip"):
-        check_config(replace(TINY, skip_gate=True), "test")
-
-
 def test_a_linear_skip_filters_the_input_over_time_is_fit_to_the_data_and_warm_starts(walk_set, tmp_path):
     """skip_radius = r: x0 = h_t * x_t + c_t network. The taps repeat each window's first and last valid
     frame beyond its ends (padding is never read). Fit on the walks, the filter alone gives back their limbs
