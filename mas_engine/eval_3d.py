@@ -177,7 +177,7 @@ def motion_table(results: dict) -> list[str]:
 # the paper's MAS and its ablations (no bone prior, no floor prior, no foot lock); rigid bones (and the model card's
 # floor prior); the product's default mas5lock (rigid bones, the card's floor prior, the foot lock)
 PAPER = dict(rigid_bones=False, floor=False, foot_lock=False)
-TRAINING_ROW = "real (training clips)"     # windows of the clips the model learnt from, against held-out A
+TRAINING_ROW = "real (training clips)"     # windows of the clips the model learnt from (no Frechet distance)
 ROWS = {"mas5": dict(views=5, **PAPER), "mas2": dict(views=2, **PAPER),
         "no3dnoise": dict(views=5, noise_3d=False, **PAPER), "mas5rigid": dict(views=5, rigid_bones=True, foot_lock=False),
         "mas5lock": dict(views=5, rigid_bones=True, foot_lock=True),
