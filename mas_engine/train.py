@@ -233,7 +233,7 @@ def motion_check(model: MotionDenoiser, card: dict, data: MotionData2D, device, 
     uv = sample_2d_batch(LoadedModel("training run", model, card), list(range(num)), frames, None, device)
     model.train(was_training)
     full = torch.nonzero(data.length >= frames).flatten()
-    full = full[torch.linspace(0, len(full) - 1, min(256, len(full))).long()] if len(full) else full
+    full = full[torch.linspace(0, len(full) - 1, min(256, len(full))).long()]
     fake = motion_statistics_2d(uv.float().cpu().numpy() * data.scale, data.fps, feet, root)
     real = (motion_statistics_2d(data.pose[full, :frames].numpy() * data.scale, data.fps, feet, root)
             if len(full) else None)      # detector noise included: real windows are seldom nearly still
@@ -336,8 +336,9 @@ def warm_start(model: MotionDenoiser, init) -> bool:
     differ = [f"{k} {v} (here {getattr(model.cfg, k)})" for k, v in src.config.to_dict().items()
               if getattr(model.cfg, k) != v
               and k not in ("output", "prediction", "frame", "root", "standardise", "skip_radius", "layers")]
-    if differ or src.config.layers > model.cfg.layers:
-        differ += [f"layers {src.config.layers} (here {model.cfg.layers})"] if src.config.layers > model.cfg.layers else []
+    if src.config.layers > model.cfg.layers:                  # more layers grow the model; fewer cannot
+        differ.append(f"layers {src.config.layers} (here {model.cfg.layers})")
+    if differ:
         raise MasError(f"--init {init} is another architecture: {', '.join(differ)}; give the same model settings "
                        f"(or more layers, to grow it)")
     weights = src.model.state_dict()
