@@ -134,7 +134,7 @@ def cmd_train(a) -> None:
                                   max_frames=a.max_frames, schedule=a.schedule, output=a.output,
                                   prediction=a.prediction, frame=a.frame,
                                   standardise=a.standardise, output_norm=not a.no_output_norm,
-                                  skip_radius=a.skip_radius), "mas train")
+                                  skip_radius=a.skip_radius, self_condition=a.self_condition), "mas train")
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
                      mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight,
                      noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight,
@@ -328,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a linear skip: x0 = x_t filtered over 2R + 1 frames by a learned filter of each noise step "
                         "plus the network's output scaled to what the filter leaves, fit when the run starts; the "
                         "loss weighs each level by 1 / that scale squared (0: none; 7 tried)")
+    t.add_argument("--self-condition", action="store_true",
+                   help="the network also reads its previous x0 estimate (self-conditioning; about 1.2x the time "
+                        "a training step; with --init, its input starts at zero, so the model starts as the source)")
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
     t.add_argument("--init", default=None, help="start from this checkpoint's weights (a shipped model or a path; "

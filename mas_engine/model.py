@@ -33,6 +33,12 @@ Why: the shipped x0 network rebuilds even a nearly clean motion from its own tem
 the limbs' motion, where the filter alone (a learned Wiener filter) gives back 0.97 of it with an x0 error
 88 times smaller at t = 0, and is the better denoiser up to t = 20 of 100 (docs/results.md, *A linear
 skip*). A number alone would give the noise back as well; a filter over time passes the smooth motion.
+With ``self_condition`` the network also reads an earlier estimate of x0 (``x0_prev``: at sampling the previous
+step's, in training its own for the same x_t; zeros when there is none), in its frame and standardised as its output,
+through a linear layer of its own (zero at the start, so a warm-started model starts as its source). Why try it:
+the shipped denoiser cannot tell a standing person's centimetre sway from the in-band noise a step leaves, and
+its samples wander where real people stand still; given its last estimate, x_t - sqrt(ab) x0_prev is nearly the
+noise alone, so what it made up once can be seen and taken back (docs/results.md, *Self-conditioning*).
 """
 from __future__ import annotations
 
@@ -67,6 +73,9 @@ class MotionDenoiser(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(D) if cfg.output_norm else nn.Identity()
         self.output = nn.Linear(D, P * cfg.num_joints * 2)
+        if cfg.self_condition:
+            self.self_cond = nn.Linear(P * cfg.num_joints * 2, D, bias=False)
+            nn.init.zeros_(self.self_cond.weight)
         self.register_buffer("positions", sinusoidal(torch.arange(self.max_tokens + 1), D), persistent=False)
         ab = alpha_bar_schedule(cfg.schedule, cfg.diffusion_steps).float()
         self.register_buffer("sqrt_ab", ab.sqrt(), persistent=False)
@@ -124,22 +133,25 @@ class MotionDenoiser(nn.Module):
         after = x_t[rows, torch.minimum(frame + shift, last[:, None, None])]
         return torch.cat([x_t[..., None], (before + after).permute(0, 1, 3, 4, 2)], -1)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, length: torch.Tensor | None = None,
+                x0_prev: torch.Tensor | None = None) -> torch.Tensor:
         """Predict x0.
 
-        x_t:    batch x frames x joints x 2 (normalised 2D)
-        t:      batch (integer steps in 0 .. diffusion_steps - 1)
-        length: batch, valid frames of each motion (None: all frames valid)
+        x_t:     batch x frames x joints x 2 (normalised 2D)
+        t:       batch (integer steps in 0 .. diffusion_steps - 1)
+        length:  batch, valid frames of each motion (None: all frames valid)
+        x0_prev: as x_t, an earlier x0 estimate for a self-conditioned model (None: none; ignored by others)
         Returns batch x frames x joints x 2.
         """
-        out = self.network_x0(x_t, t, length)
+        out = self.network_x0(x_t, t, length, x0_prev)
         if not self.cfg.skip_radius:
             return out
         t = t.long()
         filtered = (self.skip_taps(x_t, length) * self.skip_filter[t][:, None, None, None]).sum(-1)
         return filtered + self.skip_out[t][:, None, None, None] * out
 
-    def network_x0(self, x_t: torch.Tensor, t: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
+    def network_x0(self, x_t: torch.Tensor, t: torch.Tensor, length: torch.Tensor | None = None,
+                   x0_prev: torch.Tensor | None = None) -> torch.Tensor:
         """The network's own x0 (``forward`` without the linear skip): shapes as ``forward``."""
         B, F, J, _ = x_t.shape
         P = self.cfg.frames_per_token
@@ -151,11 +163,13 @@ class MotionDenoiser(nn.Module):
             s = self.sqrt_ab[t.long()][:, None, None, None]
             var = s ** 2 + (1 - s ** 2) * self.noise_var / self.feature_std ** 2   # of each z-scored input coordinate
             x = (x - s * self.feature_mean) / (self.feature_std * var.sqrt())
-        x = x.reshape(B, F, J * 2)
-        if pad:
-            x = torch.cat([x, x.new_zeros(B, pad, J * 2)], 1)
         N = (F + pad) // P
-        tokens = self.input(x.reshape(B, N, P * J * 2))
+        tokens = self.input(self._tokens(x, pad))
+        if self.cfg.self_condition and x0_prev is not None:
+            y = self.to_root_frame(x0_prev) if self.cfg.frame == "root" else x0_prev
+            if self.cfg.standardise:
+                y = (y - self.feature_mean) / self.feature_std
+            tokens = tokens + self.self_cond(self._tokens(y, pad))
         step = self.time_mlp(sinusoidal(t, self.cfg.width))[:, None]
         h = torch.cat([step, tokens], 1) + self.positions[: N + 1]
         mask = None
@@ -179,6 +193,14 @@ class MotionDenoiser(nn.Module):
             t = t.long()
             return self.sqrt_ab[t, None, None, None] * x_t - self.sqrt_one_minus_ab[t, None, None, None] * out
         return out
+
+    def _tokens(self, x: torch.Tensor, pad: int) -> torch.Tensor:
+        """batch x frames x joints x 2 -> batch x tokens x (frames_per_token joints 2), ``pad`` zero frames added."""
+        B, F = x.shape[:2]
+        x = x.reshape(B, F, -1)
+        if pad:
+            x = torch.cat([x, x.new_zeros(B, pad, x.shape[-1])], 1)
+        return x.reshape(B, (F + pad) // self.cfg.frames_per_token, -1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

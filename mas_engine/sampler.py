@@ -81,15 +81,17 @@ def ancestral_loop(denoise, schedule: Schedule, x_t: torch.Tensor, noise_at, con
                    progress=None, cancel=None) -> torch.Tensor:
     """x_T -> x_0 by ancestral sampling.
 
-    denoise(x_t, t) -> x0 prediction; noise_at(k) -> the posterior noise of chain step k;
+    denoise(x_t, t, x0) -> x0 prediction, given the previous step's x0 (None at the first step), which a
+    self-conditioned model reads; noise_at(k) -> the posterior noise of chain step k;
     consistency(x0) -> x0 made consistent (MAS), or None (plain sampling).
     progress(done, total) is called after each step; cancel() True stops with Cancelled.
     """
     K = len(schedule)
+    x0 = None
     for k in reversed(range(K)):
         if cancel is not None and cancel():
             raise Cancelled("sampling cancelled")
-        x0 = denoise(x_t, int(schedule.timesteps[k]))
+        x0 = denoise(x_t, int(schedule.timesteps[k]), x0)
         if consistency is not None:
             x0 = consistency(x0)
         x_t = posterior_step(schedule, k, x_t, x0, noise_at(k) if k > 0 else None)
@@ -184,18 +186,24 @@ def _denoiser(loaded: LoadedModel, frames, reversed_end: bool = False):
     in a pose. The model's last frame positions are its least trained (full-length windows are rare in
     training) and make the last frames of its 4 s motions jerky; so for the lowest 30% of the noise
     levels the model also denoises the motion reversed in time, whose first positions are its best
-    trained, and the last 20 frames fade over to that (an end pose's pop 2.07 -> 1.25, docs/results.md)."""
+    trained, and the last 20 frames fade over to that (an end pose's pop 2.07 -> 1.25, docs/results.md).
+    A self-conditioned model reads the previous step's x0 (``ModelConfig.self_condition``; MAS's is the
+    consistent one, the triangulated motion projected back)."""
     model, cfg = loaded.model, loaded.config
     n, share = min(REVERSED_END[0], frames // 2), REVERSED_END[1]
     fade = end_fade(frames, n)
 
-    def denoise(x_t, t):
+    def run(x, tt, prev):
+        return model(x, tt, x0_prev=prev) if cfg.self_condition else model(x, tt)
+
+    def denoise(x_t, t, x0_prev=None):
         flat = x_t.reshape(-1, frames, cfg.num_joints, 2)
+        prev = None if x0_prev is None else x0_prev.reshape(flat.shape)
         tt = torch.full((flat.shape[0],), t, dtype=torch.long, device=flat.device)
-        x0 = model(flat, tt)
+        x0 = run(flat, tt, prev)
         if reversed_end and t < share * cfg.diffusion_steps:
             w = fade.to(x0)[None, :, None, None]
-            x0 = w * x0 + (1 - w) * model(flat.flip(1), tt).flip(1)
+            x0 = w * x0 + (1 - w) * run(flat.flip(1), tt, None if prev is None else prev.flip(1)).flip(1)
         return x0.reshape(x_t.shape)
     return denoise
 
@@ -288,7 +296,7 @@ def window_joins(loaded: LoadedModel, frames: int, settings: MasSettings) -> lis
 
 
 def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_on=None, ends_in_pose: bool = False):
-    """The model as MAS calls it: directly up to the model's length, in blended windows beyond it or for a loop
+    """denoise(x_t, t, x0_prev=None), the model as MAS calls it: directly up to the model's length, in blended windows beyond it or for a loop
     (``moved_on``: a travelling loop's, see ``windowed_denoiser``). ``ends_in_pose``: constraints fix the
     last frame (``_denoiser``'s ``reversed_end``)."""
     if not is_windowed(loaded, frames, settings):
@@ -300,7 +308,7 @@ def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_
     reversed_end = (REVERSED_END[0], REVERSED_END[1] * cfg.diffusion_steps) if ends_in_pose and not settings.loop else None
     return windowed_denoiser(loaded.model, plan, cfg.num_joints, loaded.layout.root, alpha_bar,
                              solo=solo, solo_from=int(round(coupling * cfg.diffusion_steps)), moved_on=moved_on,
-                             reversed_end=reversed_end)
+                             reversed_end=reversed_end, self_condition=cfg.self_condition)
 
 
 @torch.inference_mode()

@@ -136,8 +136,9 @@ def noise_level_weights(alpha_bar: torch.Tensor, kind: str = "uniform",
 def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=None,
                   level_weights: torch.Tensor | None = None, velocity_weight: float = 0.0,
                   contact=None) -> torch.Tensor:
-    """One diffusion training loss: random t, noise x0 to x_t, predict x0; the x0 error of each
-    window weighted by its noise level's weight (``noise_level_weights``), plus
+    """One diffusion training loss: random t, noise x0 to x_t, predict x0 (a self-conditioned model reading
+    its own x0 for half the windows); the x0 error of each window weighted by its noise level's weight
+    (``noise_level_weights``), plus
     ``velocity_weight`` times the velocity error; ``contact``: (weight, feet, still) for the
     foot-contact loss (``masked_contact_loss``)."""
     B = x0.shape[0]
@@ -145,7 +146,16 @@ def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=No
     t = torch.randint(0, T, (B,), generator=generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     x_t = q_sample(x0, alpha_bar[t], noise)
-    pred = model(x_t, t, length)
+    x0_prev = None
+    if getattr(model, "module", model).cfg.self_condition:
+        # half the windows read the network's own x0 of this x_t (no gradient through it), the rest zeros,
+        # so that it learns both the first step of a chain and every later one (Chen et al. 2022)
+        chosen = (torch.rand(B, generator=generator) < 0.5).to(x0.device)
+        x0_prev = torch.zeros_like(x0)
+        if chosen.any():
+            with torch.no_grad():
+                x0_prev[chosen] = model(x_t[chosen], t[chosen], None if length is None else length[chosen]).to(x0.dtype)
+    pred = model(x_t, t, length, x0_prev)
     w = level_weights[t] if level_weights is not None else None
     loss = masked_x0_loss(pred, x0, conf, w)
     if velocity_weight:
@@ -327,6 +337,7 @@ def warm_start(model: MotionDenoiser, init) -> bool:
     """Start from the weights of a checkpoint (a shipped model's name or a path) of the same architecture,
     or of fewer layers: then its layers are the first ones, and each further layer starts as the identity
     (its attention's and feed-forward's output projections zero), so the grown model starts as the source.
+    With self-conditioning added, its input layer starts at zero, so the model starts as the source.
     From a model that predicts something else (x0 or v, or a model without a linear skip) only the body is
     kept: the output layer starts at zero, so a v model starts as x0 = sqrt(ab) x_t, a skip model as its
     filter alone. Returns whether the linear skip came with the weights (a skip of the same radius: it
@@ -335,7 +346,8 @@ def warm_start(model: MotionDenoiser, init) -> bool:
     src = load_checkpoint(init)
     differ = [f"{k} {v} (here {getattr(model.cfg, k)})" for k, v in src.config.to_dict().items()
               if getattr(model.cfg, k) != v
-              and k not in ("output", "prediction", "frame", "root", "standardise", "skip_radius", "layers")]
+              and k not in ("output", "prediction", "frame", "root", "standardise", "skip_radius", "layers",
+                            "self_condition")]
     if src.config.layers > model.cfg.layers:                  # more layers grow the model; fewer cannot
         differ.append(f"layers {src.config.layers} (here {model.cfg.layers})")
     if differ:
@@ -351,6 +363,9 @@ def warm_start(model: MotionDenoiser, init) -> bool:
     if model.cfg.skip_radius != src.config.skip_radius:   # this run's skip (fit when the run starts), or none
         weights = {k: v for k, v in weights.items() if not k.startswith("skip_")}
         weights.update({k: v for k, v in model.state_dict().items() if k.startswith("skip_")})
+    if model.cfg.self_condition != src.config.self_condition:   # added: its layer starts at zero; dropped: it goes
+        weights = {k: v for k, v in weights.items() if not k.startswith("self_cond.")}
+        weights.update({k: v for k, v in model.state_dict().items() if k.startswith("self_cond.")})
     model.load_state_dict(weights)
     with torch.no_grad():
         for block in model.encoder.layers[src.config.layers:]:

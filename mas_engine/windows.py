@@ -159,13 +159,16 @@ def end_fade(frames: int, n: int) -> torch.Tensor:
 
 
 def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha_bar: torch.Tensor, chunk: int = 512,
-                      solo: Windows | None = None, solo_from: int | None = None, moved_on=None, reversed_end=None):
-    """denoise(x_t, t) for motions of any length: x_t (..., frames, joints, 2) -> x0 of the same shape.
+                      solo: Windows | None = None, solo_from: int | None = None, moved_on=None, reversed_end=None,
+                      self_condition: bool = False):
+    """denoise(x_t, t, x0_prev=None) for motions of any length: x_t (..., frames, joints, 2) -> x0 of the same
+    shape; x0_prev: the previous step's x0 (as x_t), which a self-conditioned model reads.
 
     ``model(x, t)`` takes (N, L, joints, 2) and an (N,) step; windows go through it ``chunk`` at a
-    time. Each window is moved to the origin as the training windows were: by c, its mean root
-    in the previous step's x0 (0 at the first step), which means x_t - sqrt(alpha_bar_t) c in
-    (the noisy version of x0 - c) and c added to what comes out. ``alpha_bar``: the schedule's
+    time; with ``self_condition`` also ``x0_prev=``, the windows of ``x0_prev`` (None at the first
+    step; ``ModelConfig.self_condition``). Each window is moved to the origin as the training windows
+    were: by c, its mean root in the previous step's x0 (its own blend; 0 at the first step), which
+    means x_t - sqrt(alpha_bar_t) c in (the noisy version of x0 - c) and c added to what comes out. ``alpha_bar``: the schedule's
     cumulative products, indexed by t. ``solo``: the plan used instead while t >= ``solo_from``
     (the fewest windows that cover the motion, each on its own). ``moved_on`` (a loop that
     travels steadily, a walk cycle that repeats while moving on): moved_on() -> (..., frames,
@@ -176,9 +179,13 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
     frames fade over to the model's prediction for its last window reversed in time (see
     ``sampler._denoiser``)."""
     state = {"x0": None}
+
+    def run(x, t, prev):
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        return model(x, tt, x0_prev=prev) if self_condition else model(x, tt)
     end_weight = end_fade(reversed_end[0], reversed_end[0])[None, :, None, None] if reversed_end is not None else None
 
-    def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
+    def denoise(x_t: torch.Tensor, t: int, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
         plan = solo if solo is not None and t >= solo_from else windows
         idx, w = plan.index, plan.weight
         lead, F = x_t.shape[:-3], x_t.shape[-3]
@@ -195,8 +202,11 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
                 on = plan.wraps.to(x)[None, :, :, None, None] * shift.reshape(-1, F, num_joints, 2)[:, where]
             centre = (state["x0"][:, where][..., root:root + 1, :] + on).mean(dim=2, keepdim=True)
         flat = (win + sab * (on - centre)).reshape(-1, idx.shape[1], num_joints, 2)
-        out = torch.cat([model(part, torch.full((part.shape[0],), t, dtype=torch.long, device=x.device))
-                         for part in flat.split(chunk)])
+        # the previous step's x0 (MAS's: the consistent one) in each window's frame, for a self-conditioned model
+        prev = (x0_prev.reshape(x.shape)[:, where] + on - centre).reshape(flat.shape) \
+            if self_condition and x0_prev is not None else None
+        out = torch.cat([run(part, t, None if prev is None else prev[i:i + chunk])
+                         for i, part in zip(range(0, len(flat), chunk), flat.split(chunk))])
         pred = out.reshape(win.shape) + centre - on
         wd = w.to(x)
         blended = torch.zeros_like(x).index_add_(1, where.flatten(), (pred * wd[None, :, :, None, None]).flatten(1, 2))
@@ -204,7 +214,7 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
         x0 = blended / total[None, :, None, None]
         if reversed_end is not None and t < reversed_end[1] and not plan.loop and int(idx[-1, -1]) == F - 1:
             last = flat.reshape(win.shape)[:, -1]                    # M, L, J, 2: the window that ends the motion
-            back = model(last.flip(1), torch.full((last.shape[0],), t, dtype=torch.long, device=x.device)).flip(1)
+            back = run(last.flip(1), t, None if prev is None else prev.reshape(win.shape)[:, -1].flip(1)).flip(1)
             n, L, w_end = reversed_end[0], idx.shape[1], end_weight.to(x)
             x0[:, F - n:] = w_end * x0[:, F - n:] + (1 - w_end) * (back[:, L - n:] + centre[:, -1])
         state["x0"] = x0

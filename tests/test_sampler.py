@@ -344,3 +344,23 @@ def test_sampling_builds_no_autograd_graph(tiny_checkpoint):
     m = load_checkpoint(tiny_checkpoint)
     X, _ = sample_mas_batch(m, [0], 48, MasSettings(steps=2, views=2), torch.device("cpu"))
     assert X.is_inference() and not X.requires_grad
+
+
+def test_the_loop_gives_the_denoiser_the_previous_steps_consistent_x0():
+    """ancestral_loop: the first step's denoiser reads nothing, every later one the x0 of the step before as
+    the consistency block left it (MAS's: the triangulated motion projected back)."""
+    from mas_engine.diffusion import Schedule
+    from mas_engine.sampler import ancestral_loop
+    schedule = Schedule.create("cosine", 10)
+    given, made = [], []
+
+    def denoise(x_t, t, x0_prev=None):
+        given.append(x0_prev)
+        return torch.full_like(x_t, float(t))
+
+    def consistency(x0):
+        made.append(x0 + 1.0)
+        return made[-1]
+    ancestral_loop(denoise, schedule, torch.zeros(2, 5, 3), lambda k: torch.zeros(2, 5, 3), consistency)
+    assert given[0] is None and len(given) == 10
+    assert all(g is m for g, m in zip(given[1:], made[:-1]))

@@ -545,3 +545,49 @@ def test_a_linear_skip_filters_the_input_over_time_is_fit_to_the_data_and_warm_s
     assert torch.equal(again.skip_filter, back.model.skip_filter) and torch.equal(again.output.weight, back.model.output.weight)
     with pytest.raises(MasError, match="skip_radius"):
         check_config(replace(TINY, skip_radius=-1), "test")
+
+
+def test_a_self_conditioned_model_starts_as_its_source_learns_to_read_its_estimate_and_samples_with_it(walk_set, tmp_path):
+    """self_condition: warm-started, its own input layer is zero (the model is its source, whatever it
+    reads); training teaches that layer (half the windows read the network's own x0); and sampling gives
+    it the x0 of the step before, in one piece and in windows (each window's frames of it, in its frame)."""
+    from dataclasses import replace
+    from mas_engine.sampler import MasSettings, mas_denoiser
+    from mas_engine.train import warm_start
+    torch.manual_seed(0)
+    src = MotionDenoiser(TINY)
+    for p in src.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    save_checkpoint(tmp_path / "plain", src.eval(), tiny_card())
+    sc = MotionDenoiser(replace(TINY, self_condition=True)).eval()
+    warm_start(sc, tmp_path / "plain.json")
+    x, t = torch.randn(3, 40, 16, 2), torch.tensor([0, 20, 49])
+    with torch.no_grad():
+        assert torch.equal(sc(x, t, x0_prev=torch.randn_like(x)), src(x, t))
+    run = tmp_path / "run"
+    train(walk_set, run, replace(TINY, self_condition=True), TrainConfig(steps=30, batch_size=8, save_every=30,
+          lr=1e-3, motion_check=0), device="cpu", log=lambda *a: None, init=tmp_path / "plain.json")
+    m = load_checkpoint(run / "model.json")
+    assert m.config.self_condition and m.model.self_cond.weight.abs().max() > 0
+    with torch.no_grad():                            # now what it reads changes what it says
+        assert not torch.allclose(m.model(x, t, x0_prev=x), m.model(x, t))
+
+    for frames in (48, 3 * 48):                      # in one piece, and in windows
+        seen = []
+        real = m.model.forward
+        m.model.forward = lambda x, t, length=None, x0_prev=None: seen.append(x0_prev) or real(x, t, length, x0_prev)
+        denoise = mas_denoiser(m, frames, MasSettings())
+        xt = torch.randn(2, frames, 16, 2)
+        with torch.no_grad():
+            first = denoise(xt, 5)                   # the chain's first step: nothing to read
+            denoise(xt, 4, first)
+        m.model.forward = real
+        calls = len(seen) // 2
+        assert all(p is None for p in seen[:calls]) and all(p is not None for p in seen[calls:])
+        if frames == 48:                              # the previous x0, as given
+            assert torch.equal(seen[1], first)
+        else:                  # each window's frames of it, moved with the window (the first window starts at 0)
+            prev = torch.cat(seen[calls:])
+            assert prev.shape[1] < frames
+            offset = prev[0] - first[0, :prev.shape[1]]
+            assert torch.allclose(offset, offset[:1, :1].expand_as(offset), atol=1e-5)
