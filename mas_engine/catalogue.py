@@ -57,9 +57,10 @@ class ModelConfig:
                                 # noise level; the statistics are part of the weights
     skip_radius: int = 0        # a linear skip: x0 = h_t * x_t + c_t network, x_t filtered over 2 r + 1 frames by
                                 # step t's learned filter, c_t what it leaves; fit when a run starts; 0: none
-    self_condition: bool = False  # the network also reads its own previous x0 estimate (self-conditioning, Chen
-                                  # et al. 2022): at sampling the last step's x0, in training its own x0 of the
-                                  # same x_t for half the windows (zeros for the rest, and at the first step)
+    self_condition: bool = False  # the network also reads an earlier x0 estimate (self-conditioning, Chen et al.
+                                  # 2022): at sampling the step before's (MAS's consistent one), in training its
+                                  # own x0 of the same x_t for half the windows (zeros for the rest, and at the
+                                  # first step)
 
     def to_dict(self) -> dict:
         return asdict(self)

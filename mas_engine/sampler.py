@@ -296,9 +296,9 @@ def window_joins(loaded: LoadedModel, frames: int, settings: MasSettings) -> lis
 
 
 def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_on=None, ends_in_pose: bool = False):
-    """denoise(x_t, t, x0_prev=None), the model as MAS calls it: directly up to the model's length, in blended windows beyond it or for a loop
-    (``moved_on``: a travelling loop's, see ``windowed_denoiser``). ``ends_in_pose``: constraints fix the
-    last frame (``_denoiser``'s ``reversed_end``)."""
+    """denoise(x_t, t, x0_prev=None), the model as MAS calls it: directly up to the model's length, in blended
+    windows beyond it or for a loop (``moved_on``: a travelling loop's, see ``windowed_denoiser``).
+    ``ends_in_pose``: constraints fix the last frame (``_denoiser``'s ``reversed_end``)."""
     if not is_windowed(loaded, frames, settings):
         return _denoiser(loaded, frames, ends_in_pose)
     cfg = loaded.config
