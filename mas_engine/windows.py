@@ -168,9 +168,9 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
     time; with ``self_condition`` also ``x0_prev=``, the windows of ``x0_prev`` (None at the first
     step; ``ModelConfig.self_condition``). Each window is moved to the origin as the training windows
     were: by c, its mean root in the previous step's x0 (its own blend; 0 at the first step), which
-    means x_t - sqrt(alpha_bar_t) c in (the noisy version of x0 - c) and c added to what comes out. ``alpha_bar``: the schedule's
-    cumulative products, indexed by t. ``solo``: the plan used instead while t >= ``solo_from``
-    (the fewest windows that cover the motion, each on its own). ``moved_on`` (a loop that
+    means x_t - sqrt(alpha_bar_t) c in (the noisy version of x0 - c) and c added to what comes out.
+    ``alpha_bar``: the schedule's cumulative products, indexed by t. ``solo``: the plan used instead
+    while t >= ``solo_from`` (the fewest windows that cover the motion, each on its own). ``moved_on`` (a loop that
     travels steadily, a walk cycle that repeats while moving on): moved_on() -> (..., frames,
     joints, 2) as x_t, or None: how far each frame moves in each view when seen one period on
     (the previous step's 3D motion moved by its travel and projected, less the same unmoved); a
@@ -205,8 +205,9 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
         # the previous step's x0 (MAS's: the consistent one) in each window's frame, for a self-conditioned model
         prev = (x0_prev.reshape(x.shape)[:, where] + on - centre).reshape(flat.shape) \
             if self_condition and x0_prev is not None else None
-        out = torch.cat([run(part, t, None if prev is None else prev[i:i + chunk])
-                         for i, part in zip(range(0, len(flat), chunk), flat.split(chunk))])
+        parts = flat.split(chunk)
+        prevs = prev.split(chunk) if prev is not None else [None] * len(parts)
+        out = torch.cat([run(part, t, p) for part, p in zip(parts, prevs)])
         pred = out.reshape(win.shape) + centre - on
         wd = w.to(x)
         blended = torch.zeros_like(x).index_add_(1, where.flatten(), (pred * wd[None, :, :, None, None]).flatten(1, 2))
