@@ -512,8 +512,9 @@ def test_retarget_onto_a_users_mixamo_armature(fresh):
     assert {"mixamorig:Hips", "mixamorig:LeftForeArm", "mixamorig:Spine2"} <= keyed
     made = api.generate_motion(target=obj, seed=5, **FAST)
     track = made["track"]
-    # measured 56 mm, most of it the arms: this rig's shoulders sit 15 cm from the neck, the motion's 9 cm
-    assert made["report"]["marker_error_m"] < 0.06
+    # most of it the arms: this rig's shoulders sit 15 cm from the neck, the motion's 9 cm; measured 32-79 mm
+    # over seeds 0-7 of the human models shipped since 2026-12-04 (seed 5: 56 and 62 mm)
+    assert made["report"]["marker_error_m"] < 0.08
     world = np.array(obj.matrix_world)
     for f in (0, 31, 59):
         fresh.frame_set(1 + f)
@@ -551,9 +552,11 @@ def test_each_bone_keeps_its_rotation_mode_and_reduced_keys_stay_within_toleranc
         fresh.frame_set(1 + f)
         worst = max(worst, np.abs(posed_heads(obj, track.armature.bones) - heads[f]).max())
     print(f"keys: {n_full} -> {n_reduced}; largest joint offset {1000 * worst:.1f} mm")
-    assert n_reduced < 0.6 * n_full                # measured 5,119 of 10,200 keys (a moving body)
-    # a joint moves by at most its chain's length x the angle: 1 degree over a metre of chain is 17 mm
-    assert worst < 0.02
+    assert n_reduced < 0.6 * n_full                # measured 4,721 of 10,200 keys (a moving body)
+    # each bone may be off by up to 1 degree and the errors add along a chain: at worst the hand moves by
+    # 1 degree x 3.85 m of lever (its ancestors' distances to it), 67 mm, plus the root's 1 cm; measured
+    # 9-22 mm over seeds 0-7 of the human models shipped since 2026-12-04
+    assert worst < 0.035
 
 
 def test_bone_map_presets_and_file(fresh, tmp_path):
@@ -575,18 +578,23 @@ def test_bone_map_presets_and_file(fresh, tmp_path):
 
 
 def test_save_reload_and_play(fresh, tmp_path):
+    def hand_path():
+        sc, rig = bpy.context.scene, bpy.data.objects["human_seed7"]
+        seen = []
+        for f in range(sc.frame_start, sc.frame_start + 60, 5):
+            sc.frame_set(f)
+            seen.append(np.array(rig.matrix_world @ rig.pose.bones["LeftHand"].head))
+        return np.array(seen)
+
     bpy.ops.mas.generate_motion(seed=7, **FAST)
+    before = hand_path()
     path = tmp_path / "scene.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(path))
     bpy.ops.wm.open_mainfile(filepath=str(path))
-    sc = bpy.context.scene
-    rig = bpy.data.objects["human_seed7"]
-    assert rig.animation_data.action.name == "human_seed7"
-    seen = []
-    for f in range(sc.frame_start, sc.frame_start + 60, 10):
-        sc.frame_set(f)
-        seen.append(np.array(rig.matrix_world @ rig.pose.bones["LeftHand"].head))
-    assert np.ptp(np.array(seen), axis=0).max() > 0.05                       # it moves
+    assert bpy.data.objects["human_seed7"].animation_data.action.name == "human_seed7"
+    after = hand_path()
+    assert np.ptp(after, axis=0).max() > 0.01                                # it moves
+    assert np.abs(after - before).max() < 1e-5                               # as it did before saving
 
 
 def test_a_users_own_action_survives_generating_onto_the_armature(fresh, tmp_path):
