@@ -41,9 +41,9 @@ class MAS_PG_bone_pair(bpy.types.PropertyGroup):
 DEVICES = [("auto", "Auto", "The GPU when torch sees one, else the CPU"), ("cpu", "CPU", ""), ("cuda", "GPU (CUDA)", "")]
 
 
-RIGIFY_LIMBS = [("FK", "FK", "The limbs play their FK controls (exact); IK targets and poles are keyed too"),
-         ("IK", "IK", "The limbs play their IK targets and poles (Rigify's IK stretch moves knees and elbows by "
-                      "up to 2 cm); FK controls are keyed too")]
+RIGIFY_LIMBS = [("FK", "FK", "The limbs play their FK controls; IK targets and poles are keyed too"),
+         ("IK", "IK", "The limbs play their IK targets and poles (the IK chains' stretch keyed off, so they follow "
+                      "the motion exactly); FK controls are keyed too")]
 
 
 class MAS_PG_settings(bpy.types.PropertyGroup):

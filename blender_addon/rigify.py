@@ -15,7 +15,8 @@ as in the metarig) and then written onto the controls:
    channels must hold (``Object.convert_space``);
 3. the constraints and the helper are removed and the values keyed as one new action, with the
    IK/FK switches keyed to the chosen mode (FK and IK controls are both keyed, so switching later
-   keeps the motion).
+   keeps the motion), and the IK chains' stretch keyed off (``_ik_stretch_bones``), so that IK plays
+   the motion as exactly as FK.
 
 Only the Rigify rig types of the human metarigs are known (limbs.arm, limbs.leg, spines.basic_spine,
 spines.super_head, basic.super_copy shoulders); a control the rig lacks is skipped.
@@ -52,9 +53,34 @@ SWITCHES = ("IK_FK", "pole_vector", "IK_Stretch")
 
 
 def _switch_values(limbs_mode: str) -> dict[str, float]:
-    """The limb settings keyed with the motion: IK or FK, the pole target on, and IK stretch off
-    (with it, Rigify's IK chain shortens its bones by a few mm and the knee lands 17 mm off)."""
-    return {"IK_FK": 1.0 if limbs_mode == "FK" else 0.0, "pole_vector": 1.0, "IK_Stretch": 0.0}
+    """The limb settings keyed with the motion: IK or FK, the pole target on, and Rigify's
+    ``IK_Stretch`` at 1. At 0 it turns on a Limit Distance that keeps the IK target within the rest
+    pose's distance from the limb's root: an arm straighter than the metarig's rest then falls 5 mm
+    short and its elbow lands 3 cm off. The chain cannot stretch anyway: see ``_ik_stretch_bones``."""
+    return {"IK_FK": 1.0 if limbs_mode == "FK" else 0.0, "pole_vector": 1.0, "IK_Stretch": 1.0}
+
+
+def _ik_stretch_bones(obj, limbs) -> list[str]:
+    """The bones of the limbs' IK chains that may stretch (``ik_stretch`` > 0), keyed to 0 with the
+    motion. Rigify gives them a fixed 0.1 (not driven by ``IK_Stretch``); Blender's solver then
+    stretches a nearly straight limb by about 0.2% instead of bending it, which moves its knee or
+    elbow by 1-3 cm. The chains are found from each limb's middle ORG bone: the Copy Transforms
+    source that carries an IK constraint, and its parents along the constraint's chain."""
+    out = []
+    for _, _, (_, middle, _) in limbs:
+        for con in obj.pose.bones[ORG + middle].constraints:
+            source = obj.pose.bones.get(getattr(con, "subtarget", "")) if con.type == "COPY_TRANSFORMS" else None
+            iks = [c for c in source.constraints if c.type == "IK"] if source is not None else []
+            if not iks:
+                continue
+            bone = source
+            for _ in range(max(c.chain_count for c in iks) or 1):
+                if bone is None:
+                    break
+                if bone.ik_stretch > 0 and bone.name not in out:
+                    out.append(bone.name)
+                bone = bone.parent
+    return out
 
 
 def is_control_rig(obj) -> bool:
@@ -224,7 +250,7 @@ def apply_to_controls(obj, track, action_name: str, frame_start: int = 1, key_to
 def _key_controls(obj, local, limbs, limbs_mode, action_name, frames, key_tolerance, scale):
     """The baked local matrices ({control: frames x 4 x 4}) as a new action on ``obj``: rotations
     in each control's own rotation mode, locations where a control moves off its rest (IK targets,
-    poles, torso), and the limbs' switches (one key each)."""
+    poles, torso), and the limbs' switches and IK chains' stretch (one key each)."""
     import torch      # here, not at the top: the add-on registers before torch is installed
 
     from retarget.rotations import quaternion_from_matrix
@@ -253,6 +279,9 @@ def _key_controls(obj, local, limbs, limbs_mode, action_name, frames, key_tolera
                 if k in pb:
                     fc = compat.new_fcurve(channels, f'pose.bones["{switch}"]["{k}"]', 0, switch)
                     fc.keyframe_points.insert(frames[0], value)
+        for bone in _ik_stretch_bones(obj, limbs):     # keyed like the switches: another action may key it back
+            fc = compat.new_fcurve(channels, f'pose.bones["{bone}"].ik_stretch', 0, bone)
+            fc.keyframe_points.insert(frames[0], 0.0)
         compat.bind_slot(obj, action)
     except Exception:
         bpy.data.actions.remove(action)

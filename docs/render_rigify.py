@@ -74,8 +74,9 @@ def main(argv=None):
     rig = bpy.context.object
     api.generate_motion(seed=a.seed, seconds=4.0, target=meta)
     made = api.generate_motion(seed=a.seed, seconds=4.0, target=rig, rigify_limbs=a.limbs)
-    controls = sorted({fc.data_path.split('"')[1] for fc in blender_addon.compat.action_fcurves(made["action"], rig)})
-    worst = 0.0
+    controls = sorted({fc.data_path.split('"')[1] for fc in blender_addon.compat.action_fcurves(made["action"], rig)
+                       if not fc.data_path.endswith("ik_stretch")})         # the IK chains' stretch: a setting
+    worst, limbs = 0.0, 0.0
     for f in range(1, 121):
         scene.frame_set(f)
         for b in meta.pose.bones:
@@ -86,8 +87,11 @@ def main(argv=None):
                 e = max((b.head - org.head).length, (b.tail - org.tail).length)
                 if e > worst:
                     worst, where = e, (b.name, f)
+                if b.name.split(".")[0] in ("upper_arm", "forearm", "hand", "thigh", "shin", "foot", "toe"):
+                    limbs = max(limbs, e)
     print(f"{len(controls)} controls keyed ({', '.join(controls[:12])}, ...); limbs {a.limbs}; "
-          f"largest ORG-bone distance from the metarig's motion over 120 frames: {worst * 1000:.3f} mm ({where[0]}, frame {where[1]})")
+          f"largest ORG-bone distance from the metarig's motion over 120 frames: {worst * 1000:.3f} mm ({where[0]}, frame {where[1]}); "
+          f"arms and legs {limbs * 1000:.3f} mm")
     meta.hide_render = True
     body = skin_tubes(rig)
     body.color = (0.85, 0.45, 0.3, 1)

@@ -49,10 +49,10 @@ def org_error(meta, rig, frames) -> np.ndarray:
 @pytest.mark.parametrize("limbs", ["FK", "IK"])
 def test_a_rigify_control_rig_plays_the_motion_with_its_controls(fresh, rigify_rig, limbs):
     """On a generated Rigify rig the motion is keyed on the controls an animator works with (FK and
-    IK controls, torso, hips, chest, neck, head, poles; IK/FK switches keyed), and the rig's
-    ORG/DEF bones follow the same motion as the metarig driven directly, exactly in FK (within
-    0.1 mm), and in IK within 2.5 cm at the knees and elbows (Rigify's IK chain has a built-in
-    stretch of 0.1 that shortens its bones by about 0.5%), the feet and hands within 1 mm."""
+    IK controls, torso, hips, chest, neck, head, poles; IK/FK switches and the IK chains' stretch
+    keyed), and the rig's ORG/DEF bones follow the same motion as the metarig driven directly,
+    in FK and in IK (within 0.1 mm: with Rigify's built-in IK stretch of 0.1 left on, the knees
+    landed up to 2.5 cm off)."""
     meta, rig = rigify_rig
     before = {o.name for o in bpy.data.objects}, {a.name for a in bpy.data.armatures}
     ref = api.generate_motion(seed=3, target=meta, **FAST)
@@ -64,17 +64,16 @@ def test_a_rigify_control_rig_plays_the_motion_with_its_controls(fresh, rigify_r
         assert {f"upper_arm_fk{side}", f"hand_ik{side}", f"foot_ik{side}", f"thigh_fk{side}",
                 f"thigh_ik_target{side}", f"upper_arm_ik_target{side}"} <= keyed
     assert {"torso", "hips", "chest", "neck", "head"} <= keyed
-    assert not any(k.startswith(("ORG-", "DEF-", "MCH-")) for k in keyed)
+    assert not any(k.startswith(("ORG-", "DEF-")) for k in keyed)
+    stretch = {p.split('"')[1]: v[0, 1] for (p, _), v in fcurve_values(made["action"]).items() if p.endswith("ik_stretch")}
+    assert {k for k in keyed if k.startswith("MCH-")} < set(stretch) and len(stretch) == 8, stretch  # 4 chains of 2
+    assert set(stretch.values()) == {0.0}
     switch = fcurve_values(made["action"])[('pose.bones["thigh_parent.L"]["IK_FK"]', 0)]
     assert switch[0, 1] == (1.0 if limbs == "FK" else 0.0)
     err = dict(zip(RIGIFY_BONES, org_error(meta, rig, range(1, 61, 6))))
     fresh.frame_set(30)
     assert (rig.pose.bones["DEF-forearm.L"].head - rig.data.bones["DEF-forearm.L"].head_local).length > 0.05  # it moves
-    if limbs == "FK":
-        assert max(err.values()) < 1e-4, err
-    else:
-        assert max(err[n] for n in ("foot.L", "foot.R", "toe.L", "toe.R", "hand.L", "hand.R", "spine", "spine.006")) < 1e-3, err
-        assert max(err.values()) < 0.025, err
+    assert max(err.values()) < 1e-4, err
     assert ref["action"] is not made["action"] and rig.animation_data.action is made["action"]
 
 
