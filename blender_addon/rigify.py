@@ -73,13 +73,10 @@ def _ik_stretch_bones(obj, limbs) -> list[str]:
             iks = [c for c in source.constraints if c.type == "IK"] if source is not None else []
             if not iks:
                 continue
-            bone = source
-            for _ in range(max(c.chain_count for c in iks) or 1):
-                if bone is None:
-                    break
+            chain = [source] + list(source.parent_recursive)
+            for bone in chain[:max(c.chain_count for c in iks) or len(chain)]:    # a chain of 0: up to the root
                 if bone.ik_stretch > 0 and bone.name not in out:
                     out.append(bone.name)
-                bone = bone.parent
     return out
 
 
