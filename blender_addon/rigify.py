@@ -69,8 +69,8 @@ def _ik_stretch_bones(obj, limbs) -> list[str]:
     out = []
     for _, _, (_, middle, _) in limbs:
         for con in obj.pose.bones[ORG + middle].constraints:
-            source = obj.pose.bones.get(getattr(con, "subtarget", "")) if con.type == "COPY_TRANSFORMS" else None
-            iks = [c for c in source.constraints if c.type == "IK"] if source is not None else []
+            source = obj.pose.bones.get(con.subtarget) if con.type == "COPY_TRANSFORMS" else None
+            iks = [c for c in source.constraints if c.type == "IK"] if source else []
             if not iks:
                 continue
             chain = [source] + list(source.parent_recursive)
