@@ -56,6 +56,16 @@ _STOP = threading.Event()      # set by SIGTERM: commands that can stop between 
 _GRACEFUL = []                 # non-empty while such a command runs
 
 
+def _pace(text: str):
+    """--pace: 'data', 'any' or a class number (checked against the model before work starts)."""
+    if text in ("data", "any"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'data', 'any' or a class number") from None
+
+
 def cmd_generate(a) -> None:
     from .generate import generate_to_files
 
@@ -66,7 +76,7 @@ def cmd_generate(a) -> None:
                       rig=a.rig, overwrite=a.overwrite, loop=a.loop,
                       loop_travel=a.loop_travel, start_from=a.start_from, continue_from=a.continue_from,
                       end_at=a.end_at, keys=a.keys, path=a.path, floor=a.floor,
-                      foot_lock=a.foot_lock)
+                      foot_lock=a.foot_lock, pace=a.pace, pace_guidance=a.pace_guidance)
 
 
 def cmd_retarget(a) -> None:
@@ -134,7 +144,8 @@ def cmd_train(a) -> None:
                                   max_frames=a.max_frames, schedule=a.schedule, output=a.output,
                                   prediction=a.prediction, frame=a.frame,
                                   standardise=a.standardise, output_norm=not a.no_output_norm,
-                                  skip_radius=a.skip_radius, self_condition=a.self_condition), "mas train")
+                                  skip_radius=a.skip_radius, self_condition=a.self_condition,
+                                  pace_classes=a.pace_classes), "mas train")
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
                      mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight,
                      noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight,
@@ -231,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-foot-lock", dest="foot_lock", action="store_false",
                    help="do not hold the standing feet where they stand (by default they are, the legs following "
                         "by IK: skating falls by half or more; see docs/results.md)")
+    g.add_argument("--pace", type=_pace, default="data",
+                   help="how much the motions move, for a model trained with pace classes: 'data' (each seed "
+                        "draws one, as often as the training data has it; the default), 0 (the stillest) .. C-1, "
+                        "or 'any' (the model not told)")
+    g.add_argument("--pace-guidance", type=float, default=2.0,
+                   help="classifier-free guidance on the pace class (a model trained with pace classes): each class "
+                        "more itself, at twice the model's time; 1: none (default 2)")
     g.add_argument("--preview", action="store_true", help="also write a stick-figure GIF per motion")
     g.add_argument("--format", default="npz", choices=["npz", "bvh", "both", "fbx", "glb"],
                    help="joint positions (.npz), a rotation track on --rig (.bvh), both, or the rig's character "
@@ -331,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--self-condition", action="store_true",
                    help="the network also reads its previous x0 estimate (self-conditioning; about 1.2x the time "
                         "a training step; with --init, its input starts at zero, so the model starts as the source)")
+    t.add_argument("--pace-classes", type=int, default=0, metavar="C",
+                   help="the network also reads how much the motion moves, one of C classes (quantiles of the "
+                        "training windows' pace); sampling draws them as often as the data has them (0: none; "
+                        "4 tried; with --init, its input starts at zero)")
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
     t.add_argument("--init", default=None, help="start from this checkpoint's weights (a shipped model or a path; "
@@ -399,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--rows", default="mas5,mas5rigid,mas5lock,mas2,no3dnoise",
                     help="comma-separated: mas5 (the paper's MAS: no bone, floor or foot prior), mas5rigid (rigid "
                          "bones, the model's floor prior), mas5lock (the default: + the foot lock), mas2, "
-                         "no3dnoise, mas5floor (+ the floor prior), mas5feet (+ travel from the feet), mas5floorfeet")
+                         "no3dnoise, mas5floor (+ the floor prior), mas5feet (+ travel from the feet), mas5floorfeet, "
+                         "mas5lockany (mas5lock with a pace model not told its pace), mas5lockg1 (its pace told, not guided)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--json", default=None)

@@ -61,6 +61,9 @@ class ModelConfig:
                                   # 2022): at sampling the step before's (MAS's consistent one), in training its
                                   # own x0 of the same x_t for half the windows (zeros for the rest, and at the
                                   # first step)
+    pace_classes: int = 0       # the network also reads how much the motion moves: one of this many pace classes
+                                # (quantiles of the training windows' ``model.window_pace``), or "any" (the
+                                # class the training drops for a tenth of the windows); 0: no pace input
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,7 +132,7 @@ MAX_CARD_BYTES = 10_000_000         # a card is a few kB of JSON
 # try to allocate it)
 CARD_LIMITS = {"max_frames": (2, 100_000), "width": (8, 8192), "layers": (1, 128), "heads": (1, 128),
                "ff_width": (8, 32768), "num_joints": (1, 1000), "frames_per_token": (1, 64),
-               "diffusion_steps": (1, 10_000), "skip_radius": (0, 64)}
+               "diffusion_steps": (1, 10_000), "skip_radius": (0, 64), "pace_classes": (0, 64)}
 OUTPUTS = ("frames", "upsampled")
 PREDICTIONS = ("x0", "v")
 FRAMES = ("image", "root")

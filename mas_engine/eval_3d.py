@@ -181,6 +181,8 @@ TRAINING_ROW = "real (training clips)"     # windows of the clips the model lear
 ROWS = {"mas5": dict(views=5, **PAPER), "mas2": dict(views=2, **PAPER),
         "no3dnoise": dict(views=5, noise_3d=False, **PAPER), "mas5rigid": dict(views=5, rigid_bones=True, foot_lock=False),
         "mas5lock": dict(views=5, rigid_bones=True, foot_lock=True),
+        "mas5lockany": dict(views=5, rigid_bones=True, foot_lock=True, pace="any"),   # a pace model not told
+        "mas5lockg1": dict(views=5, rigid_bones=True, foot_lock=True, pace_guidance=1.0),  # its pace not guided
         "mas5floor": dict(views=5, rigid_bones=True, floor=True, foot_lock=False),
         "mas5feet": dict(views=5, rigid_bones=True, travel="feet", foot_lock=False),
         "mas5floorfeet": dict(views=5, rigid_bones=True, floor=True, travel="feet", foot_lock=False)}

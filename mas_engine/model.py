@@ -39,6 +39,12 @@ through a linear layer of its own (zero at the start, so a warm-started model st
 the shipped denoiser cannot tell a standing person's centimetre sway from the in-band noise a step leaves, and
 its samples wander where real people stand still; given its last estimate, x_t - sqrt(ab) x0_prev is nearly the
 noise alone, so what it made up once can be seen and taken back (docs/results.md, *Self-conditioning*).
+With ``pace_classes = C > 0`` the network also reads a pace class, added to every token: 0 .. C - 1, the quantile
+bin of the motion's ``window_pace`` among the training windows (``pace_edges``, part of the weights), or C, "any"
+(a tenth of the training windows read it, so the model also samples without one). Why try it: every model so
+far makes every motion move, where a quarter of real 4 s windows stand nearly still; told the pace, a still
+window is no longer an outlier to be averaged away, and sampling can draw the classes as often as the data has
+them (docs/results.md, *A pace class*).
 """
 from __future__ import annotations
 
@@ -51,6 +57,10 @@ from torch import nn
 from .catalogue import ModelConfig  # noqa: F401 - the config lives with the card rules (no torch)
 from .diffusion import alpha_bar_schedule
 
+PACE_LAG = 6    # frames over which window_pace measures displacement (0.2 s at 30 fps: the 4 mm detector noise
+                # then adds about 0.04 m/s, a quarter of what it adds frame to frame)
+PACE_ANY_SHARE = 0.1   # the share of training windows that read the "any" class
+
 
 def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """Transformer sinusoidal embedding: (...,) -> (..., dim)."""
@@ -58,6 +68,18 @@ def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=positions.device) / half)
     angles = positions.float()[..., None] * freqs
     return torch.cat([torch.sin(angles), torch.cos(angles)], -1)
+
+
+def window_pace(x: torch.Tensor, length: torch.Tensor | None = None, lag: int = PACE_LAG) -> torch.Tensor:
+    """How much each motion moves: batch x frames x joints x 2 (any unit u, frames valid up to ``length``)
+    -> batch, the mean over joints and valid frame pairs of |x[f + lag] - x[f]| / lag, in u per frame.
+    A motion shorter than lag + 1 frames measures over its whole length."""
+    B, F = x.shape[:2]
+    n = torch.full((B,), F, device=x.device) if length is None else length.to(x.device).long()
+    lag = max(1, min(lag, F - 1))
+    step = (x[:, lag:] - x[:, :-lag]).norm(dim=-1).mean(-1)               # B, F - lag
+    valid = (torch.arange(F - lag, device=x.device)[None] + lag < n[:, None]).to(x.dtype)
+    return (step * valid).sum(1) / valid.sum(1).clamp_min(1) / lag
 
 
 class MotionDenoiser(nn.Module):
@@ -90,6 +112,22 @@ class MotionDenoiser(nn.Module):
         if cfg.skip_radius:       # the network alone until fit_linear_skip sets them from the data
             self.skip_filter = nn.Parameter(torch.zeros(cfg.diffusion_steps, cfg.skip_radius + 1))
             self.register_buffer("skip_out", torch.ones(cfg.diffusion_steps))
+        if cfg.pace_classes:      # class C is "any"; zero at the start, so a warm-started model starts as its source
+            self.pace_embed = nn.Embedding(cfg.pace_classes + 1, D)
+            nn.init.zeros_(self.pace_embed.weight)
+            self.register_buffer("pace_edges", torch.zeros(cfg.pace_classes - 1))   # set by fit_pace
+
+    @torch.no_grad()
+    def fit_pace(self, pose: torch.Tensor, length: torch.Tensor) -> None:
+        """Set ``pace_edges`` to the quantiles k / C (k = 1 .. C - 1) of the windows' ``window_pace``
+        (pose: N x frames x joints x 2, normalised; ``length`` N), so that each class holds as many windows."""
+        paces = torch.cat([window_pace(p, n) for p, n in zip(pose.split(4096), length.split(4096))])
+        q = torch.arange(1, self.cfg.pace_classes, dtype=paces.dtype) / self.cfg.pace_classes
+        self.pace_edges.copy_(torch.quantile(paces, q))
+
+    def pace_class(self, x0: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
+        """The pace class (batch, long in 0 .. C - 1) of clean motions x0 (batch x frames x joints x 2)."""
+        return torch.bucketize(window_pace(x0, length), self.pace_edges.to(x0.dtype))
 
     @torch.no_grad()
     def fit_standardisation(self, pose: torch.Tensor, length: torch.Tensor) -> None:
@@ -134,16 +172,18 @@ class MotionDenoiser(nn.Module):
         return torch.cat([x_t[..., None], (before + after).permute(0, 1, 3, 4, 2)], -1)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, length: torch.Tensor | None = None,
-                x0_prev: torch.Tensor | None = None) -> torch.Tensor:
+                x0_prev: torch.Tensor | None = None, pace: torch.Tensor | None = None) -> torch.Tensor:
         """Predict x0.
 
         x_t:     batch x frames x joints x 2 (normalised 2D)
         t:       batch (integer steps in 0 .. diffusion_steps - 1)
         length:  batch, valid frames of each motion (None: all frames valid)
         x0_prev: as x_t, an earlier x0 estimate for a self-conditioned model (None: none; ignored by others)
+        pace:    batch (long), the pace class of each motion for a model with pace classes (None: "any"; ignored
+                 by others)
         Returns batch x frames x joints x 2.
         """
-        out = self.network_x0(x_t, t, length, x0_prev)
+        out = self.network_x0(x_t, t, length, x0_prev, pace)
         if not self.cfg.skip_radius:
             return out
         t = t.long()
@@ -151,7 +191,7 @@ class MotionDenoiser(nn.Module):
         return filtered + self.skip_out[t][:, None, None, None] * out
 
     def network_x0(self, x_t: torch.Tensor, t: torch.Tensor, length: torch.Tensor | None = None,
-                   x0_prev: torch.Tensor | None = None) -> torch.Tensor:
+                   x0_prev: torch.Tensor | None = None, pace: torch.Tensor | None = None) -> torch.Tensor:
         """The network's own x0 (``forward`` without the linear skip): shapes as ``forward``."""
         B, F, J, _ = x_t.shape
         P = self.cfg.frames_per_token
@@ -172,6 +212,10 @@ class MotionDenoiser(nn.Module):
             tokens = tokens + self.self_cond(self._tokens(y, pad))
         step = self.time_mlp(sinusoidal(t, self.cfg.width))[:, None]
         h = torch.cat([step, tokens], 1) + self.positions[: N + 1]
+        if self.cfg.pace_classes:
+            if pace is None:
+                pace = torch.full((B,), self.cfg.pace_classes, dtype=torch.long, device=x_t.device)
+            h = h + self.pace_embed(pace.long())[:, None]
         mask = None
         if length is not None:
             # a token is padding when all its frames are past the motion's end; step token always valid

@@ -28,7 +28,7 @@ from .postprocess import alternation, finish_motions
 from .priors import constraint_lengths, level_loop, on_floor, rigid_bones
 from .reference import ReferenceConsistency
 from .triangulate import triangulate
-from .windows import end_fade, plan_staggered, plan_windows, windowed_denoiser
+from .windows import end_fade, pace_rows, plan_staggered, plan_windows, windowed_denoiser
 
 
 @dataclass
@@ -64,6 +64,13 @@ class MasSettings:
     window_coupling: float = 0.3        # the share of the noise levels, the lowest, at which the windows of a
                                         # long motion overlap and blend; above, they work on their own
                                         # (windows.py); 1: always
+    pace: int | str = "data"            # for a model with pace classes (ModelConfig.pace_classes): how much each
+                                        # motion moves. "data": the seeds take the classes in turn, each as often
+                                        # as the training windows have it; 0 .. C - 1: that class for every motion (0 the
+                                        # stillest); "any": the class the model reads when it is not told
+    pace_guidance: float = 2.0          # classifier-free guidance on the pace class: x0 = x0_any + g (x0_class -
+                                        # x0_any), at twice the model's time; 1: none. 2 halved the shipped
+                                        # human's 3D Frechet distance (docs/results.md, A pace class)
     loop_coupling: float = 0.8          # the same for a loop, whose windows on their own meet at its seam, so
                                         # they blend for longer (32 loops of 4 s: 66% nearly still against
                                         # 84% always blended, seams as good; docs/results.md)
@@ -181,20 +188,57 @@ def draw_noise(seeds, shape, device) -> torch.Tensor:
 REVERSED_END = (20, 0.3)    # frames over which a pose to end in is made from the reversed motion; share of levels
 
 
-def _denoiser(loaded: LoadedModel, frames, reversed_end: bool = False):
+def pace_classes(loaded: LoadedModel, seeds, pace, device) -> torch.Tensor | None:
+    """Each motion's pace class (motions, long) for a model with pace classes, else None. ``pace``
+    (``MasSettings.pace``): "data" gives seed s the class C - 1 - (s mod C), so that any C consecutive seeds
+    hold every class once, as often as the training windows have them (the classes are their quantile bins),
+    and seed 0, the first a user sees, the liveliest; a number gives every motion that class; "any" the class
+    for "not told"."""
+    C = loaded.config.pace_classes
+    if not C:
+        return None
+    if pace == "data":
+        classes = [C - 1 - int(s) % C for s in seeds]
+    else:
+        classes = [C if pace == "any" else int(pace)] * len(seeds)
+    return torch.tensor(classes, dtype=torch.long, device=device)
+
+
+def pace_guided(model, classes: int, scale: float):
+    """``model`` with classifier-free guidance on its pace class (Ho & Salimans 2022): x0_any + scale (x0_class
+    - x0_any), both in one call of twice the rows; the model itself where it is not told a class or scale is 1."""
+    if not classes or scale == 1.0:
+        return model
+
+    def guided(x, t, length=None, x0_prev=None, pace=None):
+        if pace is None:
+            return model(x, t, length, x0_prev)
+        two = lambda a: None if a is None else torch.cat([a, a])  # noqa: E731
+        out = model(two(x), two(t), two(length), two(x0_prev), torch.cat([pace, torch.full_like(pace, classes)]))
+        told, free = out[:x.shape[0]], out[x.shape[0]:]
+        return free + scale * (told - free)
+    return guided
+
+
+def _denoiser(loaded: LoadedModel, frames, reversed_end: bool = False, pace: torch.Tensor | None = None,
+              guidance: float = 1.0):
     """denoise(x_t, t) for a motion the model makes in one piece. ``reversed_end``: the motion must end
     in a pose. The model's last frame positions are its least trained (full-length windows are rare in
     training) and make the last frames of its 4 s motions jerky; so for the lowest 30% of the noise
     levels the model also denoises the motion reversed in time, whose first positions are its best
     trained, and the last 20 frames fade over to that (an end pose's pop 2.07 -> 1.25, docs/results.md).
     A self-conditioned model reads the previous step's x0 (``ModelConfig.self_condition``; MAS's is the
-    consistent one, the triangulated motion projected back)."""
-    model, cfg = loaded.model, loaded.config
+    consistent one, the triangulated motion projected back). ``pace``: each motion's pace class (``pace_classes``),
+    ``guidance`` the scale of ``pace_guided``."""
+    model, cfg = pace_guided(loaded.model, loaded.config.pace_classes, guidance), loaded.config
     n, share = min(REVERSED_END[0], frames // 2), REVERSED_END[1]
     fade = end_fade(frames, n)
 
     def run(x, tt, prev):
-        return model(x, tt, x0_prev=prev) if cfg.self_condition else model(x, tt)
+        kw = {"x0_prev": prev} if cfg.self_condition else {}
+        if pace is not None:
+            kw["pace"] = pace_rows(pace, x.shape[0])
+        return model(x, tt, **kw)
 
     def denoise(x_t, t, x0_prev=None):
         flat = x_t.reshape(-1, frames, cfg.num_joints, 2)
@@ -233,6 +277,14 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
                             f"{loaded.cameras['distance_m']:g}")
         if settings.batch_size is not None:
             validate.integer("batch size", settings.batch_size, 1, 4096)
+        C = loaded.config.pace_classes
+        if not (settings.pace in ("data", "any") or (C and isinstance(settings.pace, int)
+                                                       and not isinstance(settings.pace, bool) and 0 <= settings.pace < C)):
+            raise MasError(f"pace {settings.pace!r} is not known to model {loaded.name!r}; use 'data' (as often as its "
+                           f"data)" + (f", 'any' or a class 0 (stillest) .. {C - 1}" if C else
+                                       ": it was trained without pace classes"))
+        validate.number("pace guidance", settings.pace_guidance, 0.0, 10.0, "1 is none; 2 doubles each class's "
+                        "difference from the model not told")
         if settings.travel not in ("model", "feet"):
             raise MasError(f"travel {settings.travel!r} is not known; use 'model' (the model's own travel) or "
                            f"'feet' (the travel the feet imply)")
@@ -295,20 +347,23 @@ def window_joins(loaded: LoadedModel, frames: int, settings: MasSettings) -> lis
     return sorted(blended.joins() + solo.joins())
 
 
-def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_on=None, ends_in_pose: bool = False):
+def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_on=None, ends_in_pose: bool = False,
+                 pace: torch.Tensor | None = None):
     """denoise(x_t, t, x0_prev=None), the model as MAS calls it: directly up to the model's length, in blended
     windows beyond it or for a loop (``moved_on``: a travelling loop's, see ``windowed_denoiser``).
-    ``ends_in_pose``: constraints fix the last frame (``_denoiser``'s ``reversed_end``)."""
+    ``ends_in_pose``: constraints fix the last frame (``_denoiser``'s ``reversed_end``); ``pace``: each motion's
+    pace class (``pace_classes``)."""
     if not is_windowed(loaded, frames, settings):
-        return _denoiser(loaded, frames, ends_in_pose)
+        return _denoiser(loaded, frames, ends_in_pose, pace, settings.pace_guidance)
     cfg = loaded.config
     plan, solo = window_plans(loaded, frames, settings)
     coupling = settings.loop_coupling if settings.loop else settings.window_coupling
     alpha_bar = alpha_bar_schedule(cfg.schedule, cfg.diffusion_steps)
     reversed_end = (REVERSED_END[0], REVERSED_END[1] * cfg.diffusion_steps) if ends_in_pose and not settings.loop else None
-    return windowed_denoiser(loaded.model, plan, cfg.num_joints, loaded.layout.root, alpha_bar,
+    model = pace_guided(loaded.model, cfg.pace_classes, settings.pace_guidance)
+    return windowed_denoiser(model, plan, cfg.num_joints, loaded.layout.root, alpha_bar,
                              solo=solo, solo_from=int(round(coupling * cfg.diffusion_steps)), moved_on=moved_on,
-                             reversed_end=reversed_end, self_condition=cfg.self_condition)
+                             reversed_end=reversed_end, self_condition=cfg.self_condition, pace=pace)
 
 
 @torch.inference_mode()
@@ -346,7 +401,9 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
     t0 = time.perf_counter()
     moved_on = getattr(consistency, "moved_on", None) if settings.loop and settings.loop_travel else None
     ends_in_pose = constraints is not None and bool(posed_frames(constraints.mask)[-1])
-    ancestral_loop(mas_denoiser(loaded, frames, settings, moved_on, ends_in_pose), schedule, noise_at(K), noise_at, consistency, progress, cancel)
+    pace = pace_classes(loaded, seeds, settings.pace, device)
+    ancestral_loop(mas_denoiser(loaded, frames, settings, moved_on, ends_in_pose, pace), schedule, noise_at(K), noise_at,
+                   consistency, progress, cancel)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     stats = {"seconds": time.perf_counter() - t0, "triangulation_seconds": consistency.seconds,
@@ -356,12 +413,14 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
 
 @torch.inference_mode()
 def sample_2d_batch(loaded: LoadedModel, seeds: list[int], frames: int, steps: int | None, device,
-                    progress=None, cancel=None) -> torch.Tensor:
-    """Plain 2D ancestral sampling: motions x frames x joints x 2, normalised."""
+                    progress=None, cancel=None, pace: int | str = "data", pace_guidance: float = 1.0) -> torch.Tensor:
+    """Plain 2D ancestral sampling: motions x frames x joints x 2, normalised. ``pace``, ``pace_guidance``: as
+    ``MasSettings``'s."""
     _check_frames(loaded, frames)
     schedule = Schedule.create(loaded.config.schedule, loaded.config.diffusion_steps, steps)
     noise = draw_noise(seeds, (len(schedule) + 1, frames, loaded.config.num_joints, 2), device)
-    return ancestral_loop(_denoiser(loaded, frames), schedule, noise[len(schedule)],
+    return ancestral_loop(_denoiser(loaded, frames, pace=pace_classes(loaded, seeds, pace, device), guidance=pace_guidance),
+                          schedule, noise[len(schedule)],
                           lambda k: noise[k], None, progress, cancel)
 
 

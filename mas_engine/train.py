@@ -27,7 +27,7 @@ from .dataset import CONFIDENCE_THRESHOLD, MotionData2D
 from .device import pick_device
 from .diffusion import alpha_bar_schedule, q_sample
 from .errors import MasError
-from .model import ModelConfig, MotionDenoiser
+from .model import PACE_ANY_SHARE, ModelConfig, MotionDenoiser
 
 DATA_NOTE = "Trained on a data set without a licence note: check the licence of the data before sharing the model."
 
@@ -137,7 +137,7 @@ def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=No
                   level_weights: torch.Tensor | None = None, velocity_weight: float = 0.0,
                   contact=None) -> torch.Tensor:
     """One diffusion training loss: random t, noise x0 to x_t, predict x0 (a self-conditioned model reading
-    its own x0 for half the windows); the x0 error of each window weighted by its noise level's weight
+    its own x0 for half the windows; a model with pace classes reading each window's own); the x0 error of each window weighted by its noise level's weight
     (``noise_level_weights``), plus
     ``velocity_weight`` times the velocity error; ``contact``: (weight, feet, still) for the
     foot-contact loss (``masked_contact_loss``)."""
@@ -146,16 +146,24 @@ def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=No
     t = torch.randint(0, T, (B,), generator=generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     x_t = q_sample(x0, alpha_bar[t], noise)
+    net = getattr(model, "module", model)
+    pace = None
+    if net.cfg.pace_classes:
+        # each window's own class; a tenth read "any" (class C), so that the model also samples without one
+        pace = net.pace_class(x0, length)
+        drop = (torch.rand(B, generator=generator) < PACE_ANY_SHARE).to(x0.device)
+        pace = torch.where(drop, torch.full_like(pace, net.cfg.pace_classes), pace)
     x0_prev = None
-    if getattr(model, "module", model).cfg.self_condition:
+    if net.cfg.self_condition:
         # half the windows read the network's own x0 of this x_t (no gradient through it), the rest zeros,
         # so that it learns both the first step of a chain and every later one (Chen et al. 2022)
         chosen = (torch.rand(B, generator=generator) < 0.5).to(x0.device)
         x0_prev = torch.zeros_like(x0)
         if chosen.any():
             with torch.no_grad():
-                x0_prev[chosen] = model(x_t[chosen], t[chosen], None if length is None else length[chosen]).to(x0.dtype)
-    pred = model(x_t, t, length, x0_prev)
+                x0_prev[chosen] = model(x_t[chosen], t[chosen], None if length is None else length[chosen],
+                                        None, None if pace is None else pace[chosen]).to(x0.dtype)
+    pred = model(x_t, t, length, x0_prev, pace)
     w = level_weights[t] if level_weights is not None else None
     loss = masked_x0_loss(pred, x0, conf, w)
     if velocity_weight:
@@ -337,7 +345,8 @@ def warm_start(model: MotionDenoiser, init) -> bool:
     """Start from the weights of a checkpoint (a shipped model's name or a path) of the same architecture,
     or of fewer layers: then its layers are the first ones, and each further layer starts as the identity
     (its attention's and feed-forward's output projections zero), so the grown model starts as the source.
-    With self-conditioning added, its input layer starts at zero, so the model starts as the source.
+    With self-conditioning or pace classes added, their input layers start at zero, so the model starts as the
+    source.
     From a model that predicts something else (x0 or v, or a model without a linear skip) only the body is
     kept: the output layer starts at zero, so a v model starts as x0 = sqrt(ab) x_t, a skip model as its
     filter alone. Returns whether the linear skip came with the weights (a skip of the same radius: it
@@ -347,7 +356,7 @@ def warm_start(model: MotionDenoiser, init) -> bool:
     differ = [f"{k} {v} (here {getattr(model.cfg, k)})" for k, v in src.config.to_dict().items()
               if getattr(model.cfg, k) != v
               and k not in ("output", "prediction", "frame", "root", "standardise", "skip_radius", "layers",
-                            "self_condition")]
+                            "self_condition", "pace_classes")]
     if src.config.layers > model.cfg.layers:                  # more layers grow the model; fewer cannot
         differ.append(f"layers {src.config.layers} (here {model.cfg.layers})")
     if differ:
@@ -366,6 +375,9 @@ def warm_start(model: MotionDenoiser, init) -> bool:
     if model.cfg.self_condition != src.config.self_condition:   # added: its layer starts at zero; dropped: it goes
         weights = {k: v for k, v in weights.items() if not k.startswith("self_cond.")}
         weights.update({k: v for k, v in model.state_dict().items() if k.startswith("self_cond.")})
+    if model.cfg.pace_classes != src.config.pace_classes:       # added: zero at the start (edges fit by build_run)
+        weights = {k: v for k, v in weights.items() if not k.startswith("pace_")}
+        weights.update({k: v for k, v in model.state_dict().items() if k.startswith("pace_")})
     model.load_state_dict(weights)
     with torch.no_grad():
         for block in model.encoder.layers[src.config.layers:]:
@@ -449,6 +461,9 @@ def build_run(out: Path, data: MotionData2D, model_cfg: ModelConfig | None, cfg:
         alpha_bar = alpha_bar_schedule(model_cfg.schedule, model_cfg.diffusion_steps).float().to(dev)
         log(f"fitting the linear skip (radius {model_cfg.skip_radius} frames) at {len(alpha_bar)} noise steps")
         fit_linear_skip(model, alpha_bar, data, dev)
+    if model_cfg.pace_classes and info is None:
+        model.fit_pace(data.pose, data.length)
+        log("pace classes: window_pace edges " + ", ".join(f"{float(e):.4f}" for e in model.pace_edges))
     ema = MotionDenoiser(model_cfg).to(dev)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False).eval()

@@ -158,9 +158,15 @@ def end_fade(frames: int, n: int) -> torch.Tensor:
     return fade
 
 
+def pace_rows(pace: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """A pace class per motion (motions) -> one per row of a batch of n rows, each motion's rows (its views, its
+    windows) together; None stays None."""
+    return None if pace is None else pace.repeat_interleave(n // len(pace))
+
+
 def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha_bar: torch.Tensor, chunk: int = 512,
                       solo: Windows | None = None, solo_from: int | None = None, moved_on=None, reversed_end=None,
-                      self_condition: bool = False):
+                      self_condition: bool = False, pace: torch.Tensor | None = None):
     """denoise(x_t, t, x0_prev=None) for motions of any length: x_t (..., frames, joints, 2) -> x0 of the same
     shape; x0_prev: the previous step's x0 (as x_t), which a self-conditioned model reads.
 
@@ -177,12 +183,17 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
     window that goes round the end sees the frames past it moved so, as if the walk went on.
     ``reversed_end`` = (n, below): the motion must end in a pose; while t < ``below`` its last n
     frames fade over to the model's prediction for its last window reversed in time (see
-    ``sampler._denoiser``)."""
+    ``sampler._denoiser``). ``pace``: each motion's pace class (motions, long; ``sampler.pace_classes``) for a
+    model with pace classes, each motion's rows (views, then windows) together."""
     state = {"x0": None}
 
-    def run(x, t, prev):
+    def run(x, t, prev, rows=None):
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        return model(x, tt, x0_prev=prev) if self_condition else model(x, tt)
+        kw = {"x0_prev": prev} if self_condition else {}
+        if rows is not None:
+            kw["pace"] = rows
+        return model(x, tt, **kw)
+
     end_weight = end_fade(reversed_end[0], reversed_end[0])[None, :, None, None] if reversed_end is not None else None
 
     def denoise(x_t: torch.Tensor, t: int, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
@@ -207,7 +218,8 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
             if self_condition and x0_prev is not None else None
         parts = flat.split(chunk)
         prevs = prev.split(chunk) if prev is not None else [None] * len(parts)
-        out = torch.cat([run(part, t, p) for part, p in zip(parts, prevs)])
+        paces = pace_rows(pace, flat.shape[0]).split(chunk) if pace is not None else [None] * len(parts)
+        out = torch.cat([run(part, t, p, q) for part, p, q in zip(parts, prevs, paces)])
         pred = out.reshape(win.shape) + centre - on
         wd = w.to(x)
         blended = torch.zeros_like(x).index_add_(1, where.flatten(), (pred * wd[None, :, :, None, None]).flatten(1, 2))
@@ -215,7 +227,8 @@ def windowed_denoiser(model, windows: Windows, num_joints: int, root: int, alpha
         x0 = blended / total[None, :, None, None]
         if reversed_end is not None and t < reversed_end[1] and not plan.loop and int(idx[-1, -1]) == F - 1:
             last = flat.reshape(win.shape)[:, -1]                    # M, L, J, 2: the window that ends the motion
-            back = run(last.flip(1), t, None if prev is None else prev.reshape(win.shape)[:, -1].flip(1)).flip(1)
+            back = run(last.flip(1), t, None if prev is None else prev.reshape(win.shape)[:, -1].flip(1),
+                       pace_rows(pace, last.shape[0])).flip(1)
             n, L, w_end = reversed_end[0], idx.shape[1], end_weight.to(x)
             x0[:, F - n:] = w_end * x0[:, F - n:] + (1 - w_end) * (back[:, L - n:] + centre[:, -1])
         state["x0"] = x0

@@ -364,3 +364,52 @@ def test_the_loop_gives_the_denoiser_the_previous_steps_consistent_x0():
     ancestral_loop(denoise, schedule, torch.zeros(2, 5, 3), lambda k: torch.zeros(2, 5, 3), consistency)
     assert given[0] is None and len(given) == 10
     assert all(g is m for g, m in zip(given[1:], made[:-1]))
+
+
+def test_a_pace_model_gets_each_motions_class_in_every_view_and_window(tmp_path):
+    """MasSettings.pace reaches the model: every row of a motion (its views, its windows, the reversed end)
+    reads that motion's class; "any" reads class C; an unknown pace is refused before work starts."""
+    from dataclasses import replace
+    from mas_engine.checkpoint import save_checkpoint
+    from mas_engine.model import MotionDenoiser
+    from mas_engine.sampler import check_request, mas_denoiser, pace_classes
+    cfg = ModelConfig(max_frames=48, width=32, layers=1, heads=2, ff_width=64, diffusion_steps=20, pace_classes=3)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "paced", MotionDenoiser(cfg).eval(), tiny_card())
+    m = load_checkpoint(tmp_path / "paced.json")
+    for frames in (48, 3 * 48):                      # in one piece, and in windows
+        seen = []
+        real = m.model.forward
+        m.model.forward = lambda x, t, length=None, x0_prev=None, pace=None: seen.append((x.shape[0], pace)) or \
+            real(x, t, length, x0_prev, pace)
+        denoise = mas_denoiser(m, frames, MasSettings(pace_guidance=1.0), ends_in_pose=True, pace=torch.tensor([2, 0]))
+        with torch.no_grad():
+            denoise(torch.randn(2, 5, frames, 16, 2), 1)         # 2 motions x 5 views; t low: an end pose reversed too
+        m.model.forward = real
+        assert len(seen) >= 2
+        for rows, pace in seen:
+            assert pace.tolist() == [2] * (rows // 2) + [0] * (rows // 2)
+    res = sample_mas(m, [0, 1], 48, MasSettings(pace="any", steps=3))
+    again = sample_mas(m, [1], 48, MasSettings(pace="any", steps=3))
+    assert np.allclose(res.joints[1], again.joints[0], atol=1e-5)
+    assert pace_classes(m, [0, 1], "any", "cpu").tolist() == [3, 3]
+    from mas_engine.sampler import pace_guided               # guidance: x0_any + g (x0_class - x0_any)
+    x, t, cls = torch.randn(2, 48, 16, 2), torch.tensor([3, 9]), torch.tensor([0, 2])
+    with torch.no_grad():
+        m.model.pace_embed.weight.normal_()
+        told, free = m.model(x, t, pace=cls), m.model(x, t)
+        assert pace_guided(m.model, 3, 1.0) is m.model
+        assert torch.allclose(pace_guided(m.model, 3, 2.5)(x, t, pace=cls), free + 2.5 * (told - free), atol=1e-5)
+        assert torch.equal(pace_guided(m.model, 3, 2.5)(x, t), free)
+    with pytest.raises(MasError, match="pace guidance"):
+        check_request(m, 48, MasSettings(pace_guidance=float("nan")))
+    for bad in (3, -1, "fast", True):
+        with pytest.raises(MasError, match="pace"):
+            check_request(m, 48, MasSettings(pace=bad))
+    plain = replace(m.config, pace_classes=0)
+    save_checkpoint(tmp_path / "plain", MotionDenoiser(plain).eval(), tiny_card())
+    p = load_checkpoint(tmp_path / "plain.json")
+    with pytest.raises(MasError, match="trained without pace classes"):
+        check_request(p, 48, MasSettings(pace=0))
+    check_request(p, 48, MasSettings(pace="any"))
+    assert pace_classes(p, [0], "data", "cpu") is None

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -591,3 +592,65 @@ def test_a_self_conditioned_model_starts_as_its_source_learns_to_read_its_estima
             assert prev.shape[1] < frames
             offset = prev[0] - first[0, :prev.shape[1]]
             assert torch.allclose(offset, offset[:1, :1].expand_as(offset), atol=1e-5)
+
+
+def test_window_pace_of_known_motions_and_pace_classes_that_split_the_data_evenly():
+    """window_pace: a still motion 0, a constant-speed one its speed, whatever the lag; padding never read.
+    fit_pace: each class holds as many windows; pace_class bins new motions by those edges."""
+    from mas_engine.model import window_pace
+    from dataclasses import replace
+    still = torch.ones(2, 30, 16, 2)
+    assert torch.equal(window_pace(still), torch.zeros(2))
+    walk = torch.zeros(1, 30, 16, 2)
+    walk[..., 0] = 0.02 * torch.arange(30.0)[:, None]             # 0.02 a frame along u
+    for lag in (1, 6, 40):
+        assert torch.allclose(window_pace(walk, lag=lag), torch.tensor([0.02]))
+    padded = walk.clone()
+    padded[:, 20:] = 99.0                                         # past its 20 valid frames
+    assert torch.allclose(window_pace(padded, torch.tensor([20])), torch.tensor([0.02]))
+    m = MotionDenoiser(replace(TINY, pace_classes=4))
+    speeds = torch.linspace(0.0, 0.03, 400)
+    pose = speeds[:, None, None, None] * torch.arange(30.0)[None, :, None, None] * torch.tensor([1.0, 0.0])
+    pose = pose.expand(-1, -1, 16, -1).contiguous()
+    m.fit_pace(pose, torch.full((400,), 30))
+    counts = torch.bincount(m.pace_class(pose), minlength=4)
+    assert counts.tolist() == [100, 100, 100, 100]
+    assert m.pace_class(pose[:1]).item() == 0 and m.pace_class(pose[-1:]).item() == 3
+
+
+def test_a_pace_model_starts_as_its_source_and_learns_to_follow_its_class(tmp_path):
+    """pace_classes: warm-started, its embedding is zero (any class gives the source's output); trained on
+    still and walking figures, 2D samples told the stillest class move less than those told the liveliest,
+    and "data" gives the seeds the classes in turn."""
+    from dataclasses import replace
+    from mas_engine.model import window_pace
+    from mas_engine.sampler import pace_classes, sample_2d_batch
+    from mas_engine.train import warm_start
+    torch.manual_seed(0)
+    src = MotionDenoiser(TINY)
+    save_checkpoint(tmp_path / "plain", src.eval(), tiny_card())
+    paced = MotionDenoiser(replace(TINY, pace_classes=2)).eval()
+    warm_start(paced, tmp_path / "plain.json")
+    x, t = torch.randn(3, 40, 16, 2), torch.tensor([0, 20, 49])
+    with torch.no_grad():
+        assert torch.equal(paced(x, t, pace=torch.tensor([0, 1, 2])), src(x, t))
+
+    walks = [walking_figure(120, heading=0.7 * i, speed=0.8 + 0.1 * i) for i in range(6)]
+    clips = [(f"walk{i}", w, 30.0) for i, w in enumerate(walks)]
+    clips += [(f"stand{i}", np.repeat(w[:1], 120, 0), 30.0) for i, w in enumerate(walks)]
+    built = build_monocular_set(clips, HUMAN16, MonocularConfig(min_frames=32, max_frames=48, val_fraction=0.0))
+    save_monocular_set(tmp_path / "mixed.npz", built)
+    run = tmp_path / "run"
+    torch.set_num_threads(2)
+    train(tmp_path / "mixed.npz", run, replace(TINY, pace_classes=2), TrainConfig(
+        steps=400, batch_size=16, lr=1e-3, warmup_steps=20, save_every=400, ema_decay=0.99, motion_check=0),
+        device="cpu", log=lambda *a: None)
+    m = load_checkpoint(run / "model.json")
+    seeds = list(range(8))
+    with torch.no_grad():
+        slow = window_pace(sample_2d_batch(m, seeds, 48, 25, "cpu", pace=0))
+        fast = window_pace(sample_2d_batch(m, seeds, 48, 25, "cpu", pace=1))
+    # the same noise, only the class differs: every seed moves less when told the stillest class (a model
+    # that does not read its class gives both alike), and much less on the whole
+    assert (slow < fast).all() and slow.mean() < 0.8 * fast.mean(), (slow, fast)
+    assert pace_classes(m, [0, 1, 2, 7, 10], "data", "cpu").tolist() == [1, 0, 1, 0, 1]   # in turn, the liveliest first
