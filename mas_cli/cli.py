@@ -243,9 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not hold the standing feet where they stand (by default they are, the legs following "
                         "by IK: skating falls by half or more; see docs/results.md)")
     g.add_argument("--pace", type=_pace, default="data",
-                   help="how much the motions move, for a model trained with pace classes: 'data' (each seed "
-                        "draws one, as often as the training data has it; the default), 0 (the stillest) .. C-1, "
-                        "or 'any' (the model not told)")
+                   help="how much the motions move, for a model trained with pace classes: 'data' (the seeds take "
+                        "the classes in turn, seed 0 the liveliest, so each comes as often as in the training data; "
+                        "the default), 0 (the stillest) .. C-1 for every motion, or 'any' (the model not told)")
     g.add_argument("--pace-guidance", type=float, default=2.0,
                    help="classifier-free guidance on the pace class (a model trained with pace classes): each class "
                         "more itself, at twice the model's time; 1: none (default 2)")
@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "a training step; with --init, its input starts at zero, so the model starts as the source)")
     t.add_argument("--pace-classes", type=int, default=0, metavar="C",
                    help="the network also reads how much the motion moves, one of C classes (quantiles of the "
-                        "training windows' pace); sampling draws them as often as the data has them (0: none; "
+                        "training windows' pace); sampling gives the seeds the classes in turn (0: none; "
                         "4 tried; with --init, its input starts at zero)")
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")

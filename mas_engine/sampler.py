@@ -211,8 +211,8 @@ def pace_guided(model, classes: int, scale: float):
         return model
 
     def guided(x, t, length=None, x0_prev=None, pace=None):
-        if pace is None:
-            return model(x, t, length, x0_prev)
+        if pace is None or bool((pace == classes).all()):      # told nothing: nothing to guide by
+            return model(x, t, length, x0_prev, pace)
         two = lambda a: None if a is None else torch.cat([a, a])  # noqa: E731
         out = model(two(x), two(t), two(length), two(x0_prev), torch.cat([pace, torch.full_like(pace, classes)]))
         told, free = out[:x.shape[0]], out[x.shape[0]:]
@@ -415,7 +415,7 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
 def sample_2d_batch(loaded: LoadedModel, seeds: list[int], frames: int, steps: int | None, device,
                     progress=None, cancel=None, pace: int | str = "data", pace_guidance: float = 1.0) -> torch.Tensor:
     """Plain 2D ancestral sampling: motions x frames x joints x 2, normalised. ``pace``, ``pace_guidance``: as
-    ``MasSettings``'s."""
+    ``MasSettings``'s, but not guided by default (the 2D model as training's motion check sees it)."""
     _check_frames(loaded, frames)
     schedule = Schedule.create(loaded.config.schedule, loaded.config.diffusion_steps, steps)
     noise = draw_noise(seeds, (len(schedule) + 1, frames, loaded.config.num_joints, 2), device)

@@ -137,8 +137,8 @@ def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=No
                   level_weights: torch.Tensor | None = None, velocity_weight: float = 0.0,
                   contact=None) -> torch.Tensor:
     """One diffusion training loss: random t, noise x0 to x_t, predict x0 (a self-conditioned model reading
-    its own x0 for half the windows; a model with pace classes reading each window's own); the x0 error of each window weighted by its noise level's weight
-    (``noise_level_weights``), plus
+    its own x0 for half the windows; a model with pace classes reading each window's own class); the x0 error
+    of each window weighted by its noise level's weight (``noise_level_weights``), plus
     ``velocity_weight`` times the velocity error; ``contact``: (weight, feet, still) for the
     foot-contact loss (``masked_contact_loss``)."""
     B = x0.shape[0]

@@ -401,6 +401,7 @@ def test_a_pace_model_gets_each_motions_class_in_every_view_and_window(tmp_path)
         assert pace_guided(m.model, 3, 1.0) is m.model
         assert torch.allclose(pace_guided(m.model, 3, 2.5)(x, t, pace=cls), free + 2.5 * (told - free), atol=1e-5)
         assert torch.equal(pace_guided(m.model, 3, 2.5)(x, t), free)
+        assert torch.equal(pace_guided(m.model, 3, 2.5)(x, t, pace=torch.tensor([3, 3])), free)   # all "any"
     with pytest.raises(MasError, match="pace guidance"):
         check_request(m, 48, MasSettings(pace_guidance=float("nan")))
     for bad in (3, -1, "fast", True):
