@@ -45,6 +45,16 @@ def _share(s: str) -> float:
     return v
 
 
+def _smooth_frames(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of frames, got {s!r}") from None
+    if not 0 <= v <= 30:
+        raise argparse.ArgumentTypeError(f"must be 0 (no smoothing) to 30 frames, got {s} (1.5 suits 30 fps)")
+    return v
+
+
 def _nonnegative_float(s: str) -> float:
     v = float(s)
     if not v >= 0 or v == float("inf"):
@@ -76,7 +86,8 @@ def cmd_generate(a) -> None:
                       rig=a.rig, overwrite=a.overwrite, loop=a.loop,
                       loop_travel=a.loop_travel, start_from=a.start_from, continue_from=a.continue_from,
                       end_at=a.end_at, keys=a.keys, path=a.path, floor=a.floor,
-                      foot_lock=a.foot_lock, pace=a.pace, pace_guidance=a.pace_guidance)
+                      foot_lock=a.foot_lock, pace=a.pace, pace_guidance=a.pace_guidance,
+                      view_noise_share=a.view_noise_share)
 
 
 def cmd_retarget(a) -> None:
@@ -112,7 +123,8 @@ def cmd_prepare(a) -> None:
     from mas_engine.prepare import prepare_2d, prepare_capture
 
     cfg = MonocularConfig(root_motion=not a.in_place, seed=a.seed, max_frames=a.max_frames, min_frames=a.min_frames,
-                          stride_seconds=a.stride, full_share=a.full_share)
+                          stride_seconds=a.stride, full_share=a.full_share,
+                          smooth_frames=a.smooth)
     if a.from_2d:
         layout, body_parts = _layout_arg(a.layout)
         prepare_2d(a.folder, a.out, a.from_2d, layout, a.fps, cfg, body_parts or None, a.size)
@@ -175,7 +187,8 @@ def cmd_export(a) -> None:
     from mas_engine.catalogue import MODELS_DIR
     from mas_engine.checkpoint import export_model
 
-    card = export_model(a.checkpoint, a.name, a.dest or MODELS_DIR, a.note, overwrite=a.overwrite, floor_prior=a.floor_prior)
+    card = export_model(a.checkpoint, a.name, a.dest or MODELS_DIR, a.note, overwrite=a.overwrite, floor_prior=a.floor_prior,
+                        view_noise_share=a.view_noise_share)
     size = card.with_suffix(".safetensors").stat().st_size
     print(f"wrote {card} and its weights ({size / 1e6:.1f} MB, float16)")
 
@@ -249,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pace-guidance", type=float, default=2.0,
                    help="classifier-free guidance on the pace class (a model trained with pace classes): each class "
                         "more itself, at twice the model's time; 1: none (default 2)")
+    g.add_argument("--view-noise-share", type=_share, default=None,
+                   help="the share of the noise levels, the lowest, whose noise each view draws on its own instead of "
+                        "projecting one 3D noise: less tremor (default: the model card's, 0.1 for the shipped human; 0: "
+                        "the paper's one 3D noise throughout)")
     g.add_argument("--preview", action="store_true", help="also write a stick-figure GIF per motion")
     g.add_argument("--format", default="npz", choices=["npz", "bvh", "both", "fbx", "glb"],
                    help="joint positions (.npz), a rotation track on --rig (.bvh), both, or the rig's character "
@@ -300,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--full-share", type=_share, default=0.0,
                    help="share of the windows drawn at --max-frames instead of a uniform length (0.25: a third of "
                         "the windows reach the last 10 frame positions, which a 4 s motion uses; default 0)")
+    r.add_argument("--smooth", type=_smooth_frames, default=0.0, metavar="FRAMES",
+                   help="low-pass the detections over time by a Gaussian of this many frames, as a pose pipeline "
+                        "smooths its keypoints (default 0: as detected; 1.5 keeps a standing person's windows "
+                        "nearly still, which a detector's 4 mm tremor alone does not)")
     r.add_argument("--workers", type=_positive_int, default=None)
     r.add_argument("--from", dest="from_2d", choices=("coco", "openpose", "deeplabcut", "video"), default=None,
                    help="the folder holds 2D keypoints from a pose estimator in this format, or video files "
@@ -391,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MAS uses the floor prior with this model by default (mas generate --no-floor turns it off)")
     e.add_argument("--no-floor-prior", dest="floor_prior", action="store_const", const=False,
                    help="MAS does not use the floor prior with this model by default")
+    e.add_argument("--view-noise-share", type=_share, default=None,
+                   help="the share of the noise levels, the lowest, whose noise MAS draws for each view on its own by "
+                        "default with this model (0.1 for the shipped human: its motion trembles less; default: as "
+                        "the checkpoint's card says, else 0)")
     e.set_defaults(func=cmd_export)
 
     e2 = sub.add_parser("evaluate", help="the paper's 2D protocol: FID, diversity, precision, recall of one-view "

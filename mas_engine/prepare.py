@@ -13,7 +13,7 @@ from . import validate
 from .bvh import read_bvh
 from .capture import bandai_to_human16, dog_to_horse17, read_spl_trial
 from .dataset import (CONFIDENCE_THRESHOLD, MonocularConfig, assemble_set, build_monocular_set, is_validation_clip,
-                      save_monocular_set, windows_of_clip)
+                      save_monocular_set, smooth_detections, windows_of_clip)
 from .errors import MasError, MissingDependency
 from .importers import VIDEO_SUFFIXES, normalise_track, read_coco_json, read_deeplabcut, read_openpose, read_video
 from .motion_io import resample
@@ -173,7 +173,8 @@ def build_2d_set(tracks, layout, cfg: MonocularConfig, size_m: float = 0.5) -> d
     r = layout.root
     for t in tracks:
         try:
-            kp = resample(normalise_track(t.keypoints, layout, size_m), t.fps, cfg.fps)
+            kp = smooth_detections(resample(normalise_track(t.keypoints, layout, size_m), t.fps, cfg.fps),
+                                   cfg.smooth_frames)
         except MasError as e:
             rejected.append((t.name, str(e)))
             continue

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from mas_engine.dataset import (DetectorNoise, MonocularConfig, MotionData2D,
-                                build_monocular_set, project_window, save_monocular_set)
+from mas_engine.dataset import (CONFIDENCE_THRESHOLD, DetectorNoise, MonocularConfig, MotionData2D,
+                                build_monocular_set, project_window, save_monocular_set, smooth_detections)
 from mas_engine.errors import MasError
 from rigs.keypoints import HUMAN16
 from conftest import walking_figure
@@ -119,3 +119,43 @@ def test_full_share_draws_full_length_windows_and_changes_nothing_by_default():
     assert lengths(full_share=0.0).tolist() == uniform.tolist()          # the default draws as before
     assert 0.10 < np.mean(uniform >= 110) < 0.15                         # uniform: the last positions rarely
     assert 0.50 < np.mean(full >= 110) < 0.62 and np.mean(full == 120) > 0.45   # half drawn at full length + 12%
+
+
+def test_smoothed_detections_stand_still_keep_a_steady_motion_and_never_read_a_masked_span():
+    F, rng = 90, np.random.default_rng(0)
+    t = np.arange(F, dtype=np.float64)
+    clean = np.zeros((F, 3, 3))
+    clean[..., 2] = 0.9
+    clean[:, 0, :2] = [0.3, 1.2]                                       # a joint that stands still
+    clean[:, 1, 0], clean[:, 1, 1] = 0.04 * t - 1.0, 0.5 - 0.01 * t    # a steady motion (1.2 m/s at 30 fps)
+    clean[:, 2, 0] = 0.2 * np.sin(2 * np.pi * t / 30)                  # a 1 Hz swing
+    noisy = clean.copy()
+    noisy[..., :2] += rng.normal(size=(F, 3, 2)) * 0.004              # the detector's 4 mm tremor
+    speed = lambda p: np.linalg.norm(np.diff(p[:, 0, :2], axis=0), axis=-1).mean() * 30  # noqa: E731
+    smooth = smooth_detections(noisy, 1.5)
+    assert speed(noisy) > 0.2 and speed(smooth) < 0.1                  # still again, by the evaluation's measure
+    assert np.abs(smooth_detections(clean, 1.5)[:, 1, :2] - clean[:, 1, :2]).max() < 1e-9   # ends included
+    swing = smooth_detections(clean, 1.5)[30:60, 2, 0]          # a Gaussian's gain at 1 Hz: exp(-(1.5 * 2 pi / 30)^2 / 2)
+    assert np.ptp(swing) / np.ptp(clean[30:60, 2, 0]) == pytest.approx(np.exp(-0.5 * (1.5 * 2 * np.pi / 30) ** 2), abs=0.005)
+    assert (smooth[..., 2] == noisy[..., 2]).all()
+    assert smooth_detections(noisy, 0) is noisy
+    # an occluded span (confidence under the threshold, large noise) is neither read nor moved
+    hidden = clean.copy()
+    hidden[40:55, 1, 2] = CONFIDENCE_THRESHOLD / 2
+    hidden[40:55, 1, :2] = 5.0
+    out = smooth_detections(hidden, 1.5)
+    assert (out[40:55, 1, :2] == 5.0).all()
+    assert np.abs(out[:40, 1, :2] - clean[:40, 1, :2]).max() < 1e-9 and np.abs(out[55:, 1, :2] - clean[55:, 1, :2]).max() < 1e-9
+
+
+def test_built_windows_are_raw_by_default_and_smoothed_on_request():
+    clips = [(f"walk{i}", walking_figure(150, heading=i), 30.0) for i in range(3)]
+    cfg = dict(min_frames=60, max_frames=60, val_fraction=0.0, noise=DetectorNoise(occlusion_prob=0.0))
+    raw = build_monocular_set(clips, HUMAN16, MonocularConfig(**cfg))["train_pose"]
+    smooth = build_monocular_set(clips, HUMAN16, MonocularConfig(smooth_frames=1.5, **cfg))["train_pose"]
+    clean = build_monocular_set(clips, HUMAN16, clean_cfg(min_frames=60, max_frames=60, val_fraction=0.0))["train_pose"]
+    clean_smooth = build_monocular_set(clips, HUMAN16, clean_cfg(min_frames=60, max_frames=60, val_fraction=0.0,
+                                                                  smooth_frames=1.5))["train_pose"]
+    err = lambda p, q: np.sqrt(((p[..., :2] - q[..., :2]) ** 2).mean())  # noqa: E731
+    assert err(raw, clean) == pytest.approx(0.004, rel=0.1)             # the same windows, cameras and noise
+    assert err(smooth, clean_smooth) < 0.5 * err(raw, clean)            # the noise, smoothed
