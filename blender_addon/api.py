@@ -17,6 +17,7 @@ from mas_engine.errors import MasError  # noqa: F401 - part of the API: what cal
 
 from . import dependencies, scene
 from .batch import Batch, batch_rows
+from .jobs import pace_setting
 from .operation import Motions, run
 from .preferences import setup_paths
 from .scene_requests import model_name, requests_for, scene_constraints
@@ -35,7 +36,7 @@ def ensure_engine() -> None:
 def generate_motion(model="human", seed=0, seconds=4.0, views=5, steps=0, device="auto", in_place=False,
                     target=None, bone_map="auto", location=None, models_folder="", loop=False,
                     start_from_pose=False, use_keyframes=False, path=None, foot_lock=True, key_tolerance=0.0,
-                    rigify_limbs="FK", continue_action=False, loop_travel=False) -> dict:
+                    rigify_limbs="FK", continue_action=False, loop_travel=False, pace="data") -> dict:
     """Generate one motion into the current scene. target: an armature object to drive (None: a
     new built-in character at ``location``, default the 3D cursor). ``loop``: a seamless loop
     (Cycles modifiers); ``loop_travel``: a loop that may travel steadily, a walk cycle that goes on
@@ -46,22 +47,25 @@ def generate_motion(model="human", seed=0, seconds=4.0, views=5, steps=0, device
     last key (the two play one after the other on an NLA track); ``key_tolerance`` (degrees, and
     cm for the root): keep only the keys that matter (0: a key on every frame). A generated Rigify
     rig as ``target`` is keyed on its controls (FK and IK; the limbs' IK/FK switches keyed to
-    ``rigify_limbs``, "FK" or "IK"). Returns {"objects", "action", "report"}."""
+    ``rigify_limbs``, "FK" or "IK"). ``pace``: how much the motion moves, "data" (each seed its own, as
+    often as the training data has it) or "still", "calm", "lively", "liveliest" (``jobs.pace_setting``).
+    Returns {"objects", "action", "report"}."""
     return run(motion_operation([seed], model, seconds, views, steps, device, in_place, target, bone_map, location,
                                 models_folder, loop, start_from_pose, use_keyframes, path, foot_lock=foot_lock,
                                 key_tolerance=key_tolerance, rigify_limbs=rigify_limbs,
-                                continue_action=continue_action, loop_travel=loop_travel))[0]
+                                continue_action=continue_action, loop_travel=loop_travel, pace=pace))[0]
 
 
 def motion_operation(seeds, model="human", seconds=4.0, views=5, steps=0, device="auto", in_place=False, target=None,
                      bone_map="auto", location=None, models_folder="", loop=False, start_from_pose=False,
                      use_keyframes=False, path=None, foot_lock=True, key_tolerance=0.0, variants=False,
                      arrange="SIDE_BY_SIDE", spacing=1.5, rigify_limbs="FK", continue_action=False,
-                     loop_travel=False) -> Motions:
+                     loop_travel=False, pace="data") -> Motions:
     """The operation behind generate_motion and generate_variants (what the operators run);
     ``variants``: the motions form a set to compare and keep one of (``keep_variant``)."""
     ensure_engine()
     validate.number("key tolerance (degrees)", key_tolerance, 0.0, 45.0)
+    pace_setting(pace, 0)                   # an unknown pace is refused here, before any work
     if rigify_limbs not in ("FK", "IK"):
         raise MasError(f"rigify_limbs must be FK or IK, not {rigify_limbs!r}")
     loc = tuple(bpy.context.scene.cursor.location) if location is None else tuple(location)
@@ -74,7 +78,7 @@ def motion_operation(seeds, model="human", seconds=4.0, views=5, steps=0, device
                                continue_action)
     reqs = requests_for(seeds, model, seconds, views, steps, device, in_place, target, bone_map,
                         models_folder=models_folder, loop=loop, constraints=wanted, foot_lock=foot_lock,
-                        loop_travel=loop_travel)
+                        loop_travel=loop_travel, pace=pace)
     if not variants:
         return Motions(reqs, target, loc, key_tolerance=key_tolerance, rigify_limbs=rigify_limbs)
     group = f"{model_name(reqs[0].model)}_seeds{reqs[0].seed}-{reqs[-1].seed}"

@@ -22,7 +22,7 @@ SETTINGS = {"model": str, "seed": int, "seconds": float, "views": int, "steps": 
             "in_place": lambda v: str(v).strip().lower() in _TRUE, "name": str,
             "loop": lambda v: str(v).strip().lower() in _TRUE,
             "loop_travel": lambda v: str(v).strip().lower() in _TRUE, "foot_lock": lambda v: str(v).strip().lower() in _TRUE,
-            "path": str, "start_from": str, "end_at": str, "keys": str}
+            "pace": str, "path": str, "start_from": str, "end_at": str, "keys": str}
 # the columns that are constraints (as in 'mas generate'): motion files, and the root's path 'x,y x,y ...' in metres
 INPUTS = ("start_from", "end_at", "keys", "path")
 
@@ -34,7 +34,7 @@ def batch_rows(count: int = 10, seed: int = 0, settings_file="") -> list[dict]:
 
 def read_settings_file(path) -> list[dict]:
     """Rows of settings from a CSV (header: model, seed, seconds, views, steps, device, in_place, loop,
-    loop_travel, foot_lock, name, and the constraints start_from, end_at, keys (motion files) and path ('x,y x,y'))
+    loop_travel, foot_lock, pace, name, and the constraints start_from, end_at, keys (motion files) and path ('x,y x,y'))
     or a JSON list of objects with those keys. Values are checked per row in ``Batch``."""
     path = Path(bpy.path.abspath(str(path)))
     try:
@@ -93,7 +93,7 @@ class Batch(Operation):
                     continue
                 req = requests_for([s["seed"]], s["model"], s["seconds"], s["views"], s["steps"], s["device"],
                                    s["in_place"], target, loop=s["loop"], foot_lock=s["foot_lock"],
-                                   loop_travel=s["loop_travel"])[0]
+                                   loop_travel=s["loop_travel"], pace=s["pace"])[0]
                 req.label = stem
                 inputs = {k: s[k] if k == "path" else bpy.path.abspath(s[k]) for k in INPUTS if s.get(k)}
                 if inputs:
@@ -108,7 +108,7 @@ class Batch(Operation):
         if unknown:
             raise MasError(f"unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(SETTINGS)}")
         s = {"model": "human", "seed": 0, "seconds": 4.0, "views": 5, "steps": 0, "device": "auto", "in_place": False,
-             "loop": False, "loop_travel": False, "foot_lock": True}
+             "loop": False, "loop_travel": False, "foot_lock": True, "pace": "data"}
         s.update(self.defaults)
         for k, v in row.items():
             try:

@@ -31,13 +31,15 @@ class Request:
     loop: bool = False                   # a seamless loop (the action gets Cycles modifiers)
     loop_travel: bool = False            # the loop (loop is then True too) may travel steadily: its root
                                          # location repeats with an offset
+    pace: str = "data"                   # how much the motion moves: "data" (each seed its own) or one of
+                                         # PACE_LEVELS (pace_setting)
     rig: object = "human"
     label: str = ""
     extra: dict = field(default_factory=dict)
 
     def group_key(self):
         """Requests that differ only in seed (and rig) are sampled as one batch; constrained ones alone."""
-        return (self.model, self.seconds, self.views, self.steps, self.device, self.loop, self.loop_travel,
+        return (self.model, self.seconds, self.views, self.steps, self.device, self.loop, self.loop_travel, self.pace,
                 id(self) if self.extra.get("constraints") or self.extra.get("inputs") else None)
 
 
@@ -51,6 +53,22 @@ class Result:
     @property
     def ok(self) -> bool:
         return not self.error
+
+
+PACE_LEVELS = ("still", "calm", "lively", "liveliest")
+
+
+def pace_setting(pace: str, classes: int):
+    """The add-on's pace -> ``MasSettings.pace`` for a model with ``classes`` pace classes: "data" (the
+    seeds take the classes in turn, as ``mas generate`` does) or a level of PACE_LEVELS spread over
+    the model's classes (4 classes: one each). A model without classes moves as it does."""
+    from mas_engine.errors import MasError
+
+    if pace != "data" and pace not in PACE_LEVELS:
+        raise MasError(f"pace {pace!r} is not known; use 'data' (each seed its own) or one of {', '.join(PACE_LEVELS)}")
+    if pace == "data" or not classes:
+        return "data"
+    return round(PACE_LEVELS.index(pace) * (classes - 1) / (len(PACE_LEVELS) - 1))
 
 
 def plan_for(req: Request):
@@ -72,7 +90,9 @@ def plan_for(req: Request):
         if c.get("keys"):
             keys = {"poses": c["keys"], "fps": req.fps}
     given = req.extra.get("inputs") or {}
-    settings = MasSettings(views=req.views, steps=req.steps or None, loop=req.loop, loop_travel=req.loop_travel)
+    loaded, _ = pipeline.load_model(req.model, req.device, cache=True)
+    settings = MasSettings(views=req.views, steps=req.steps or None, loop=req.loop, loop_travel=req.loop_travel,
+                           pace=pace_setting(req.pace, loaded.config.pace_classes))
     return pipeline.prepare(req.model, req.seconds, settings, req.device, start_from=given.get("start_from", start),
                             continue_from=cont, end_at=given.get("end_at"), keys=given.get("keys", keys),
                             path=given.get("path", c.get("path")), cache=True)

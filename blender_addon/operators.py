@@ -18,7 +18,7 @@ from . import api, dependencies, model_list
 from .jobs import Job
 from .operation import Operation
 from .preferences import preferences, setup_paths
-from .properties import RIGIFY_LIMBS
+from .properties import PACES, RIGIFY_LIMBS
 
 RUNNING: dict = {"job": None, "label": ""}      # the one job in flight, for the panel
 
@@ -48,6 +48,7 @@ def _settings_props():
         "views": IntProperty(name="Views", default=5, min=2, max=16),
         "steps": IntProperty(name="Steps", default=0, min=0, description="0: the model's own"),
         "device": StringProperty(name="Device", default="auto", description="auto, cpu or cuda"),
+        "pace": EnumProperty(name="Pace", default="data", items=PACES, description="How much the motion moves"),
         "in_place": BoolProperty(name="In place", default=False),
         "loop": BoolProperty(name="Loop", default=False, description="A seamless loop that plays forever (Cycles modifiers)"),
         "loop_travel": BoolProperty(name="Loop travels", default=False,
@@ -78,7 +79,8 @@ class _Settings:
             if target is None:
                 raise MasError(f"no object named {self.target!r} to drive")
         return dict(model=self.model, seconds=self.seconds, views=self.views, steps=self.steps, device=self.device,
-                    in_place=self.in_place, loop=self.loop, loop_travel=self.loop_travel, foot_lock=self.foot_lock, key_tolerance=self.key_tolerance,
+                    in_place=self.in_place, loop=self.loop, loop_travel=self.loop_travel, foot_lock=self.foot_lock,
+                    key_tolerance=self.key_tolerance, pace=self.pace,
                     target=target, bone_map=self.bone_map, rigify_limbs=self.rigify_limbs,
                     models_folder=preferences(context).models_folder)
 

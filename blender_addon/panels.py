@@ -13,7 +13,7 @@ def _copy_settings(op, context):
     s = context.scene.mas
     op.model, op.seed, op.seconds, op.views, op.steps = s.model, s.seed, s.seconds, s.views, s.steps
     op.device, op.in_place, op.loop, op.foot_lock = s.device, s.in_place, s.loop, s.foot_lock
-    op.loop_travel = s.loop_travel
+    op.loop_travel, op.pace = s.loop_travel, s.pace
     op.key_tolerance, op.rigify_limbs = s.key_tolerance, s.rigify_limbs
     obj = context.active_object
     op.target = obj.name if s.target == "SELECTED" and obj is not None and obj.type == "ARMATURE" else ""
@@ -40,7 +40,7 @@ class MAS_PT_generate(_Sidebar, bpy.types.Panel):
         row = col.row(align=True)
         row.prop(s, "seed")
         row.operator("mas.random_seed", text="", icon="FILE_REFRESH")
-        for name in ("views", "steps", "device", "in_place", "foot_lock", "key_tolerance", "loop", "loop_travel", "path"):
+        for name in ("pace", "views", "steps", "device", "in_place", "foot_lock", "key_tolerance", "loop", "loop_travel", "path"):
             col.prop(s, name)
         layout.prop(s, "target", expand=True)
         if s.target == "SELECTED":

@@ -41,6 +41,14 @@ class MAS_PG_bone_pair(bpy.types.PropertyGroup):
 DEVICES = [("auto", "Auto", "The GPU when torch sees one, else the CPU"), ("cpu", "CPU", ""), ("cuda", "GPU (CUDA)", "")]
 
 
+PACES = [("data", "By seed", "Each seed its own pace, from still to lively in turn, as often as the training data has "
+                               "them (seed 0 the liveliest)"),
+         ("still", "Still", "Stands or moves a little (the stillest quarter of the training data)"),
+         ("calm", "Calm", "Moves calmly (the second quarter)"),
+         ("lively", "Lively", "Moves a lot (the third quarter)"),
+         ("liveliest", "Liveliest", "Walks, runs, dances (the liveliest quarter)")]
+
+
 RIGIFY_LIMBS = [("FK", "FK", "The limbs play their FK controls; IK targets and poles are keyed too"),
          ("IK", "IK", "The limbs play their IK targets and poles (the IK chains' stretch keyed off, so they follow "
                       "the motion exactly); FK controls are keyed too")]
@@ -56,6 +64,8 @@ class MAS_PG_settings(bpy.types.PropertyGroup):
     steps: IntProperty(name="Steps", default=0, min=0, max=1000,
                        description="Diffusion steps (0: the model's own); fewer is faster and rougher")
     device: EnumProperty(name="Device", items=DEVICES, default="auto")
+    pace: EnumProperty(name="Pace", items=PACES, default="data",
+                       description="How much the motion moves (a model trained with pace classes; others move as they do)")
     in_place: BoolProperty(name="In place", default=False, description="Remove the horizontal root motion")
     key_tolerance: FloatProperty(name="Key tolerance", default=0.0, min=0.0, max=45.0, soft_max=5.0,
                                  description="Keep only the keys that matter: every rotation within this many degrees, "

@@ -65,8 +65,9 @@ def check_target(obj):
 
 def requests_for(seeds, model="human", seconds=4.0, views=5, steps=0, device="auto", in_place=False,
                  target=None, bone_map="auto", fps=None, models_folder="", loop=False, constraints=None,
-                 foot_lock=True, loop_travel=False) -> list[Request]:
-    """One request per seed; the rig is the model's built-in character or ``target`` (an armature object)."""
+                 foot_lock=True, loop_travel=False, pace="data") -> list[Request]:
+    """One request per seed; the rig is the model's built-in character or ``target`` (an armature object).
+    ``pace``: how much the motions move (``jobs.pace_setting``)."""
     info = model_list.model_info(model, models_folder)
     if not info.rig:
         raise MasError(f"model {model} uses keypoint layout {info.layout}, which has no built-in character")
@@ -85,6 +86,7 @@ def requests_for(seeds, model="human", seconds=4.0, views=5, steps=0, device="au
     return [Request(model=model if info.shipped else info.path, seed=int(s), seconds=float(seconds),
                     fps=float(fps), views=int(views), steps=int(steps), device=device, in_place=bool(in_place),
                     loop=bool(loop or loop_travel), loop_travel=bool(loop_travel), foot_lock=bool(foot_lock), rig=rig,
+                    pace=str(pace),
                     extra={"constraints": constraints} if constraints else {})
             for s in seeds]
 

@@ -401,6 +401,25 @@ def test_variants_side_by_side_then_keep_one(fresh):
     assert [a.name for a in bpy.data.actions] == ["human_seed11"]
 
 
+def test_pace_picks_how_much_the_motion_moves(fresh):
+    from mas_engine.errors import MasError
+
+    assert [jobs.pace_setting(p, 4) for p in ("data", "still", "calm", "lively", "liveliest")] == ["data", 0, 1, 2, 3]
+    assert jobs.pace_setting("liveliest", 8) == 7 and jobs.pace_setting("still", 0) == "data"   # no classes: as it moves
+    with pytest.raises(MasError, match="pace 'fast' is not known"):
+        api.generate_motion(pace="fast", **FAST)
+    assert not bpy.data.objects                                              # refused before anything was made
+    spread = {}
+    for pace in ("still", "liveliest"):
+        made = api.generate_motion(seed=5, pace=pace, seconds=2.0, steps=25)
+        curves = fcurve_values(made["action"])
+        spread[pace] = (float(np.mean([np.abs(np.diff(v[:, 1])).mean() for (path, _), v in curves.items()
+                                       if "rotation" in path])),       # how fast the joints turn
+                        float(np.ptp([v[:, 1] for (path, _), v in curves.items() if path.endswith(".location")], 1).max()))
+    print("pace: mean turn a frame, root travel", spread)
+    assert spread["liveliest"][0] > 1.2 * spread["still"][0] and spread["liveliest"][1] > 5 * spread["still"][1]
+
+
 def test_variants_as_nla_strips_then_keep_one(fresh):
     assert bpy.ops.mas.generate_variants(count=3, seed=20, arrange="NLA", **FAST) == {"FINISHED"}
     rig = bpy.data.objects["human_seed20"]
