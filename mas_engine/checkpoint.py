@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from rigs.keypoints import KeypointLayout
 
+from . import validate
 from .atomic import atomic_write
 from .catalogue import (DEFAULT_CAMERAS, FORMAT, MODELS_DIR, VERSION, ModelConfig, check_card, checkpoint_paths,
                         read_card, resolve)
@@ -56,6 +57,16 @@ class LoadedModel:
         """Whether MAS puts the lowest foot on one floor at every step by default (the card's
         ``mas_sampling.floor``; models whose views would lift the body ask for it)."""
         return bool(self.card.get("mas_sampling", {}).get("floor", False))
+
+    @property
+    def view_noise_share(self) -> float:
+        """The share of the noise levels, the lowest, whose noise MAS draws for each view on its own by
+        default (the card's ``mas_sampling.view_noise_share``; ``MasSettings.view_noise_share``)."""
+        v = self.card.get("mas_sampling", {}).get("view_noise_share", 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise MasError(f"model {self.name!r}: its card's mas_sampling.view_noise_share {v!r} is not a share from 0 "
+                           f"to 1; fix the card or export the model again")
+        return float(v)
 
     @property
     def cameras(self) -> dict:
@@ -121,12 +132,12 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None, overwrite: bool = False,
-                 floor_prior: bool | None = None) -> Path:
+                 floor_prior: bool | None = None, view_noise_share: float | None = None) -> Path:
     """Copy a checkpoint (EMA weights from 'mas train') into ``dest`` as NAME, in float16 (half the size).
 
     Returns the card's path. ``note`` is added to the card (how it was trained, where the data came from);
     ``floor_prior``: whether MAS uses the floor prior with this model by default (``LoadedModel.floor_prior``;
-    None: as the checkpoint's card says).
+    None: as the checkpoint's card says); ``view_noise_share``: the same for ``LoadedModel.view_noise_share``.
     NAME is a plain file name (no folders); an existing model of that name is kept unless ``overwrite``.
     """
     if not MODEL_NAME.fullmatch(str(name)) or ".." in str(name):
@@ -143,5 +154,8 @@ def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None, overw
         card["note"] = note
     if floor_prior is not None:
         card["mas_sampling"] = {**card.get("mas_sampling", {}), "floor": bool(floor_prior)}
+    if view_noise_share is not None:
+        validate.number("view noise share", view_noise_share, 0.0, 1.0)
+        card["mas_sampling"] = {**card.get("mas_sampling", {}), "view_noise_share": float(view_noise_share)}
     save_checkpoint(Path(dest) / name, loaded.model, card, dtype=torch.float16)
     return (Path(dest) / name).with_suffix(".json")

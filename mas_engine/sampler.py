@@ -40,6 +40,13 @@ class MasSettings:
     elevation_deg: float | None = None
     distance_m: float | None = None
     noise_3d: bool = True               # False: independent per-view noise (ablation)
+    view_noise_share: float | None = None  # the share of the noise levels, the lowest, whose noise each view draws
+                                        # on its own instead of projecting one 3D draw. There the denoiser leaves part
+                                        # of the noise in its x0, the same in every view when it comes from one 3D
+                                        # draw, so triangulation keeps it as a tremor; drawn per view, the views'
+                                        # leftovers differ and triangulation averages them (shipped human, 0.1: jitter
+                                        # 6.14 -> 4.29 m/s^2, real 3.68; docs/results.md, Noise of the last steps).
+                                        # None: the model's default (LoadedModel.view_noise_share)
     triangulation: str = "fast"         # "reference": the reference code's Adam loop (benchmarks only)
     rigid_bones: bool = True            # after each triangulation, every bone at its median length (rigid_bones);
                                         # off: the paper's MAS (see docs/results.md for both)
@@ -71,6 +78,8 @@ class MasSettings:
     pace_guidance: float = 2.0          # classifier-free guidance on the pace class: x0 = x0_any + g (x0_class -
                                         # x0_any), at twice the model's time; 1: none. 2 halved the shipped
                                         # human's 3D Frechet distance (docs/results.md, A pace class)
+    pace_guidance_from: float = 0.0     # the share of the noise levels, the lowest, left unguided (pace_guided);
+                                        # 0: guided at every step
     loop_coupling: float = 0.8          # the same for a loop, whose windows on their own meet at its seam, so
                                         # they blend for longer (32 loops of 4 s: 66% nearly still against
                                         # 84% always blended, seams as good; docs/results.md)
@@ -204,14 +213,16 @@ def pace_classes(loaded: LoadedModel, seeds, pace, device) -> torch.Tensor | Non
     return torch.tensor(classes, dtype=torch.long, device=device)
 
 
-def pace_guided(model, classes: int, scale: float):
+def pace_guided(model, classes: int, scale: float, from_t: int = 0):
     """``model`` with classifier-free guidance on its pace class (Ho & Salimans 2022): x0_any + scale (x0_class
-    - x0_any), both in one call of twice the rows; the model itself where it is not told a class or scale is 1."""
+    - x0_any), both in one call of twice the rows; the model itself where it is not told a class, where scale
+    is 1, and below noise step ``from_t`` (guidance in a limited interval, Kynkaenniemi et al. 2024: how much
+    a motion moves is settled at the noisier steps, and each unguided step costs half)."""
     if not classes or scale == 1.0:
         return model
 
     def guided(x, t, length=None, x0_prev=None, pace=None):
-        if pace is None or bool((pace == classes).all()):      # told nothing: nothing to guide by
+        if pace is None or bool((pace == classes).all()) or int(t.max()) < from_t:   # nothing to guide by, or low
             return model(x, t, length, x0_prev, pace)
         two = lambda a: None if a is None else torch.cat([a, a])  # noqa: E731
         out = model(two(x), two(t), two(length), two(x0_prev), torch.cat([pace, torch.full_like(pace, classes)]))
@@ -221,7 +232,7 @@ def pace_guided(model, classes: int, scale: float):
 
 
 def _denoiser(loaded: LoadedModel, frames, reversed_end: bool = False, pace: torch.Tensor | None = None,
-              guidance: float = 1.0):
+              guidance: float = 1.0, guidance_from: float = 0.0):
     """denoise(x_t, t) for a motion the model makes in one piece. ``reversed_end``: the motion must end
     in a pose. The model's last frame positions are its least trained (full-length windows are rare in
     training) and make the last frames of its 4 s motions jerky; so for the lowest 30% of the noise
@@ -229,8 +240,9 @@ def _denoiser(loaded: LoadedModel, frames, reversed_end: bool = False, pace: tor
     trained, and the last 20 frames fade over to that (an end pose's pop 2.07 -> 1.25, docs/results.md).
     A self-conditioned model reads the previous step's x0 (``ModelConfig.self_condition``; MAS's is the
     consistent one, the triangulated motion projected back). ``pace``: each motion's pace class (``pace_classes``),
-    ``guidance`` the scale of ``pace_guided``."""
-    model, cfg = pace_guided(loaded.model, loaded.config.pace_classes, guidance), loaded.config
+    ``guidance`` the scale of ``pace_guided``, from the share ``guidance_from`` of the noise levels up."""
+    cfg = loaded.config
+    model = pace_guided(loaded.model, cfg.pace_classes, guidance, int(round(guidance_from * cfg.diffusion_steps)))
     n, share = min(REVERSED_END[0], frames // 2), REVERSED_END[1]
     fade = end_fade(frames, n)
 
@@ -285,6 +297,10 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
                                        ": it was trained without pace classes"))
         validate.number("pace guidance", settings.pace_guidance, 0.0, 10.0, "1 is none; 2 doubles each class's "
                         "difference from the model not told")
+        validate.number("unguided share of the noise levels", settings.pace_guidance_from, 0.0, 1.0)
+        if settings.view_noise_share is not None:
+            validate.number("view noise share (of the noise levels)", settings.view_noise_share, 0.0, 1.0,
+                            "the lowest levels whose noise each view draws on its own; 0: every level's from one 3D draw")
         if settings.travel not in ("model", "feet"):
             raise MasError(f"travel {settings.travel!r} is not known; use 'model' (the model's own travel) or "
                            f"'feet' (the travel the feet imply)")
@@ -354,13 +370,14 @@ def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_
     ``ends_in_pose``: constraints fix the last frame (``_denoiser``'s ``reversed_end``); ``pace``: each motion's
     pace class (``pace_classes``)."""
     if not is_windowed(loaded, frames, settings):
-        return _denoiser(loaded, frames, ends_in_pose, pace, settings.pace_guidance)
+        return _denoiser(loaded, frames, ends_in_pose, pace, settings.pace_guidance, settings.pace_guidance_from)
     cfg = loaded.config
     plan, solo = window_plans(loaded, frames, settings)
     coupling = settings.loop_coupling if settings.loop else settings.window_coupling
     alpha_bar = alpha_bar_schedule(cfg.schedule, cfg.diffusion_steps)
     reversed_end = (REVERSED_END[0], REVERSED_END[1] * cfg.diffusion_steps) if ends_in_pose and not settings.loop else None
-    model = pace_guided(loaded.model, cfg.pace_classes, settings.pace_guidance)
+    model = pace_guided(loaded.model, cfg.pace_classes, settings.pace_guidance,
+                        int(round(settings.pace_guidance_from * cfg.diffusion_steps)))
     return windowed_denoiser(model, plan, cfg.num_joints, loaded.layout.root, alpha_bar,
                              solo=solo, solo_from=int(round(coupling * cfg.diffusion_steps)), moved_on=moved_on,
                              reversed_end=reversed_end, self_condition=cfg.self_condition, pace=pace)
@@ -377,8 +394,15 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
     K, V, J = len(schedule), settings.views, loaded.config.num_joints
     if settings.noise_3d:
         noise3d = draw_noise(seeds, (K + 1, frames, J, 3), device)      # K+1, B, F, J, 3
+        # the lowest levels' noise drawn for each view on its own (MasSettings.view_noise_share); from
+        # generators of their own, so the 3D noise of a seed stays what it was
+        share = settings.view_noise_share if settings.view_noise_share is not None else loaded.view_noise_share
+        n_own = int((torch.as_tensor(schedule.timesteps) < share * loaded.config.diffusion_steps).sum())
+        own = draw_noise([-1 - s for s in seeds], (n_own, V, frames, J, 2), device) if n_own else None
 
         def noise_at(k):
+            if k < n_own:
+                return own[k]
             return cams.rotate_orthographic(noise3d[k]).permute(0, 3, 1, 2, 4)   # B, V, F, J, 2
     else:
         noise2d = draw_noise(seeds, (K + 1, V, frames, J, 2), device)

@@ -402,6 +402,14 @@ def test_a_pace_model_gets_each_motions_class_in_every_view_and_window(tmp_path)
         assert torch.allclose(pace_guided(m.model, 3, 2.5)(x, t, pace=cls), free + 2.5 * (told - free), atol=1e-5)
         assert torch.equal(pace_guided(m.model, 3, 2.5)(x, t), free)
         assert torch.equal(pace_guided(m.model, 3, 2.5)(x, t, pace=torch.tensor([3, 3])), free)   # all "any"
+        tl = torch.tensor([4, 4])                                       # guided only from step 5 up
+        assert torch.equal(pace_guided(m.model, 3, 2.5, from_t=5)(x, tl, pace=cls), m.model(x, tl, pace=cls))
+        th = torch.tensor([5, 5])
+        told_h, free_h = m.model(x, th, pace=cls), m.model(x, th)
+        assert torch.allclose(pace_guided(m.model, 3, 2.5, from_t=5)(x, th, pace=cls), free_h + 2.5 * (told_h - free_h),
+                              atol=1e-5)
+    with pytest.raises(MasError, match="unguided share"):
+        check_request(m, 48, MasSettings(pace_guidance_from=1.5))
     with pytest.raises(MasError, match="pace guidance"):
         check_request(m, 48, MasSettings(pace_guidance=float("nan")))
     for bad in (3, -1, "fast", True):
@@ -414,3 +422,31 @@ def test_a_pace_model_gets_each_motions_class_in_every_view_and_window(tmp_path)
         check_request(p, 48, MasSettings(pace=0))
     check_request(p, 48, MasSettings(pace="any"))
     assert pace_classes(p, [0], "data", "cpu") is None
+
+
+def test_the_last_steps_noise_drawn_per_view_is_still_one_motion_per_seed(tiny_checkpoint):
+    from mas_engine.sampler import check_request
+    m = load_checkpoint(tiny_checkpoint)
+    settings = MasSettings(steps=4, view_noise_share=0.5)
+    both = sample_mas(m, [3, 4], 48, settings)
+    alone = sample_mas(m, [4], 48, settings)
+    assert np.allclose(both.joints[1], alone.joints[0], atol=1e-5)          # a seed's motion, whatever the batch
+    shared = sample_mas(m, [3], 48, MasSettings(steps=4, view_noise_share=0.0))
+    assert not np.allclose(both.joints[0], shared.joints[0], atol=1e-4)     # the last steps' noise differs
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(MasError, match="view noise share"):
+            check_request(m, 48, MasSettings(view_noise_share=bad))
+    assert m.view_noise_share == 0.0                                        # a card without it: one 3D noise throughout
+    assert np.allclose(sample_mas(m, [3], 48, MasSettings(steps=4)).joints, shared.joints)
+
+
+def test_a_models_card_sets_its_view_noise_share(tiny_checkpoint, tmp_path):
+    from mas_engine.checkpoint import export_model
+    card = export_model(tiny_checkpoint, "viewnoise", tmp_path, view_noise_share=0.5)
+    m = load_checkpoint(card)
+    assert m.view_noise_share == 0.5
+    default = sample_mas(m, [2], 48, MasSettings(steps=4)).joints
+    assert np.allclose(default, sample_mas(m, [2], 48, MasSettings(steps=4, view_noise_share=0.5)).joints)
+    assert not np.allclose(default, sample_mas(m, [2], 48, MasSettings(steps=4, view_noise_share=0.0)).joints, atol=1e-4)
+    with pytest.raises(MasError, match="view noise share"):
+        export_model(tiny_checkpoint, "bad", tmp_path, view_noise_share=2.0)
