@@ -171,7 +171,8 @@ def smooth_detections(pose: np.ndarray, sigma_frames: float) -> np.ndarray:
     person's limbs at 0.26 m/s in the image, so raw windows are never nearly still (0% of the
     human windows against 30% without it). A Gaussian of 1.5 frames gives back 26% (limb speed
     p25 / p50 / p90: 0.09 / 0.26 / 1.23 m/s against 0.09 / 0.29 / 1.28 without noise). A model
-    fine-tuned on such a set did not stand still more often (docs/results.md, *Smoothed detections*).
+    fine-tuned on such a set did not stand still more often (docs/results.md, *Smoothed detections* in the
+    seventeenth session's section).
     """
     if sigma_frames <= 0 or len(pose) < 2:
         return pose

@@ -45,7 +45,7 @@ class MasSettings:
                                         # of the noise in its x0, the same in every view when it comes from one 3D
                                         # draw, so triangulation keeps it as a tremor; drawn per view, the views'
                                         # leftovers differ and triangulation averages them (shipped human, 0.1: jitter
-                                        # 6.14 -> 4.29 m/s^2, real 3.68; docs/results.md, Noise of the last steps).
+                                        # 6.14 -> 4.29 m/s^2, real 3.68; docs/results.md, The last steps' noise drawn per view).
                                         # None: the model's default (LoadedModel.view_noise_share)
     triangulation: str = "fast"         # "reference": the reference code's Adam loop (benchmarks only)
     rigid_bones: bool = True            # after each triangulation, every bone at its median length (rigid_bones);
