@@ -447,7 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated: mas5 (the paper's MAS: no bone, floor or foot prior), mas5rigid (rigid "
                          "bones, the model's floor prior), mas5lock (the default: + the foot lock), mas2, "
                          "no3dnoise, mas5floor (+ the floor prior), mas5feet (+ travel from the feet), mas5floorfeet, "
-                         "mas5lockany (mas5lock with a pace model not told its pace), mas5lockg1 (its pace told, not guided)")
+                         "mas5lockany (mas5lock with a pace model not told its pace), mas5lockg1 (its pace told, not guided), "
+                         "mas5lockhalf (guided at the noisier half of the levels only), mas5lock3d (one 3D noise at "
+                         "every level, whatever the model card says)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--json", default=None)
