@@ -87,7 +87,7 @@ def cmd_generate(a) -> None:
                       loop_travel=a.loop_travel, start_from=a.start_from, continue_from=a.continue_from,
                       end_at=a.end_at, keys=a.keys, path=a.path, floor=a.floor,
                       foot_lock=a.foot_lock, pace=a.pace, pace_guidance=a.pace_guidance,
-                      view_noise_share=a.view_noise_share)
+                      view_noise_share=a.view_noise_share, noiseless_share=a.noiseless_share)
 
 
 def cmd_retarget(a) -> None:
@@ -188,7 +188,7 @@ def cmd_export(a) -> None:
     from mas_engine.checkpoint import export_model
 
     card = export_model(a.checkpoint, a.name, a.dest or MODELS_DIR, a.note, overwrite=a.overwrite, floor_prior=a.floor_prior,
-                        view_noise_share=a.view_noise_share)
+                        view_noise_share=a.view_noise_share, noiseless_share=a.noiseless_share)
     size = card.with_suffix(".safetensors").stat().st_size
     print(f"wrote {card} and its weights ({size / 1e6:.1f} MB, float16)")
 
@@ -266,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the share of the noise levels, the lowest, whose noise each view draws on its own instead of "
                         "projecting one 3D noise: less tremor (default: the model card's, 0.1 for the shipped human; 0: "
                         "the paper's one 3D noise throughout)")
+    g.add_argument("--noiseless-share", type=_share, default=None,
+                   help="the share of the noise levels, the lowest, whose steps add no fresh noise: still motions "
+                        "stand still instead of trembling (default: the model card's, 0.05 for the shipped human; 0: "
+                        "every step adds its noise, as the paper's sampler)")
     g.add_argument("--preview", action="store_true", help="also write a stick-figure GIF per motion")
     g.add_argument("--format", default="npz", choices=["npz", "bvh", "both", "fbx", "glb"],
                    help="joint positions (.npz), a rotation track on --rig (.bvh), both, or the rig's character "
@@ -416,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the share of the noise levels, the lowest, whose noise MAS draws for each view on its own by "
                         "default with this model (0.1 for the shipped human: its motion trembles less; default: as "
                         "the checkpoint's card says, else 0)")
+    e.add_argument("--noiseless-share", type=_share, default=None,
+                   help="the share of the noise levels, the lowest, whose steps add no fresh noise by default with this "
+                        "model (0.05 for the shipped human: its still motions stand still; default: as the checkpoint's "
+                        "card says, else 0)")
     e.set_defaults(func=cmd_export)
 
     e2 = sub.add_parser("evaluate", help="the paper's 2D protocol: FID, diversity, precision, recall of one-view "
@@ -449,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "no3dnoise, mas5floor (+ the floor prior), mas5feet (+ travel from the feet), mas5floorfeet, "
                          "mas5lockany (mas5lock with a pace model not told its pace), mas5lockg1 (its pace told, not guided), "
                          "mas5lockhalf (guided at the noisier half of the levels only), mas5lock3d (one 3D noise at "
-                         "every level, whatever the model card says)")
+                         "every level, whatever the model card says), mas5locknoisy (every step adds its noise, "
+                         "whatever the model card says)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--json", default=None)

@@ -62,9 +62,18 @@ class LoadedModel:
     def view_noise_share(self) -> float:
         """The share of the noise levels, the lowest, whose noise MAS draws for each view on its own by
         default (the card's ``mas_sampling.view_noise_share``; ``MasSettings.view_noise_share``)."""
-        v = self.card.get("mas_sampling", {}).get("view_noise_share", 0.0)
+        return self._share("view_noise_share")
+
+    @property
+    def noiseless_share(self) -> float:
+        """The share of the noise levels, the lowest, whose steps add no fresh noise by default (the card's
+        ``mas_sampling.noiseless_share``; ``MasSettings.noiseless_share``)."""
+        return self._share("noiseless_share")
+
+    def _share(self, key: str) -> float:
+        v = self.card.get("mas_sampling", {}).get(key, 0.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-            raise MasError(f"model {self.name!r}: its card's mas_sampling.view_noise_share {v!r} is not a share from 0 "
+            raise MasError(f"model {self.name!r}: its card's mas_sampling.{key} {v!r} is not a share from 0 "
                            f"to 1; fix the card or export the model again")
         return float(v)
 
@@ -132,12 +141,14 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None, overwrite: bool = False,
-                 floor_prior: bool | None = None, view_noise_share: float | None = None) -> Path:
+                 floor_prior: bool | None = None, view_noise_share: float | None = None,
+                 noiseless_share: float | None = None) -> Path:
     """Copy a checkpoint (EMA weights from 'mas train') into ``dest`` as NAME, in float16 (half the size).
 
     Returns the card's path. ``note`` is added to the card (how it was trained, where the data came from);
     ``floor_prior``: whether MAS uses the floor prior with this model by default (``LoadedModel.floor_prior``;
-    None: as the checkpoint's card says); ``view_noise_share``: the same for ``LoadedModel.view_noise_share``.
+    None: as the checkpoint's card says); ``view_noise_share``, ``noiseless_share``: the same for
+    ``LoadedModel.view_noise_share`` and ``LoadedModel.noiseless_share``.
     NAME is a plain file name (no folders); an existing model of that name is kept unless ``overwrite``.
     """
     if not MODEL_NAME.fullmatch(str(name)) or ".." in str(name):
@@ -154,8 +165,9 @@ def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None, overw
         card["note"] = note
     if floor_prior is not None:
         card["mas_sampling"] = {**card.get("mas_sampling", {}), "floor": bool(floor_prior)}
-    if view_noise_share is not None:
-        validate.number("view noise share", view_noise_share, 0.0, 1.0)
-        card["mas_sampling"] = {**card.get("mas_sampling", {}), "view_noise_share": float(view_noise_share)}
+    for key, share in (("view_noise_share", view_noise_share), ("noiseless_share", noiseless_share)):
+        if share is not None:
+            validate.number(key.replace("_", " "), share, 0.0, 1.0)
+            card["mas_sampling"] = {**card.get("mas_sampling", {}), key: float(share)}
     save_checkpoint(Path(dest) / name, loaded.model, card, dtype=torch.float16)
     return (Path(dest) / name).with_suffix(".json")

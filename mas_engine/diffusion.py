@@ -79,8 +79,9 @@ def q_sample(x0: torch.Tensor, alpha_bar_t: torch.Tensor, noise: torch.Tensor) -
 
 
 def posterior_step(schedule: Schedule, k: int, x_t: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Ancestral step: a sample of q(x_{t-1} | x_t, x0) for chain step k (no noise at k = 0)."""
+    """Ancestral step: a sample of q(x_{t-1} | x_t, x0) for chain step k; its mean at k = 0, or where
+    ``noise`` is None (a noiseless step)."""
     mean = float(schedule.posterior_c0[k]) * x0 + float(schedule.posterior_ct[k]) * x_t
-    if k == 0:
+    if k == 0 or noise is None:
         return mean
     return mean + math.sqrt(float(schedule.posterior_var[k])) * noise

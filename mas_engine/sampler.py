@@ -47,6 +47,12 @@ class MasSettings:
                                         # leftovers differ and triangulation averages them (shipped human, 0.1: jitter
                                         # 6.14 -> 4.29 m/s^2, real 3.68; docs/results.md, The last steps' noise drawn per view).
                                         # None: the model's default (LoadedModel.view_noise_share)
+    noiseless_share: float | None = None  # the share of the noise levels, the lowest, whose steps add no fresh
+                                        # noise (x_{t-1} is the posterior mean): what the denoiser leaves of each
+                                        # step's fresh noise is a tremor that made the stillest motions move at
+                                        # 0.13 m/s; then none left (shipped human, 0.05: 23% of windows nearly
+                                        # still against 0%, real 26%; docs/results.md, Noiseless last steps).
+                                        # None: the model's default (LoadedModel.noiseless_share)
     triangulation: str = "fast"         # "reference": the reference code's Adam loop (benchmarks only)
     rigid_bones: bool = True            # after each triangulation, every bone at its median length (rigid_bones);
                                         # off: the paper's MAS (see docs/results.md for both)
@@ -98,7 +104,7 @@ def ancestral_loop(denoise, schedule: Schedule, x_t: torch.Tensor, noise_at, con
     """x_T -> x_0 by ancestral sampling.
 
     denoise(x_t, t, x0) -> x0 prediction, given the previous step's x0 (None at the first step), which a
-    self-conditioned model reads; noise_at(k) -> the posterior noise of chain step k;
+    self-conditioned model reads; noise_at(k) -> the posterior noise of chain step k (None: its mean);
     consistency(x0) -> x0 made consistent (MAS), or None (plain sampling).
     progress(done, total) is called after each step; cancel() True stops with Cancelled.
     """
@@ -192,6 +198,11 @@ def draw_noise(seeds, shape, device) -> torch.Tensor:
     whatever else is in the batch.
     """
     return torch.stack([torch.randn(shape, generator=g, device=device) for g in _generators(seeds, device)], 1)
+
+
+def steps_below(schedule: Schedule, share: float, train_steps: int) -> int:
+    """How many chain steps lie in the lowest ``share`` of the model's noise levels (t < share x T)."""
+    return int((torch.as_tensor(schedule.timesteps) < share * train_steps).sum())
 
 
 REVERSED_END = (20, 0.3)    # frames over which a pose to end in is made from the reversed motion; share of levels
@@ -298,6 +309,9 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
         validate.number("pace guidance", settings.pace_guidance, 0.0, 10.0, "1 is none; 2 doubles each class's "
                         "difference from the model not told")
         validate.number("unguided share of the noise levels", settings.pace_guidance_from, 0.0, 1.0)
+        if settings.noiseless_share is not None:
+            validate.number("noiseless share (of the noise levels)", settings.noiseless_share, 0.0, 1.0,
+                            "0: every step adds its noise")
         if settings.view_noise_share is not None:
             validate.number("view noise share (of the noise levels)", settings.view_noise_share, 0.0, 1.0,
                             "the lowest levels whose noise each view draws on its own; 0: every level's from one 3D draw")
@@ -397,7 +411,7 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
         # the lowest levels' noise drawn for each view on its own (MasSettings.view_noise_share); from
         # generators of their own, so the 3D noise of a seed stays what it was
         share = settings.view_noise_share if settings.view_noise_share is not None else loaded.view_noise_share
-        n_own = int((torch.as_tensor(schedule.timesteps) < share * loaded.config.diffusion_steps).sum())
+        n_own = steps_below(schedule, share, loaded.config.diffusion_steps)
         own = draw_noise([-1 - s for s in seeds], (n_own, V, frames, J, 2), device) if n_own else None
 
         def noise_at(k):
@@ -409,6 +423,9 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
 
         def noise_at(k):
             return noise2d[k]
+    # the lowest levels' steps add no fresh noise (MasSettings.noiseless_share): x_{t-1} is the posterior mean
+    quiet = settings.noiseless_share if settings.noiseless_share is not None else loaded.noiseless_share
+    n_quiet = steps_below(schedule, quiet, loaded.config.diffusion_steps)
     pull = None
     if constraints is not None:
         to = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
@@ -426,8 +443,8 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
     moved_on = getattr(consistency, "moved_on", None) if settings.loop and settings.loop_travel else None
     ends_in_pose = constraints is not None and bool(posed_frames(constraints.mask)[-1])
     pace = pace_classes(loaded, seeds, settings.pace, device)
-    ancestral_loop(mas_denoiser(loaded, frames, settings, moved_on, ends_in_pose, pace), schedule, noise_at(K), noise_at,
-                   consistency, progress, cancel)
+    ancestral_loop(mas_denoiser(loaded, frames, settings, moved_on, ends_in_pose, pace), schedule, noise_at(K),
+                   lambda k: None if k < n_quiet else noise_at(k), consistency, progress, cancel)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     stats = {"seconds": time.perf_counter() - t0, "triangulation_seconds": consistency.seconds,

@@ -79,3 +79,17 @@ def test_last_posterior_step_returns_x0():
     s = Schedule.create("cosine", 100, 10)
     x0 = torch.randn(5)
     torch.testing.assert_close(posterior_step(s, 0, torch.randn(5), x0, None), x0)
+
+
+def test_a_noiseless_step_is_the_posterior_mean_with_less_than_its_levels_noise():
+    """A step given no noise (MasSettings.noiseless_share) keeps x_{t-1} at the posterior mean: its spread
+    is that of x_t shrunk by ct, under the level's own sqrt(1 - alpha_bar_{t-1})."""
+    s = Schedule.create("cosine", 100)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.full((200_000,), 0.7, dtype=torch.float64)
+    k = 4
+    x_t = q_sample(x0, s.alpha_bar[k].expand(len(x0)), torch.randn(x0.shape, generator=g, dtype=torch.float64))
+    mean = posterior_step(s, k, x_t, x0, None)
+    torch.testing.assert_close(mean, s.posterior_c0[k] * x0 + s.posterior_ct[k] * x_t)
+    assert abs(mean.std() - s.posterior_ct[k] * (1 - s.alpha_bar[k]).sqrt()) < 0.01 * mean.std()
+    assert mean.var() < 0.8 * (1 - s.alpha_bar_prev[k])

@@ -450,3 +450,36 @@ def test_a_models_card_sets_its_view_noise_share(tiny_checkpoint, tmp_path):
     assert not np.allclose(default, sample_mas(m, [2], 48, MasSettings(steps=4, view_noise_share=0.0)).joints, atol=1e-4)
     with pytest.raises(MasError, match="view noise share"):
         export_model(tiny_checkpoint, "bad", tmp_path, view_noise_share=2.0)
+
+
+def test_noiseless_last_steps_let_a_still_motion_stand_still():
+    """The shipped human told its stillest pace trembles at about 0.13 m/s when every step adds its noise (the
+    denoiser leaves part of it in); with the lowest levels' steps noiseless its limbs move at under 0.1 m/s."""
+    from mas_engine.eval_3d import HUMAN_LIMBS
+    m = load_checkpoint("human")
+    limbs = [m.layout.index(n) for n in HUMAN_LIMBS]
+    speed = lambda j: np.linalg.norm(np.diff(j[:, :, limbs], axis=1), axis=-1).mean((1, 2)) * m.fps  # noqa: E731
+    noisy = speed(sample_mas(m, [0, 1], 60, MasSettings(steps=20, pace=0, noiseless_share=0.0)).joints)
+    quiet = speed(sample_mas(m, [0, 1], 60, MasSettings(steps=20, pace=0, noiseless_share=0.2)).joints)
+    assert (noisy > 0.1).all() and (quiet < 0.08).all() and (quiet < 0.6 * noisy).all()
+
+
+def test_a_models_card_sets_its_noiseless_share(tiny_checkpoint, tmp_path):
+    from mas_engine.checkpoint import export_model
+    from mas_engine.sampler import check_request
+    m = load_checkpoint(tiny_checkpoint)
+    assert m.noiseless_share == 0.0                                         # a card without it: every step adds noise
+    settings = MasSettings(steps=8, noiseless_share=0.5)
+    both = sample_mas(m, [3, 4], 48, settings).joints
+    assert np.allclose(sample_mas(m, [4], 48, settings).joints, both[1:], atol=1e-5)   # a seed's motion, whatever the batch
+    assert not np.allclose(sample_mas(m, [3], 48, MasSettings(steps=8)).joints, both[:1], atol=1e-4)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(MasError, match="noiseless share"):
+            check_request(m, 48, MasSettings(noiseless_share=bad))
+    q = load_checkpoint(export_model(tiny_checkpoint, "quiet", tmp_path, noiseless_share=0.5))
+    assert q.noiseless_share == 0.5
+    default = sample_mas(q, [3], 48, MasSettings(steps=8)).joints                  # (float16 weights: its own motion)
+    assert np.allclose(default, sample_mas(q, [3], 48, settings).joints)
+    assert not np.allclose(default, sample_mas(q, [3], 48, MasSettings(steps=8, noiseless_share=0.0)).joints, atol=1e-4)
+    with pytest.raises(MasError, match="noiseless share"):
+        export_model(tiny_checkpoint, "bad", tmp_path, noiseless_share=2.0)
