@@ -162,7 +162,7 @@ def cmd_train(a) -> None:
                      mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight,
                      noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight,
                      contact_weight=a.contact_weight,
-                     motion_check=a.motion_check)
+                     motion_check=a.motion_check, teacher=a.distill_guidance, teacher_guidance=a.teacher_guidance)
     summary = train(a.data, a.out, mc, tc, device=a.device, resume=not a.restart, init=a.init)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: {summary['steps']} steps in {summary['seconds']:.0f} s; checkpoint {Path(a.out) / 'model'}.json")
@@ -259,9 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how much the motions move, for a model trained with pace classes: 'data' (the seeds take "
                         "the classes in turn, seed 0 the liveliest, so each comes as often as in the training data; "
                         "the default), 0 (the stillest) .. C-1 for every motion, or 'any' (the model not told)")
-    g.add_argument("--pace-guidance", type=float, default=2.0,
+    g.add_argument("--pace-guidance", type=float, default=None,
                    help="classifier-free guidance on the pace class (a model trained with pace classes): each class "
-                        "more itself, at twice the model's time; 1: none (default 2)")
+                        "more itself, at twice the model's time; 1: none (default: the model card's, 2 unless its "
+                        "guidance was distilled into its weights)")
     g.add_argument("--view-noise-share", type=_share, default=None,
                    help="the share of the noise levels, the lowest, whose noise each view draws on its own instead of "
                         "projecting one 3D noise: less tremor (default: the model card's, 0.1 for the shipped human; 0: "
@@ -403,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--motion-check", type=_nonnegative_int, default=64,
                    help="at each checkpoint, draw this many plain 2D samples and log how alive they are (share "
                         "nearly still, travelling, feet planted while travelling) next to the data's (0: off)")
+    t.add_argument("--distill-guidance", metavar="TEACHER", default=None,
+                   help="guidance distillation: learn TEACHER's pace-guided x0 (a model with pace classes; start "
+                        "with --init TEACHER) instead of the data's, so that the model samples unguided, in half "
+                        "the time; its card says so")
+    t.add_argument("--teacher-guidance", type=float, default=2.0,
+                   help="the teacher's pace guidance to distil (default 2, as the shipped human samples)")
     t.add_argument("--device", default="auto")
     t.set_defaults(func=cmd_train)
 

@@ -32,7 +32,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
                       out="motions", batch_size=None, noise_3d=True, rigid_bones=True, elevation_deg=None, distance_m=None,
                       preview=False, formats="npz", rig="human", overwrite=False, cancel=None, loop=False,
                       loop_travel=False, start_from=None, continue_from=None, end_at=None, keys=None, path=None, floor=None,
-                      foot_lock=True, pace="data", pace_guidance=2.0, view_noise_share=None, noiseless_share=None,
+                      foot_lock=True, pace="data", pace_guidance=None, view_noise_share=None, noiseless_share=None,
                       log=print) -> list[Path]:
     """Generate ``num`` motions (seeds seed .. seed+num-1) into ``out``; returns the files written.
 
@@ -53,7 +53,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     metres, walked at constant speed. ``floor``: the floor prior (``priors.on_floor``; None:
     the model's default). ``foot_lock``: the standing feet stay where they stand (``postprocess.lock_feet``).
     ``pace`` (a model with pace classes, ``MasSettings.pace``): "data", "any", or a class, 0 the stillest;
-    ``pace_guidance``: its classifier-free guidance (1: none). ``view_noise_share``: the lowest noise levels
+    ``pace_guidance``: its classifier-free guidance (1: none; None: the model's default). ``view_noise_share``: the lowest noise levels
     whose noise each view draws on its own (``MasSettings.view_noise_share``; None: the model's default);
     ``noiseless_share``: the lowest noise levels whose steps add no fresh noise (``MasSettings.noiseless_share``).
     """

@@ -70,6 +70,16 @@ class LoadedModel:
         ``mas_sampling.noiseless_share``; ``MasSettings.noiseless_share``)."""
         return self._share("noiseless_share")
 
+    @property
+    def pace_guidance(self) -> float:
+        """The pace guidance MAS samples with by default (``MasSettings.pace_guidance``): the card's
+        ``mas_sampling.pace_guidance``, else 2; 1 for a model whose guidance was distilled into its weights."""
+        v = self.card.get("mas_sampling", {}).get("pace_guidance", 2.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 10:
+            raise MasError(f"model {self.name!r}: its card's mas_sampling.pace_guidance {v!r} is not a number from 0 "
+                           f"to 10; fix the card or export the model again")
+        return float(v)
+
     def _share(self, key: str) -> float:
         v = self.card.get("mas_sampling", {}).get(key, 0.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:

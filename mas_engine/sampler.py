@@ -81,9 +81,10 @@ class MasSettings:
                                         # motion moves. "data": the seeds take the classes in turn, each as often
                                         # as the training windows have it; 0 .. C - 1: that class for every motion (0 the
                                         # stillest); "any": the class the model reads when it is not told
-    pace_guidance: float = 2.0          # classifier-free guidance on the pace class: x0 = x0_any + g (x0_class -
+    pace_guidance: float | None = None  # classifier-free guidance on the pace class: x0 = x0_any + g (x0_class -
                                         # x0_any), at twice the model's time; 1: none. 2 halved the shipped
-                                        # human's 3D Frechet distance (docs/results.md, A pace class)
+                                        # human's 3D Frechet distance (docs/results.md, A pace class). None: the
+                                        # model's default (LoadedModel.pace_guidance: 2, or 1 when distilled)
     pace_guidance_from: float = 0.0     # the share of the noise levels, the lowest, left unguided (pace_guided);
                                         # 0: guided at every step
     loop_coupling: float = 0.8          # the same for a loop, whose windows on their own meet at its seam, so
@@ -224,6 +225,11 @@ def pace_classes(loaded: LoadedModel, seeds, pace, device) -> torch.Tensor | Non
     return torch.tensor(classes, dtype=torch.long, device=device)
 
 
+def guidance_of(loaded: LoadedModel, settings: MasSettings) -> float:
+    """The pace guidance to sample with: the settings', else the model's (``LoadedModel.pace_guidance``)."""
+    return settings.pace_guidance if settings.pace_guidance is not None else loaded.pace_guidance
+
+
 def pace_guided(model, classes: int, scale: float, from_t: int = 0):
     """``model`` with classifier-free guidance on its pace class (Ho & Salimans 2022): x0_any + scale (x0_class
     - x0_any), both in one call of twice the rows; the model itself where it is not told a class, where scale
@@ -306,8 +312,9 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
             raise MasError(f"pace {settings.pace!r} is not known to model {loaded.name!r}; use 'data' (as often as its "
                            f"data)" + (f", 'any' or a class 0 (stillest) .. {C - 1}" if C else
                                        ": it was trained without pace classes"))
-        validate.number("pace guidance", settings.pace_guidance, 0.0, 10.0, "1 is none; 2 doubles each class's "
-                        "difference from the model not told")
+        if settings.pace_guidance is not None:
+            validate.number("pace guidance", settings.pace_guidance, 0.0, 10.0, "1 is none; 2 doubles each class's "
+                            "difference from the model not told")
         validate.number("unguided share of the noise levels", settings.pace_guidance_from, 0.0, 1.0)
         if settings.noiseless_share is not None:
             validate.number("noiseless share (of the noise levels)", settings.noiseless_share, 0.0, 1.0,
@@ -384,13 +391,13 @@ def mas_denoiser(loaded: LoadedModel, frames: int, settings: MasSettings, moved_
     ``ends_in_pose``: constraints fix the last frame (``_denoiser``'s ``reversed_end``); ``pace``: each motion's
     pace class (``pace_classes``)."""
     if not is_windowed(loaded, frames, settings):
-        return _denoiser(loaded, frames, ends_in_pose, pace, settings.pace_guidance, settings.pace_guidance_from)
+        return _denoiser(loaded, frames, ends_in_pose, pace, guidance_of(loaded, settings), settings.pace_guidance_from)
     cfg = loaded.config
     plan, solo = window_plans(loaded, frames, settings)
     coupling = settings.loop_coupling if settings.loop else settings.window_coupling
     alpha_bar = alpha_bar_schedule(cfg.schedule, cfg.diffusion_steps)
     reversed_end = (REVERSED_END[0], REVERSED_END[1] * cfg.diffusion_steps) if ends_in_pose and not settings.loop else None
-    model = pace_guided(loaded.model, cfg.pace_classes, settings.pace_guidance,
+    model = pace_guided(loaded.model, cfg.pace_classes, guidance_of(loaded, settings),
                         int(round(settings.pace_guidance_from * cfg.diffusion_steps)))
     return windowed_denoiser(model, plan, cfg.num_joints, loaded.layout.root, alpha_bar,
                              solo=solo, solo_from=int(round(coupling * cfg.diffusion_steps)), moved_on=moved_on,

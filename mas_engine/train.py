@@ -52,6 +52,10 @@ class TrainConfig:
     velocity_weight: float = 0.0  # weight of the frame-to-frame velocity error next to the position error
     contact_weight: float = 0.0   # weight of the foot-contact loss (masked_contact_loss) next to the position error
     motion_check: int = 64        # 2D samples drawn at each checkpoint to log how alive they are (0: none)
+    teacher: str | None = None    # guidance distillation (Meng et al. 2023): learn this model's pace-guided x0
+                                  # (scale teacher_guidance) instead of the data's, so that one call does what
+                                  # guidance does with two; the model then samples unguided (its card says so)
+    teacher_guidance: float = 2.0
 
 
 def masked_x0_loss(pred: torch.Tensor, x0: torch.Tensor, conf: torch.Tensor,
@@ -135,12 +139,14 @@ def noise_level_weights(alpha_bar: torch.Tensor, kind: str = "uniform",
 
 def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=None,
                   level_weights: torch.Tensor | None = None, velocity_weight: float = 0.0,
-                  contact=None) -> torch.Tensor:
+                  contact=None, teacher=None) -> torch.Tensor:
     """One diffusion training loss: random t, noise x0 to x_t, predict x0 (a self-conditioned model reading
     its own x0 for half the windows; a model with pace classes reading each window's own class); the x0 error
     of each window weighted by its noise level's weight (``noise_level_weights``), plus
     ``velocity_weight`` times the velocity error; ``contact``: (weight, feet, still) for the
-    foot-contact loss (``masked_contact_loss``)."""
+    foot-contact loss (``masked_contact_loss``). ``teacher``: a denoiser (x_t, t, length, x0_prev, pace) -> x0
+    whose output is the target instead of the data's x0, and which gives a self-conditioned model its
+    previous x0 (guidance distillation, ``TrainConfig.teacher``)."""
     B = x0.shape[0]
     T = alpha_bar.shape[0]
     t = torch.randint(0, T, (B,), generator=generator).to(x0.device)
@@ -161,8 +167,11 @@ def training_loss(model, alpha_bar: torch.Tensor, x0, conf, length, generator=No
         x0_prev = torch.zeros_like(x0)
         if chosen.any():
             with torch.no_grad():
-                x0_prev[chosen] = model(x_t[chosen], t[chosen], None if length is None else length[chosen],
-                                        None, None if pace is None else pace[chosen]).to(x0.dtype)
+                x0_prev[chosen] = (teacher or model)(x_t[chosen], t[chosen], None if length is None else length[chosen],
+                                                     None, None if pace is None else pace[chosen]).to(x0.dtype)
+    if teacher is not None:
+        with torch.no_grad():
+            x0 = teacher(x_t, t, length, x0_prev, pace).to(x0.dtype)
     pred = model(x_t, t, length, x0_prev, pace)
     w = level_weights[t] if level_weights is not None else None
     loss = masked_x0_loss(pred, x0, conf, w)
@@ -418,6 +427,23 @@ def model_card(data: MotionData2D, cfg: TrainConfig, data_path, init=None, data_
             "licence": data_note or data.meta.get("licence", DATA_NOTE)}
 
 
+def guided_teacher(name_or_path, models: list[MotionDenoiser], dev, scale: float = 2.0):
+    """The teacher of guidance distillation: a model with the same inputs as ``models`` (joints, frames,
+    self-conditioning, pace classes), frozen, sampled with pace guidance ``scale``. The models take its pace
+    edges, so that a class means to them what it means to the teacher."""
+    from .sampler import pace_guided
+    src = load_checkpoint(name_or_path, dev)
+    a, b = src.config, models[0].cfg
+    if not b.pace_classes or (a.num_joints, a.max_frames, a.self_condition, a.pace_classes) != (
+            b.num_joints, b.max_frames, b.self_condition, b.pace_classes):
+        raise MasError(f"teacher {name_or_path!r} does not match the model trained (it must have pace classes and "
+                       f"the same joints, frames and self-conditioning); start the run with --init {name_or_path}")
+    for m in models:
+        m.pace_edges.copy_(src.model.pace_edges)
+    src.model.eval().requires_grad_(False)
+    return pace_guided(src.model, b.pace_classes, scale)
+
+
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """Linear warm-up, then a cosine decay to 10% of ``cfg.lr`` at the last step."""
     lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
@@ -512,6 +538,10 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
     weights = data.still_weights(cfg.still_quantile, cfg.still_weight) if cfg.still_weight != 1.0 else None
     batches = data.batches(cfg.batch_size, gen, mirror=cfg.mirror, weights=weights)
     card = model_card(data, cfg, data_path, init, data_note)
+    teacher = None
+    if cfg.teacher:
+        teacher = guided_teacher(cfg.teacher, [model, ema], dev, cfg.teacher_guidance)
+        card["mas_sampling"] = {"pace_guidance": 1.0}      # the guidance is in the weights now
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         log(f"model: {model.num_parameters() / 1e6:.2f} M parameters; data: {len(data)} windows; "
@@ -550,7 +580,8 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = training_loss(net, alpha_bar, x0, conf, length, gen, level_weights, cfg.velocity_weight, contact)
+            loss = training_loss(net, alpha_bar, x0, conf, length, gen, level_weights, cfg.velocity_weight, contact,
+                                 teacher)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:

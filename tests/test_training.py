@@ -654,3 +654,27 @@ def test_a_pace_model_starts_as_its_source_and_learns_to_follow_its_class(tmp_pa
     # that does not read its class gives both alike), and much less on the whole
     assert (slow < fast).all() and slow.mean() < 0.8 * fast.mean(), (slow, fast)
     assert pace_classes(m, [0, 1, 2, 7, 10], "data", "cpu").tolist() == [1, 0, 1, 0, 1]   # in turn, the liveliest first
+
+    # guidance distillation: a student started from the model learns its guided x0 in one call, and its card
+    # tells the sampler not to guide again
+    from mas_engine.diffusion import alpha_bar_schedule, q_sample
+    from mas_engine.sampler import pace_guided
+    student = tmp_path / "student"
+    train(tmp_path / "mixed.npz", student, replace(TINY, pace_classes=2), TrainConfig(
+        steps=300, batch_size=16, lr=3e-4, warmup_steps=20, save_every=300, ema_decay=0.99, motion_check=0,
+        teacher=str(run / "model.json"), teacher_guidance=5.0), device="cpu", log=lambda *a: None, init=run / "model.json")
+    d = load_checkpoint(student / "model.json")
+    assert m.pace_guidance == 2.0 and d.pace_guidance == 1.0
+    assert torch.equal(d.model.pace_edges, m.model.pace_edges)
+    from mas_engine.dataset import MotionData2D
+    data = MotionData2D.load(tmp_path / "mixed.npz")
+    g = torch.Generator().manual_seed(3)
+    x0, length = torch.as_tensor(data.pose[:32, :48, :, :2]), torch.as_tensor(data.length[:32])
+    t = torch.randint(0, TINY.diffusion_steps, (32,), generator=g)
+    x_t = q_sample(x0, alpha_bar_schedule(TINY.schedule, TINY.diffusion_steps).float()[t], torch.randn(x0.shape, generator=g))
+    with torch.no_grad():
+        pace = m.model.pace_class(x0, length)                              # each window's own, as training tells
+        guided = pace_guided(m.model, 2, 5.0)(x_t, t, length, None, pace)
+        apart = (m.model(x_t, t, length, pace=pace) - guided).pow(2).mean()
+        learnt = (d.model(x_t, t, length, pace=pace) - guided).pow(2).mean()
+    assert learnt < 0.5 * apart, (learnt, apart)
