@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the paper's one 3D noise throughout)")
     g.add_argument("--noiseless-share", type=_share, default=None,
                    help="the share of the noise levels, the lowest, whose steps add no fresh noise: still motions "
-                        "stand still instead of trembling (default: the model card's, 0.05 for the shipped human; 0: "
+                        "stand still instead of trembling (default: the model card's, 0.12 for the shipped human; 0: "
                         "every step adds its noise, as the paper's sampler)")
     g.add_argument("--preview", action="store_true", help="also write a stick-figure GIF per motion")
     g.add_argument("--format", default="npz", choices=["npz", "bvh", "both", "fbx", "glb"],
@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the checkpoint's card says, else 0)")
     e.add_argument("--noiseless-share", type=_share, default=None,
                    help="the share of the noise levels, the lowest, whose steps add no fresh noise by default with this "
-                        "model (0.05 for the shipped human: its still motions stand still; default: as the checkpoint's "
+                        "model (0.12 for the shipped human: its still motions stand still; default: as the checkpoint's "
                         "card says, else 0)")
     e.set_defaults(func=cmd_export)
 

@@ -50,8 +50,8 @@ class MasSettings:
     noiseless_share: float | None = None  # the share of the noise levels, the lowest, whose steps add no fresh
                                         # noise (x_{t-1} is the posterior mean): what the denoiser leaves of each
                                         # step's fresh noise is a tremor that made the stillest motions move at
-                                        # 0.13 m/s; then none left (shipped human, 0.05: 23% of windows nearly
-                                        # still against 0%, real 26%; docs/results.md, Noiseless last steps).
+                                        # 0.13 m/s; then none left (shipped human, 0.12: 30% of windows nearly
+                                        # still against 0%, real 26-28%; docs/results.md, Noiseless last steps).
                                         # None: the model's default (LoadedModel.noiseless_share)
     triangulation: str = "fast"         # "reference": the reference code's Adam loop (benchmarks only)
     rigid_bones: bool = True            # after each triangulation, every bone at its median length (rigid_bones);
