@@ -52,7 +52,8 @@ class MasSettings:
                                         # step's fresh noise is a tremor that made the stillest motions move at
                                         # 0.13 m/s; then none left (shipped human, 0.12: 30% of windows nearly
                                         # still against 0%, real 26-28%; docs/results.md, Noiseless last steps).
-                                        # None: the model's default (LoadedModel.noiseless_share)
+                                        # None: the model's default (LoadedModel.noiseless_share), 0 with
+                                        # constraints (their pops grow without the noise)
     triangulation: str = "fast"         # "reference": the reference code's Adam loop (benchmarks only)
     rigid_bones: bool = True            # after each triangulation, every bone at its median length (rigid_bones);
                                         # off: the paper's MAS (see docs/results.md for both)
@@ -430,8 +431,11 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
 
         def noise_at(k):
             return noise2d[k]
-    # the lowest levels' steps add no fresh noise (MasSettings.noiseless_share): x_{t-1} is the posterior mean
-    quiet = settings.noiseless_share if settings.noiseless_share is not None else loaded.noiseless_share
+    # the lowest levels' steps add no fresh noise (MasSettings.noiseless_share): x_{t-1} is the posterior mean.
+    # Not by default with constraints: there the pull's kink at the constrained frames then stays (the pop at an
+    # end pose 2.10 against 1.33 with every step noisy; docs/results.md, Noiseless last steps)
+    default = loaded.noiseless_share if constraints is None else 0.0
+    quiet = settings.noiseless_share if settings.noiseless_share is not None else default
     n_quiet = steps_below(schedule, quiet, loaded.config.diffusion_steps)
     pull = None
     if constraints is not None:

@@ -483,3 +483,10 @@ def test_a_models_card_sets_its_noiseless_share(tiny_checkpoint, tmp_path):
     assert not np.allclose(default, sample_mas(q, [3], 48, MasSettings(steps=8, noiseless_share=0.0)).joints, atol=1e-4)
     with pytest.raises(MasError, match="noiseless share"):
         export_model(tiny_checkpoint, "bad", tmp_path, noiseless_share=2.0)
+    # a constrained motion keeps every step noisy unless asked: noiseless steps keep the pull's kink
+    from mas_engine.constraints import Constraints
+    targets, mask = np.zeros((48, 16, 3)), np.zeros((48, 16, 3), bool)
+    targets[-1], mask[-1] = default[0, -1], True                          # end in the pose it ends in anyway
+    end = Constraints(targets, mask, 6.0)
+    posed = lambda share: sample_mas(q, [3], 48, MasSettings(steps=8, noiseless_share=share), constraints=end).joints  # noqa: E731
+    assert np.allclose(posed(None), posed(0.0)) and not np.allclose(posed(None), posed(0.5), atol=1e-4)
