@@ -74,17 +74,14 @@ class LoadedModel:
     def pace_guidance(self) -> float:
         """The pace guidance MAS samples with by default (``MasSettings.pace_guidance``): the card's
         ``mas_sampling.pace_guidance``, else 2; 1 for a model whose guidance was distilled into its weights."""
-        v = self.card.get("mas_sampling", {}).get("pace_guidance", 2.0)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 10:
-            raise MasError(f"model {self.name!r}: its card's mas_sampling.pace_guidance {v!r} is not a number from 0 "
-                           f"to 10; fix the card or export the model again")
-        return float(v)
+        return self._share("pace_guidance", default=2.0, most=10.0)
 
-    def _share(self, key: str) -> float:
-        v = self.card.get("mas_sampling", {}).get(key, 0.0)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-            raise MasError(f"model {self.name!r}: its card's mas_sampling.{key} {v!r} is not a share from 0 "
-                           f"to 1; fix the card or export the model again")
+    def _share(self, key: str, default: float = 0.0, most: float = 1.0) -> float:
+        """The card's ``mas_sampling[key]``, checked to lie in 0 .. ``most``."""
+        v = self.card.get("mas_sampling", {}).get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= most:
+            raise MasError(f"model {self.name!r}: its card's mas_sampling.{key} {v!r} is not a number from 0 "
+                           f"to {most:g}; fix the card or export the model again")
         return float(v)
 
     @property

@@ -414,13 +414,20 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
     schedule = Schedule.create(loaded.config.schedule, loaded.config.diffusion_steps, settings.steps)
     cams = mas_cameras(loaded, settings, device, frames)
     K, V, J = len(schedule), settings.views, loaded.config.num_joints
+    # the lowest levels' steps add no fresh noise (MasSettings.noiseless_share): x_{t-1} is the posterior mean.
+    # Not by default with constraints: there the pull's kink at the constrained frames then stays (the pop at an
+    # end pose 2.10 against 1.33 with every step noisy; docs/results.md, Noiseless last steps)
+    default = loaded.noiseless_share if constraints is None else 0.0
+    quiet = settings.noiseless_share if settings.noiseless_share is not None else default
+    n_quiet = steps_below(schedule, quiet, loaded.config.diffusion_steps)
     if settings.noise_3d:
         noise3d = draw_noise(seeds, (K + 1, frames, J, 3), device)      # K+1, B, F, J, 3
         # the lowest levels' noise drawn for each view on its own (MasSettings.view_noise_share); from
         # generators of their own, so the 3D noise of a seed stays what it was
         share = settings.view_noise_share if settings.view_noise_share is not None else loaded.view_noise_share
         n_own = steps_below(schedule, share, loaded.config.diffusion_steps)
-        own = draw_noise([-1 - s for s in seeds], (n_own, V, frames, J, 2), device) if n_own else None
+        # (none where those steps are noiseless anyway)
+        own = draw_noise([-1 - s for s in seeds], (n_own, V, frames, J, 2), device) if n_own > n_quiet else None
 
         def noise_at(k):
             if k < n_own:
@@ -431,12 +438,6 @@ def sample_mas_batch(loaded: LoadedModel, seeds: list[int], frames: int, setting
 
         def noise_at(k):
             return noise2d[k]
-    # the lowest levels' steps add no fresh noise (MasSettings.noiseless_share): x_{t-1} is the posterior mean.
-    # Not by default with constraints: there the pull's kink at the constrained frames then stays (the pop at an
-    # end pose 2.10 against 1.33 with every step noisy; docs/results.md, Noiseless last steps)
-    default = loaded.noiseless_share if constraints is None else 0.0
-    quiet = settings.noiseless_share if settings.noiseless_share is not None else default
-    n_quiet = steps_below(schedule, quiet, loaded.config.diffusion_steps)
     pull = None
     if constraints is not None:
         to = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
