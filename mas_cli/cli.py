@@ -38,6 +38,15 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _numbers(s: str) -> float | list[float]:
+    """One number, or several separated by commas (one a pace class)."""
+    try:
+        v = [float(x) for x in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, or numbers separated by commas, got {s}") from None
+    return v[0] if len(v) == 1 else v
+
+
 def _share(s: str) -> float:
     v = float(s)
     if not 0 <= v <= 1:
@@ -408,8 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guidance distillation: learn TEACHER's pace-guided x0 (a model with pace classes; start "
                         "with --init TEACHER) instead of the data's, so that the model samples unguided, in half "
                         "the time; its card says so")
-    t.add_argument("--teacher-guidance", type=float, default=2.0,
-                   help="the teacher's pace guidance to distil (default 2, as the shipped human samples)")
+    t.add_argument("--teacher-guidance", type=_numbers, default=2.0,
+                   help="the teacher's pace guidance to distil: one number (default 2), or one a pace class "
+                        "separated by commas, stillest first (e.g. 1.6,2,4,1.6)")
     t.add_argument("--device", default="auto")
     t.set_defaults(func=cmd_train)
 

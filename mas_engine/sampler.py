@@ -231,12 +231,15 @@ def guidance_of(loaded: LoadedModel, settings: MasSettings) -> float:
     return settings.pace_guidance if settings.pace_guidance is not None else loaded.pace_guidance
 
 
-def pace_guided(model, classes: int, scale: float, from_t: int = 0):
+def pace_guided(model, classes: int, scale, from_t: int = 0):
     """``model`` with classifier-free guidance on its pace class (Ho & Salimans 2022): x0_any + scale (x0_class
     - x0_any), both in one call of twice the rows; the model itself where it is not told a class, where scale
     is 1, and below noise step ``from_t`` (guidance in a limited interval, Kynkaenniemi et al. 2024: how much
-    a motion moves is settled at the noisier steps, and each unguided step costs half)."""
-    if not classes or scale == 1.0:
+    a motion moves is settled at the noisier steps, and each unguided step costs half). ``scale``: one number,
+    or one a class (guidance distillation can pull each class by its own amount)."""
+    scales = torch.tensor(list(scale) if isinstance(scale, (list, tuple)) else [float(scale)] * max(classes, 1),
+                          dtype=torch.float64)
+    if not classes or bool((scales == 1.0).all()):
         return model
 
     def guided(x, t, length=None, x0_prev=None, pace=None):
@@ -245,7 +248,8 @@ def pace_guided(model, classes: int, scale: float, from_t: int = 0):
         two = lambda a: None if a is None else torch.cat([a, a])  # noqa: E731
         out = model(two(x), two(t), two(length), two(x0_prev), torch.cat([pace, torch.full_like(pace, classes)]))
         told, free = out[:x.shape[0]], out[x.shape[0]:]
-        return free + scale * (told - free)
+        g = scales.to(told)[pace.clamp(max=classes - 1)].view(-1, *[1] * (told.dim() - 1))   # "any": told == free
+        return free + g * (told - free)
     return guided
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from . import validate
 from .atomic import atomic_write
 from .catalogue import DEFAULT_CAMERAS
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -55,7 +56,7 @@ class TrainConfig:
     teacher: str | None = None    # guidance distillation (Meng et al. 2023): learn this model's pace-guided x0
                                   # (scale teacher_guidance) instead of the data's, so that one call does what
                                   # guidance does with two; the model then samples unguided (its card says so)
-    teacher_guidance: float = 2.0
+    teacher_guidance: float | list[float] = 2.0   # or one a pace class
 
 
 def masked_x0_loss(pred: torch.Tensor, x0: torch.Tensor, conf: torch.Tensor,
@@ -434,6 +435,9 @@ def guided_teacher(name_or_path, models: list[MotionDenoiser], dev, scale: float
     from .sampler import pace_guided
     src = load_checkpoint(name_or_path, dev)
     a, b = src.config, models[0].cfg
+    if isinstance(scale, (list, tuple)) and len(scale) != b.pace_classes:
+        raise MasError(f"--teacher-guidance gives {len(scale)} numbers for a model of {b.pace_classes} pace classes; "
+                       "give one number, or one a class")
     if not b.pace_classes or (a.num_joints, a.max_frames, a.self_condition, a.pace_classes) != (
             b.num_joints, b.max_frames, b.self_condition, b.pace_classes):
         raise MasError(f"teacher {name_or_path!r} does not match the model trained (it must have pace classes and "
@@ -516,6 +520,10 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
     from tqdm import tqdm
 
     cfg = cfg or TrainConfig()
+    if cfg.teacher:
+        for g in (cfg.teacher_guidance if isinstance(cfg.teacher_guidance, (list, tuple)) else [cfg.teacher_guidance]):
+            validate.number("--teacher-guidance", g, 0.0, 10.0, "1 is the teacher unguided, 2 doubles each "
+                            "class's pull; one number, or one a pace class separated by commas")
     out = Path(out)
     dev, world, rank = join_processes(device)
     data = MotionData2D.load(data_path, "train")

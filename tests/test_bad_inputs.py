@@ -247,6 +247,8 @@ CASES = [
     ("train resume no more steps", ["train", "{w}/data.npz", "--out", "{w}/run", "--steps", "2", "--width", "32",
                                     "--layers", "1", "--heads", "2", "--ff-width", "64", "--max-frames", "48"], "already trained 2"),
     ("train lr nan", ["train", "{w}/data.npz", "--out", "{w}/run2", "--lr", "nan"], "positive number"),
+    ("train teacher guidance nan", ["train", "{w}/data.npz", "--out", "{w}/run2", "--distill-guidance", "{w}/tiny",
+                                    "--teacher-guidance", "nan"], "--teacher-guidance must be between 0 and 10"),
     ("train absurd max frames", ["train", "{w}/data.npz", "--out", "{w}/run2", "--max-frames", "1000000000"], "max_frames"),
     ("train heads do not divide", ["train", "{w}/data.npz", "--out", "{w}/run2", "--heads", "3"], "multiple of heads"),
     ("train init other architecture", ["train", "{w}/data.npz", "--out", "{w}/run2", "--init", "{w}/tiny",

@@ -401,6 +401,10 @@ def test_a_pace_model_gets_each_motions_class_in_every_view_and_window(tmp_path)
         assert pace_guided(m.model, 3, 1.0) is m.model
         assert torch.allclose(pace_guided(m.model, 3, 2.5)(x, t, pace=cls), free + 2.5 * (told - free), atol=1e-5)
         assert torch.equal(pace_guided(m.model, 3, 2.5)(x, t), free)
+        per_class = pace_guided(m.model, 3, [1.5, 1.0, 4.0])(x, t, pace=cls)    # classes 0 and 2: their own scales
+        assert torch.allclose(per_class[0], free[0] + 1.5 * (told[0] - free[0]), atol=1e-5)
+        assert torch.allclose(per_class[1], free[1] + 4.0 * (told[1] - free[1]), atol=1e-5)
+        assert pace_guided(m.model, 3, [1.0, 1.0, 1.0]) is m.model
         assert torch.equal(pace_guided(m.model, 3, 2.5)(x, t, pace=torch.tensor([3, 3])), free)   # all "any"
         tl = torch.tensor([4, 4])                                       # guided only from step 5 up
         assert torch.equal(pace_guided(m.model, 3, 2.5, from_t=5)(x, tl, pace=cls), m.model(x, tl, pace=cls))
