@@ -435,13 +435,13 @@ def guided_teacher(name_or_path, models: list[MotionDenoiser], dev, scale: float
     from .sampler import pace_guided
     src = load_checkpoint(name_or_path, dev)
     a, b = src.config, models[0].cfg
-    if isinstance(scale, (list, tuple)) and len(scale) != b.pace_classes:
-        raise MasError(f"--teacher-guidance gives {len(scale)} numbers for a model of {b.pace_classes} pace classes; "
-                       "give one number, or one a class")
     if not b.pace_classes or (a.num_joints, a.max_frames, a.self_condition, a.pace_classes) != (
             b.num_joints, b.max_frames, b.self_condition, b.pace_classes):
         raise MasError(f"teacher {name_or_path!r} does not match the model trained (it must have pace classes and "
                        f"the same joints, frames and self-conditioning); start the run with --init {name_or_path}")
+    if isinstance(scale, (list, tuple)) and len(scale) != b.pace_classes:
+        raise MasError(f"--teacher-guidance gives {len(scale)} numbers for a model of {b.pace_classes} pace classes; "
+                       "give one number, or one a class")
     for m in models:
         m.pace_edges.copy_(src.model.pace_edges)
     src.model.eval().requires_grad_(False)
