@@ -41,8 +41,8 @@ class MAS_PG_bone_pair(bpy.types.PropertyGroup):
 DEVICES = [("auto", "Auto", "The GPU when torch sees one, else the CPU"), ("cpu", "CPU", ""), ("cuda", "GPU (CUDA)", "")]
 
 
-PACES = [("data", "By seed", "Each seed its own pace, from still to lively in turn, as often as the training data has "
-                               "them (seed 0 the liveliest)"),
+PACES = [("data", "By seed", "Each seed its own pace, from still to lively in turn, as often as the model's card says "
+                               "(the shipped human: walks about a third of the time; seed 0 the liveliest)"),
          ("still", "Still", "Stands or moves a little (the stillest quarter of the training data)"),
          ("calm", "Calm", "Moves calmly (the second quarter)"),
          ("lively", "Lively", "Moves a lot (the third quarter)"),

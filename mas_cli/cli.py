@@ -197,7 +197,8 @@ def cmd_export(a) -> None:
     from mas_engine.checkpoint import export_model
 
     card = export_model(a.checkpoint, a.name, a.dest or MODELS_DIR, a.note, overwrite=a.overwrite, floor_prior=a.floor_prior,
-                        view_noise_share=a.view_noise_share, noiseless_share=a.noiseless_share)
+                        view_noise_share=a.view_noise_share, noiseless_share=a.noiseless_share,
+                        pace_shares=a.pace_shares)
     size = card.with_suffix(".safetensors").stat().st_size
     print(f"wrote {card} and its weights ({size / 1e6:.1f} MB, float16)")
 
@@ -266,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "by IK: skating falls by half or more; see docs/results.md)")
     g.add_argument("--pace", type=_pace, default="data",
                    help="how much the motions move, for a model trained with pace classes: 'data' (the seeds take "
-                        "the classes in turn, seed 0 the liveliest, so each comes as often as in the training data; "
-                        "the default), 0 (the stillest) .. C-1 for every motion, or 'any' (the model not told)")
+                        "the classes in turn, seed 0 the liveliest, each as often as the model card's pace shares say, "
+                        "else as in the training data; the default), 0 (the stillest) .. C-1 for every motion, or 'any' (the model not told)")
     g.add_argument("--pace-guidance", type=float, default=None,
                    help="classifier-free guidance on the pace class (a model trained with pace classes): each class "
                         "more itself, at twice the model's time; 1: none (default: the model card's, 2 unless its "
@@ -441,6 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the share of the noise levels, the lowest, whose steps add no fresh noise by default with this "
                         "model (0.12 for the shipped human: its still motions stand still; default: as the checkpoint's "
                         "card says, else 0)")
+    e.add_argument("--pace-shares", type=_numbers, default=None,
+                   help="how often MAS draws each pace class for 'by seed' motions, one share a class, stillest first, "
+                        "summing to 1 (the shipped human: 0.22,0.22,0.2,0.36, as often as its training clips' 3D "
+                        "has each pace; default: as the checkpoint's card says, else each class equally)")
     e.set_defaults(func=cmd_export)
 
     e2 = sub.add_parser("evaluate", help="the paper's 2D protocol: FID, diversity, precision, recall of one-view "

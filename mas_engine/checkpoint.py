@@ -76,6 +76,15 @@ class LoadedModel:
         ``mas_sampling.pace_guidance``, else 2; 1 for a model whose guidance was distilled into its weights."""
         return self._share("pace_guidance", default=2.0, most=10.0)
 
+    @property
+    def pace_shares(self) -> list[float] | None:
+        """How often MAS draws each pace class for ``pace="data"`` (``sampler.pace_classes``), stillest first:
+        the card's ``mas_sampling.pace_shares`` (one share a class, summing to 1), else None: each class as often
+        as the training windows have it (a quarter each for 4 classes: they are its quantile bins)."""
+        v = self.card.get("mas_sampling", {}).get("pace_shares")
+        return None if v is None else check_pace_shares(v, self.config.pace_classes, f"model {self.name!r}: its card's "
+                                                        "mas_sampling.pace_shares", "fix the card or export the model again")
+
     def _share(self, key: str, default: float = 0.0, most: float = 1.0) -> float:
         """The card's ``mas_sampling[key]``, checked to lie in 0 .. ``most``."""
         v = self.card.get("mas_sampling", {}).get(key, default)
@@ -88,6 +97,20 @@ class LoadedModel:
     def cameras(self) -> dict:
         """Default MAS views: elevation (degrees) and distance (metres)."""
         return self.card.get("mas_cameras", DEFAULT_CAMERAS)
+
+
+def check_pace_shares(shares, classes: int, what: str = "--pace-shares", fix: str = "") -> list[float]:
+    """``shares`` checked to be one share (0 .. 1) for each of ``classes`` pace classes, summing to 1 (within
+    0.01); returned as floats scaled to sum to exactly 1."""
+    if not classes:
+        raise MasError(f"{what}: the model has no pace classes; pace shares need a model trained with --pace-classes")
+    fix = fix or f"give {classes} shares from 0 to 1, stillest class first, that sum to 1"
+    ok = (isinstance(shares, (list, tuple)) and len(shares) == classes > 0
+          and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in shares)
+          and abs(sum(shares) - 1) <= 0.01)
+    if not ok:
+        raise MasError(f"{what} {shares!r} is not {classes} shares from 0 to 1 that sum to 1 (one a pace class); {fix}")
+    return [float(x) / sum(shares) for x in shares]
 
 
 def save_checkpoint(path, model: MotionDenoiser, card: dict, state_dict: dict | None = None,
@@ -149,13 +172,14 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None, overwrite: bool = False,
                  floor_prior: bool | None = None, view_noise_share: float | None = None,
-                 noiseless_share: float | None = None) -> Path:
+                 noiseless_share: float | None = None, pace_shares: list[float] | None = None) -> Path:
     """Copy a checkpoint (EMA weights from 'mas train') into ``dest`` as NAME, in float16 (half the size).
 
     Returns the card's path. ``note`` is added to the card (how it was trained, where the data came from);
     ``floor_prior``: whether MAS uses the floor prior with this model by default (``LoadedModel.floor_prior``;
     None: as the checkpoint's card says); ``view_noise_share``, ``noiseless_share``: the same for
-    ``LoadedModel.view_noise_share`` and ``LoadedModel.noiseless_share``.
+    ``LoadedModel.view_noise_share`` and ``LoadedModel.noiseless_share``; ``pace_shares``: how often MAS
+    draws each pace class (``LoadedModel.pace_shares``).
     NAME is a plain file name (no folders); an existing model of that name is kept unless ``overwrite``.
     """
     if not MODEL_NAME.fullmatch(str(name)) or ".." in str(name):
@@ -176,5 +200,8 @@ def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None, overw
         if share is not None:
             validate.number(key.replace("_", " "), share, 0.0, 1.0)
             card["mas_sampling"] = {**card.get("mas_sampling", {}), key: float(share)}
+    if pace_shares is not None:
+        shares = check_pace_shares(pace_shares, loaded.config.pace_classes)
+        card["mas_sampling"] = {**card.get("mas_sampling", {}), "pace_shares": shares}
     save_checkpoint(Path(dest) / name, loaded.model, card, dtype=torch.float16)
     return (Path(dest) / name).with_suffix(".json")

@@ -80,7 +80,8 @@ class MasSettings:
                                         # (windows.py); 1: always
     pace: int | str = "data"            # for a model with pace classes (ModelConfig.pace_classes): how much each
                                         # motion moves. "data": the seeds take the classes in turn, each as often
-                                        # as the training windows have it; 0 .. C - 1: that class for every motion (0 the
+                                        # as the training windows have it, or as the card's pace_shares say
+                                        # (pace_classes); 0 .. C - 1: that class for every motion (0 the
                                         # stillest); "any": the class the model reads when it is not told
     pace_guidance: float | None = None  # classifier-free guidance on the pace class: x0 = x0_any + g (x0_class -
                                         # x0_any), at twice the model's time; 1: none. 2 halved the shipped
@@ -214,16 +215,30 @@ def pace_classes(loaded: LoadedModel, seeds, pace, device) -> torch.Tensor | Non
     """Each motion's pace class (motions, long) for a model with pace classes, else None. ``pace``
     (``MasSettings.pace``): "data" gives seed s the class C - 1 - (s mod C), so that any C consecutive seeds
     hold every class once, as often as the training windows have them (the classes are their quantile bins),
-    and seed 0, the first a user sees, the liveliest; a number gives every motion that class; "any" the class
-    for "not told"."""
+    and seed 0, the first a user sees, the liveliest; with the card's ``pace_shares``, ``seeded_classes``; a
+    number gives every motion that class; "any" the class for "not told"."""
     C = loaded.config.pace_classes
     if not C:
         return None
     if pace == "data":
-        classes = [C - 1 - int(s) % C for s in seeds]
+        shares = loaded.pace_shares
+        classes = [C - 1 - int(s) % C for s in seeds] if shares is None else seeded_classes(seeds, shares)
     else:
         classes = [C if pace == "any" else int(pace)] * len(seeds)
     return torch.tensor(classes, dtype=torch.long, device=device)
+
+
+GOLDEN = (5 ** 0.5 - 1) / 2
+
+
+def seeded_classes(seeds, shares) -> list[int]:
+    """Seed s's class when class c is to be drawn a ``shares[c]`` of the time (stillest first, summing to 1):
+    the class, liveliest first, whose stretch of [0, 1) holds frac(s x 0.618...), the golden-ratio sequence,
+    so that any n consecutive seeds hold each class within a few motions of n x its share (Weyl 1916), and
+    seed 0, the first a user sees, is the liveliest."""
+    bounds = np.cumsum(shares[::-1])            # liveliest first
+    u = [(int(s) * GOLDEN) % 1.0 for s in seeds]
+    return [len(shares) - 1 - min(int(np.searchsorted(bounds, x, side="right")), len(shares) - 1) for x in u]
 
 
 def guidance_of(loaded: LoadedModel, settings: MasSettings) -> float:

@@ -259,6 +259,8 @@ CASES = [
     ("export name empty", ["export", "{w}/tiny.json", "--name", "", "--dest", "{w}/models"], "model name"),
     ("export name exists", ["export", "{w}/tiny.json", "--name", "tiny", "--dest", "{w}"], "--overwrite"),
     ("export shipped name", ["export", "{w}/tiny.json", "--name", "human"], "--overwrite"),
+    ("export pace shares without classes", ["export", "{w}/tiny.json", "--name", "x", "--dest", "{w}/models",
+                                            "--pace-shares", "0.5,0.5"], "no pace classes"),
     ("export checkpoint missing", ["export", "{w}/nope.json", "--name", "x", "--dest", "{w}/models"], "not found"),
     # evaluate, bench
     ("evaluate-3d capture missing", ["evaluate-3d", "{w}/nope", "--model", "{w}/tiny", "--num", "2"], "does not exist"),

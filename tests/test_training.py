@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mas_engine.checkpoint import load_checkpoint, save_checkpoint
+from mas_engine.checkpoint import export_model, load_checkpoint, save_checkpoint
 from mas_engine.dataset import MonocularConfig, build_monocular_set, save_monocular_set
 from mas_engine.errors import MasError
 from mas_engine.model import ModelConfig, MotionDenoiser
@@ -654,6 +654,17 @@ def test_a_pace_model_starts_as_its_source_and_learns_to_follow_its_class(tmp_pa
     # that does not read its class gives both alike), and much less on the whole
     assert (slow < fast).all() and slow.mean() < 0.8 * fast.mean(), (slow, fast)
     assert pace_classes(m, [0, 1, 2, 7, 10], "data", "cpu").tolist() == [1, 0, 1, 0, 1]   # in turn, the liveliest first
+    # a card's pace shares: 400 consecutive seeds hold each class within 2 motions of its share, seed 0 the
+    # liveliest; the exported card keeps them, and shares of the wrong count or sum are refused before writing
+    export_model(run / "model.json", "shared", tmp_path, pace_shares=[0.7, 0.3])
+    shared = load_checkpoint(tmp_path / "shared.json")
+    assert shared.pace_shares == pytest.approx([0.7, 0.3]) and m.pace_shares is None
+    drawn = pace_classes(shared, range(1000, 1400), "data", "cpu")
+    assert abs(int((drawn == 1).sum()) - 120) <= 2 and pace_classes(shared, [0], "data", "cpu").tolist() == [1]
+    for bad in ([0.5, 0.3], [1.0], [1.2, -0.2], [float("nan"), 1.0]):
+        with pytest.raises(MasError, match="shares from 0 to 1 that sum to 1"):
+            export_model(run / "model.json", "bad", tmp_path, pace_shares=bad)
+    assert not (tmp_path / "bad.json").exists()
 
     # guidance distillation: a student started from the model learns its guided x0 in one call, and its card
     # tells the sampler not to guide again
