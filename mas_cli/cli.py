@@ -444,8 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "card says, else 0)")
     e.add_argument("--pace-shares", type=_numbers, default=None,
                    help="how often MAS draws each pace class for 'by seed' motions, one share a class, stillest first, "
-                        "summing to 1 (the shipped human: 0.22,0.22,0.2,0.36, as often as its training clips' 3D "
-                        "has each pace; default: as the checkpoint's card says, else each class equally)")
+                        "summing to 1 (the shipped human: 0.22,0.22,0.2,0.36, so that about a third of its motions "
+                        "walk, as in held-out capture; default: as the checkpoint's card says, else each class "
+                        "equally)")
     e.set_defaults(func=cmd_export)
 
     e2 = sub.add_parser("evaluate", help="the paper's 2D protocol: FID, diversity, precision, recall of one-view "
