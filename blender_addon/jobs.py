@@ -60,8 +60,8 @@ PACE_LEVELS = ("still", "calm", "lively", "liveliest")
 
 def pace_setting(pace: str, classes: int):
     """The add-on's pace -> ``MasSettings.pace`` for a model with ``classes`` pace classes: "data" (the
-    seeds take the classes in turn, as often as the model card says, as ``mas generate`` does) or a level of PACE_LEVELS spread over
-    the model's classes (4 classes: one each). A model without classes moves as it does."""
+    seeds take the classes in turn, as often as the model card says, as ``mas generate`` does) or a level
+    of PACE_LEVELS spread over the model's classes (4 classes: one each). A model without classes moves as it does."""
     from mas_engine.errors import MasError
 
     if pace != "data" and pace not in PACE_LEVELS:

@@ -267,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "by IK: skating falls by half or more; see docs/results.md)")
     g.add_argument("--pace", type=_pace, default="data",
                    help="how much the motions move, for a model trained with pace classes: 'data' (the seeds take "
-                        "the classes in turn, seed 0 the liveliest, each as often as the model card's pace shares say, "
-                        "else as in the training data; the default), 0 (the stillest) .. C-1 for every motion, or 'any' (the model not told)")
+                        "the classes in turn, seed 0 the liveliest, each as often as the model card's pace shares "
+                        "say, else as in the training data; the default), 0 (the stillest) .. C-1 for every motion, "
+                        "or 'any' (the model not told)")
     g.add_argument("--pace-guidance", type=float, default=None,
                    help="classifier-free guidance on the pace class (a model trained with pace classes): each class "
                         "more itself, at twice the model's time; 1: none (default: the model card's, 2 unless its "

@@ -82,8 +82,10 @@ class LoadedModel:
         the card's ``mas_sampling.pace_shares`` (one share a class, summing to 1), else None: each class as often
         as the training windows have it (a quarter each for 4 classes: they are its quantile bins)."""
         v = self.card.get("mas_sampling", {}).get("pace_shares")
-        return None if v is None else check_pace_shares(v, self.config.pace_classes, f"model {self.name!r}: its card's "
-                                                        "mas_sampling.pace_shares", "fix the card or export the model again")
+        if v is None:
+            return None
+        return check_pace_shares(v, self.config.pace_classes, f"model {self.name!r}: its card's mas_sampling.pace_shares",
+                                 "fix the card or export the model again")
 
     def _share(self, key: str, default: float = 0.0, most: float = 1.0) -> float:
         """The card's ``mas_sampling[key]``, checked to lie in 0 .. ``most``."""
@@ -164,7 +166,9 @@ def load_checkpoint(name_or_path, device="cpu", layout: KeypointLayout | None = 
                        f"not positive); the file is damaged: export or download the model again")
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.to(device).eval().requires_grad_(False)
-    return LoadedModel(name, model, card)
+    loaded = LoadedModel(name, model, card)
+    loaded.pace_shares          # a card's broken pace shares are refused here, before any sampling
+    return loaded
 
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")

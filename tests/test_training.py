@@ -665,6 +665,11 @@ def test_a_pace_model_starts_as_its_source_and_learns_to_follow_its_class(tmp_pa
         with pytest.raises(MasError, match="shares from 0 to 1 that sum to 1"):
             export_model(run / "model.json", "bad", tmp_path, pace_shares=bad)
     assert not (tmp_path / "bad.json").exists()
+    card = json.loads((tmp_path / "shared.json").read_text())
+    card["mas_sampling"]["pace_shares"] = [0.9, 0.3]
+    (tmp_path / "shared.json").write_text(json.dumps(card))
+    with pytest.raises(MasError, match="mas_sampling.pace_shares"):
+        load_checkpoint(tmp_path / "shared.json")
 
     # guidance distillation: a student started from the model learns its guided x0 in one call, and its card
     # tells the sampler not to guide again
