@@ -107,7 +107,7 @@ def check_pace_shares(shares, classes: int, what: str = "--pace-shares", fix: st
     if not classes:
         raise MasError(f"{what}: the model has no pace classes; pace shares need a model trained with --pace-classes")
     fix = fix or f"give {classes} shares from 0 to 1, stillest class first, that sum to 1"
-    ok = (isinstance(shares, (list, tuple)) and len(shares) == classes > 0
+    ok = (isinstance(shares, (list, tuple)) and len(shares) == classes
           and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in shares)
           and abs(sum(shares) - 1) <= 0.01)
     if not ok:
