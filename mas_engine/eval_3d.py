@@ -9,7 +9,7 @@ and compared with N real windows of the same length:
   distance between two disjoint real sets as the floor;
 - bone-length variation (coefficient of variation over frames, mean over bones; capture: 0),
 - jitter (mean joint acceleration, m/s^2) and foot skating (share of frames with a foot near
-  the floor sliding faster than 0.1 m/s), each next to the real data's value;
+  the floor sliding faster than 0.1 m/s), each next to the real data's value (over both real sets);
 - the motion as a user sees it, in 4 s windows (``metrics.motion_statistics``): the share of
   nearly still windows, limb-speed quantiles, root travel, the floor (range of the lowest
   foot's height), stepping while travelling (bipeds) and leg speed (quadrupeds).
