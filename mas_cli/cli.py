@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from mas_engine.catalogue import FRAMES, OUTPUTS, PREDICTIONS, SCHEDULES
+from mas_engine.catalogue import FRAMES, OUTPUTS, PREDICTIONS, SCHEDULES, TRAVELS
 from mas_engine.errors import Cancelled, MasError
 
 
@@ -96,7 +96,7 @@ def cmd_generate(a) -> None:
                       loop_travel=a.loop_travel, start_from=a.start_from, continue_from=a.continue_from,
                       end_at=a.end_at, keys=a.keys, path=a.path, floor=a.floor,
                       foot_lock=a.foot_lock, pace=a.pace, pace_guidance=a.pace_guidance,
-                      view_noise_share=a.view_noise_share, noiseless_share=a.noiseless_share)
+                      view_noise_share=a.view_noise_share, noiseless_share=a.noiseless_share, travel=a.travel)
 
 
 def cmd_retarget(a) -> None:
@@ -198,7 +198,7 @@ def cmd_export(a) -> None:
 
     card = export_model(a.checkpoint, a.name, a.dest or MODELS_DIR, a.note, overwrite=a.overwrite, floor_prior=a.floor_prior,
                         view_noise_share=a.view_noise_share, noiseless_share=a.noiseless_share,
-                        pace_shares=a.pace_shares)
+                        pace_shares=a.pace_shares, travel=a.travel)
     size = card.with_suffix(".safetensors").stat().st_size
     print(f"wrote {card} and its weights ({size / 1e6:.1f} MB, float16)")
 
@@ -262,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="floor prior: after each triangulation the lowest foot on one floor (no floating or "
                         "sinking; gliding shows as foot skating); default: the model card's (on for the shipped human and quadruped, off for ball)")
     g.add_argument("--no-floor", dest="floor", action="store_const", const=False, help="no floor prior")
+    g.add_argument("--travel", choices=TRAVELS, default=None,
+                   help="where the body's travel comes from: 'model' (as the model makes it), 'feet' (only as far as "
+                        "its feet step), 'blend' (the feet's where the body moves slower than 0.6 m/s, the model's "
+                        "above 1.2 m/s); default: the model card's (blend for the shipped human, model for the others)")
     g.add_argument("--no-foot-lock", dest="foot_lock", action="store_false",
                    help="do not hold the standing feet where they stand (by default they are, the legs following "
                         "by IK: skating falls by half or more; see docs/results.md)")
@@ -443,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the share of the noise levels, the lowest, whose steps add no fresh noise by default with this "
                         "model (0.12 for the shipped human: its still motions stand still; default: as the checkpoint's "
                         "card says, else 0)")
+    e.add_argument("--travel", choices=TRAVELS, default=None,
+                   help="where the body's travel comes from by default with this model (mas generate --travel; "
+                        "'blend' for the shipped human; default: as the checkpoint's card says, else 'model')")
     e.add_argument("--pace-shares", type=_numbers, default=None,
                    help="how often MAS draws each pace class for 'by seed' motions, one share a class, stillest first, "
                         "summing to 1 (the shipped human: 0.22,0.22,0.2,0.36, so that about a third of its motions "
@@ -480,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "bones, the model's floor prior), mas5lock (the default: + the foot lock), mas2, "
                          "no3dnoise, mas5floor (+ the floor prior), mas5feet (+ travel from the feet), mas5floorfeet, "
                          "mas5lockany (mas5lock with a pace model not told its pace), mas5lockg1 (its pace told, not guided), "
-                         "mas5lockhalf (guided at the noisier half of the levels only), mas5lock3d (one 3D noise at "
+                         "mas5lockhalf (guided at the noisier half of the levels only), mas5lockmodel (the model's own travel, not "
+                         "the card's), mas5lock3d (one 3D noise at "
                          "every level, whatever the model card says), mas5locknoisy (every step adds its noise, "
                          "whatever the model card says)")
     ev.add_argument("--seed", type=int, default=0)

@@ -33,7 +33,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
                       preview=False, formats="npz", rig="human", overwrite=False, cancel=None, loop=False,
                       loop_travel=False, start_from=None, continue_from=None, end_at=None, keys=None, path=None, floor=None,
                       foot_lock=True, pace="data", pace_guidance=None, view_noise_share=None, noiseless_share=None,
-                      log=print) -> list[Path]:
+                      travel=None, log=print) -> list[Path]:
     """Generate ``num`` motions (seeds seed .. seed+num-1) into ``out``; returns the files written.
 
     formats: "npz" (joint positions), "bvh" (a rotation track on ``rig``), "both", or "fbx" / "glb"
@@ -55,7 +55,8 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     ``pace`` (a model with pace classes, ``MasSettings.pace``): "data", "any", or a class, 0 the stillest;
     ``pace_guidance``: its classifier-free guidance (1: none; None: the model's default). ``view_noise_share``: the lowest noise levels
     whose noise each view draws on its own (``MasSettings.view_noise_share``; None: the model's default);
-    ``noiseless_share``: the lowest noise levels whose steps add no fresh noise (``MasSettings.noiseless_share``).
+    ``noiseless_share``: the lowest noise levels whose steps add no fresh noise (``MasSettings.noiseless_share``);
+    ``travel``: where the body's travel comes from (``MasSettings.travel``; None: the model's default).
     """
     from tqdm import tqdm
 
@@ -67,7 +68,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
                            elevation_deg=elevation_deg, distance_m=distance_m, loop=loop or loop_travel,
                            loop_travel=loop_travel, floor=floor, foot_lock=foot_lock, pace=pace,
                            pace_guidance=pace_guidance, view_noise_share=view_noise_share,
-                           noiseless_share=noiseless_share)
+                           noiseless_share=noiseless_share, travel=travel)
     plan = pipeline.prepare(model, seconds, settings, device, start_from=start_from, continue_from=continue_from,
                             end_at=end_at, keys=keys, path=path)
     loaded, frames = plan.loaded, plan.frames

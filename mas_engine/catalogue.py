@@ -27,6 +27,7 @@ VERSION = 1
 MODELS_DIR = Path(__file__).parent / "models"
 # the MAS views of a model whose card does not say: the paper's elevation (degrees) and a distance (metres)
 DEFAULT_CAMERAS = {"elevation_deg": 11.25, "distance_m": 6.0}
+TRAVELS = ("model", "feet", "blend")   # where a motion's horizontal travel comes from (postprocess.finish_motions)
 
 
 @dataclass

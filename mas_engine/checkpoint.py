@@ -17,8 +17,8 @@ from rigs.keypoints import KeypointLayout
 
 from . import validate
 from .atomic import atomic_write
-from .catalogue import (DEFAULT_CAMERAS, FORMAT, MODELS_DIR, VERSION, ModelConfig, check_card, checkpoint_paths,
-                        read_card, resolve)
+from .catalogue import (DEFAULT_CAMERAS, FORMAT, MODELS_DIR, TRAVELS, VERSION, ModelConfig, check_card,
+                        checkpoint_paths, read_card, resolve)
 from .errors import MasError
 from .model import MotionDenoiser
 
@@ -57,6 +57,16 @@ class LoadedModel:
         """Whether MAS puts the lowest foot on one floor at every step by default (the card's
         ``mas_sampling.floor``; models whose views would lift the body ask for it)."""
         return bool(self.card.get("mas_sampling", {}).get("floor", False))
+
+    @property
+    def travel(self) -> str:
+        """Where the body's horizontal travel comes from by default (``MasSettings.travel``): the card's
+        ``mas_sampling.travel``, else "model" (its own); "blend": from the feet where it moves slowly."""
+        v = self.card.get("mas_sampling", {}).get("travel", "model")
+        if v not in TRAVELS:
+            raise MasError(f"model {self.name!r}: its card's mas_sampling.travel {v!r} is not one of "
+                           f"{', '.join(TRAVELS)}; fix the card or export the model again")
+        return v
 
     @property
     def view_noise_share(self) -> float:
@@ -167,7 +177,8 @@ def load_checkpoint(name_or_path, device="cpu", layout: KeypointLayout | None = 
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.to(device).eval().requires_grad_(False)
     loaded = LoadedModel(name, model, card)
-    loaded.pace_shares          # a card's broken pace shares are refused here, before any sampling
+    loaded.pace_shares          # a card's broken pace shares or travel are refused here, before any sampling
+    loaded.travel
     return loaded
 
 
@@ -176,14 +187,16 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None, overwrite: bool = False,
                  floor_prior: bool | None = None, view_noise_share: float | None = None,
-                 noiseless_share: float | None = None, pace_shares: list[float] | None = None) -> Path:
+                 noiseless_share: float | None = None, pace_shares: list[float] | None = None,
+                 travel: str | None = None) -> Path:
     """Copy a checkpoint (EMA weights from 'mas train') into ``dest`` as NAME, in float16 (half the size).
 
     Returns the card's path. ``note`` is added to the card (how it was trained, where the data came from);
     ``floor_prior``: whether MAS uses the floor prior with this model by default (``LoadedModel.floor_prior``;
     None: as the checkpoint's card says); ``view_noise_share``, ``noiseless_share``: the same for
     ``LoadedModel.view_noise_share`` and ``LoadedModel.noiseless_share``; ``pace_shares``: how often MAS
-    draws each pace class (``LoadedModel.pace_shares``).
+    draws each pace class (``LoadedModel.pace_shares``); ``travel``: where the body's travel comes from
+    by default (``LoadedModel.travel``).
     NAME is a plain file name (no folders); an existing model of that name is kept unless ``overwrite``.
     """
     if not MODEL_NAME.fullmatch(str(name)) or ".." in str(name):
@@ -207,5 +220,9 @@ def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None, overw
     if pace_shares is not None:
         shares = check_pace_shares(pace_shares, loaded.config.pace_classes)
         card["mas_sampling"] = {**card.get("mas_sampling", {}), "pace_shares": shares}
+    if travel is not None:
+        if travel not in TRAVELS:
+            raise MasError(f"travel {travel!r} is not one of {', '.join(TRAVELS)}")
+        card["mas_sampling"] = {**card.get("mas_sampling", {}), "travel": travel}
     save_checkpoint(Path(dest) / name, loaded.model, card, dtype=torch.float16)
     return (Path(dest) / name).with_suffix(".json")

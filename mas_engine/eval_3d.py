@@ -175,9 +175,10 @@ def motion_table(results: dict) -> list[str]:
 
 
 # the paper's MAS and its ablations (no bone prior, no floor prior, no foot lock, one 3D noise at every level, every step
-# adding its noise); rigid bones (and the model card's
+# adding its noise, the model's own travel); rigid bones (and the model card's
 # floor prior); the product's default mas5lock (rigid bones, the card's floor prior, the foot lock)
-PAPER = dict(rigid_bones=False, floor=False, foot_lock=False, view_noise_share=0.0, noiseless_share=0.0)
+PAPER = dict(rigid_bones=False, floor=False, foot_lock=False, view_noise_share=0.0, noiseless_share=0.0,
+             travel="model")
 TRAINING_ROW = "real (training clips)"     # windows of the clips the model learnt from (no Frechet distance)
 ROWS = {"mas5": dict(views=5, **PAPER), "mas2": dict(views=2, **PAPER),
         "no3dnoise": dict(views=5, noise_3d=False, **PAPER), "mas5rigid": dict(views=5, rigid_bones=True, foot_lock=False),
@@ -185,6 +186,7 @@ ROWS = {"mas5": dict(views=5, **PAPER), "mas2": dict(views=2, **PAPER),
         "mas5lockany": dict(views=5, rigid_bones=True, foot_lock=True, pace="any"),   # a pace model not told
         "mas5lockg1": dict(views=5, rigid_bones=True, foot_lock=True, pace_guidance=1.0),  # its pace not guided
         "mas5lockhalf": dict(views=5, rigid_bones=True, foot_lock=True, pace_guidance_from=0.5),  # guided at t >= 50
+        "mas5lockmodel": dict(views=5, rigid_bones=True, foot_lock=True, travel="model"),  # the model's own travel
         "mas5lock3d": dict(views=5, rigid_bones=True, foot_lock=True, view_noise_share=0.0),  # one 3D noise throughout
         "mas5locknoisy": dict(views=5, rigid_bones=True, foot_lock=True, noiseless_share=0.0),  # every step adds noise
         "mas5floor": dict(views=5, rigid_bones=True, floor=True, foot_lock=False),

@@ -256,13 +256,52 @@ def travel_from_feet(X: np.ndarray, feet: list[int], softness: float = 0.01,
     return out.astype(X.dtype)
 
 
+FEET_TRAVEL_BELOW = 0.6    # m/s: a body slower than this (over 1 s) travels only as its feet step ("blend")
+MODEL_TRAVEL_ABOVE = 1.2   # m/s: faster than this it keeps the model's travel: in a walk the generated feet
+                           # glide on the floor, so their travel would slow it (docs/results.md, The body
+                           # travels as its feet step when it moves slowly)
+TRAVEL_SMOOTHING_S = 1.0   # s: the body's speed that chooses between the two, a moving mean over this
+FEET_TRAVEL_SIGMA_S = 0.1  # s: the feet's travel low-passed (128 motions: the still share 21% -> 23%, real 26%)
+
+
+def travel_from_feet_when_slow(X: np.ndarray, feet: list[int], root: int, fps: float,
+                               below: float = FEET_TRAVEL_BELOW, above: float = MODEL_TRAVEL_ABOVE,
+                               smoothing_s: float = TRAVEL_SMOOTHING_S) -> np.ndarray:
+    """A motion (frames x joints x 3, metres, Z up) whose travel comes from its feet where it moves slowly.
+
+    Where the root's horizontal speed (a moving mean over ``smoothing_s``) is under ``below`` m/s, the
+    body moves as ``travel_from_feet`` says, that velocity low-passed (a Gaussian of ``FEET_TRAVEL_SIGMA_S``:
+    the feet's small slides would otherwise shake a body that stands), so a shuffle or a sway does not
+    drift away from feet that stand; over ``above`` it keeps its own travel; in between, a linear blend of
+    the two velocities per frame. Only the whole body's horizontal place changes; the first frame stays
+    where it is."""
+    if len(X) < 2 or not feet:
+        return X
+    X64 = X.astype(np.float64)
+    in_place = X64.copy()
+    in_place[..., :2] -= X64[:, root:root + 1, :2] - X64[:1, root:root + 1, :2]
+    from_feet = travel_from_feet(in_place, feet)
+    speed = np.linalg.norm(np.diff(X64[:, root, :2], axis=0), axis=-1) * fps          # frames - 1
+    k = min(len(speed), max(1, int(round(smoothing_s * fps))))
+    speed = np.convolve(np.pad(speed, (k // 2, k - 1 - k // 2), mode="edge"), np.ones(k) / k, mode="valid")
+    feet_share = np.clip((above - speed) / (above - below), 0.0, 1.0)
+    feet_step = gaussian_filter1d(np.diff(from_feet[:, root, :2], axis=0), FEET_TRAVEL_SIGMA_S * fps, axis=0,
+                                  mode="nearest")
+    correction = feet_step - np.diff(X64[:, root, :2], axis=0)                        # the feet's step less the model's
+    shift = np.concatenate([np.zeros((1, 2)), np.cumsum(feet_share[:, None] * correction, axis=0)])
+    out = X64.copy()
+    out[..., :2] += shift[:, None, :]
+    return out.astype(X.dtype)
+
+
 def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constraints: Constraints | None = None,
                    travel: str = "model", loop_travels: bool = False, joins=(), foot_lock: bool = False) -> np.ndarray:
     """Sampled motions (motions x frames x joints x 3, normalised) -> metres, float32: on the floor,
     or, with constraints, moved by ``shift`` (motions x 3) onto them (a coordinate that no
     constraint fixes, such as the height under a root path, still goes on the floor).
     ``travel="feet"`` (or a model trained in place): the root's horizontal travel is replaced by
-    what the feet imply (``travel_from_feet``), except in a loop or under constraints.
+    what the feet imply (``travel_from_feet``), except in a loop or under constraints; ``"blend"``:
+    so where the body moves slowly (``travel_from_feet_when_slow``), with the same exceptions.
     A loop's seam is closed (``close_loop``); ``loop_travels``: a loop that travels steadily
     (``windows.loop_travel``), which the band-stop takes out before it wraps round the end, and
     whose slow wander about that travel is taken out (``steady_travel``). ``joins``: frames where a
@@ -287,6 +326,9 @@ def finish_motions(loaded, X: np.ndarray, loop: bool = False, shift=None, constr
         X = X.copy()
         X[..., :2] -= X[:, :, root:root + 1, :2] - X[:, :1, root:root + 1, :2]
         X = np.stack([travel_from_feet(x, feet) for x in X])
+    elif travel == "blend" and constraints is None and not loop:
+        feet = [loaded.layout.index(n) for n in loaded.layout.feet]
+        X = np.stack([travel_from_feet_when_slow(x, feet, r, loaded.fps) for x in X])
     if constraints is not None:
         # the band-stop moved the constrained values by a little: pull them back, smoothly
         X, rest = pull_to_targets(torch.from_numpy(X + shift[:, None, None, :] * loaded.scale),

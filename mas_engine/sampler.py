@@ -20,6 +20,7 @@ import torch
 
 from . import validate
 from .cameras import Cameras, perspective
+from .catalogue import TRAVELS
 from .checkpoint import LoadedModel
 from .constraints import Constraints, posed_frames, pull_to_targets
 from .diffusion import Schedule, alpha_bar_schedule, posterior_step
@@ -65,8 +66,10 @@ class MasSettings:
                                         # None: the model's default (LoadedModel.floor_prior)
     foot_lock: bool = True              # the standing feet stay where they stand, the legs following by IK
                                         # (postprocess.lock_feet); not in loops (docs/results.md, A foot lock)
-    travel: str = "model"               # "feet": replace the root's travel by what the feet imply
-                                        # (postprocess.travel_from_feet); a model trained in place always does
+    travel: str | None = None           # "model": the root's travel as the model makes it; "feet": what the feet
+                                        # imply (postprocess.travel_from_feet; a model trained in place always
+                                        # does); "blend": the feet's where the body moves slowly
+                                        # (travel_from_feet_when_slow). None: the model's default (LoadedModel.travel)
     window_frames: int | None = None    # the windows that make a motion longer than the model on their own (at
                                         # high noise); the blended windows that join them are longer by twice
                                         # the overlap, up to the model's length (window_plans). None: the
@@ -342,9 +345,9 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
         if settings.view_noise_share is not None:
             validate.number("view noise share (of the noise levels)", settings.view_noise_share, 0.0, 1.0,
                             "the lowest levels whose noise each view draws on its own; 0: every level's from one 3D draw")
-        if settings.travel not in ("model", "feet"):
-            raise MasError(f"travel {settings.travel!r} is not known; use 'model' (the model's own travel) or "
-                           f"'feet' (the travel the feet imply)")
+        if settings.travel is not None and settings.travel not in TRAVELS:
+            raise MasError(f"travel {settings.travel!r} is not known; use 'model' (the model's own travel), "
+                           f"'feet' (the travel the feet imply) or 'blend' (the feet's where the body moves slowly)")
 
 
 MAX_SECONDS = 600.0      # one motion: 10 minutes (its 3D noise alone is about 35 MB a minute at 30 fps)
@@ -521,7 +524,7 @@ def sample_mas(loaded: LoadedModel, seeds: list[int], frames: int, settings: Mas
         X, st = sample_mas_batch(loaded, chunk, frames, settings, device, prog, cancel, constraints)
         shift = None if st["shift"] is None else st["shift"].float().cpu().numpy()
         joints.append(finish_motions(loaded, X.float().cpu().numpy(), settings.loop, shift, constraints,
-                                     settings.travel, settings.loop and settings.loop_travel, joins,
+                                     settings.travel or loaded.travel, settings.loop and settings.loop_travel, joins,
                                      settings.foot_lock))
         for k in stats:
             stats[k] += st[k]

@@ -248,6 +248,51 @@ def test_finish_motions_takes_the_travel_from_the_feet_when_asked():
     assert travel(finish_motions(loaded(False), walk, loop=True)) < 1e-6
 
 
+def test_blended_travel_holds_a_slow_glide_and_keeps_a_fast_one():
+    """travel="blend": a body gliding at 0.3 m/s over feet that never step stays where it stood; one
+    gliding at 1.5 m/s keeps its travel; at 0.9 m/s (half-way between 0.6 and 1.2) half of it; a walk
+    made in place gets its feet's travel; only the horizontal place changes."""
+    from mas_engine.postprocess import travel_from_feet_when_slow
+    from rigs.keypoints import HUMAN16
+
+    feet = [HUMAN16.index("left_ankle"), HUMAN16.index("right_ankle")]
+    stand = np.repeat(stepping_in_place(90)[:1], 90, axis=0)
+
+    def travel(speed):
+        glide = stand.copy()
+        glide[..., 0] += speed * np.arange(90)[:, None] / 30.0
+        Y = travel_from_feet_when_slow(glide, feet, 0, 30.0)
+        assert np.allclose(Y[..., 2], glide[..., 2]) and np.allclose(Y - Y[:, :1], glide - glide[:, :1])
+        return float(np.linalg.norm(Y[-1, 0, :2] - Y[0, 0, :2]))
+
+    assert travel(0.3) < 1e-9
+    assert travel(1.5) == pytest.approx(1.5 * 89 / 30, rel=1e-9)
+    assert travel(0.9) == pytest.approx(0.5 * 0.9 * 89 / 30, rel=1e-6)
+    walk = stepping_in_place(120, speed=0.5)                 # in place: no travel of its own, the feet's comes in
+    Y = travel_from_feet_when_slow(walk, feet, 0, 30.0)
+    assert np.linalg.norm(Y[-1, 0, :2] - Y[0, 0, :2]) / (119 / 30) == pytest.approx(0.5, rel=0.05)
+
+
+def test_the_model_card_chooses_the_travel(tiny_checkpoint, tmp_path):
+    """A card's mas_sampling.travel is the default of MasSettings.travel; a card naming none travels as the
+    model makes it; an unknown travel is refused when the model loads."""
+    import json
+
+    from mas_engine.checkpoint import export_model
+    from mas_engine.errors import MasError
+
+    assert load_checkpoint(tiny_checkpoint).travel == "model"
+    card = export_model(tiny_checkpoint, "blended", tmp_path, travel="blend")
+    assert load_checkpoint(card).travel == "blend"
+    with pytest.raises(MasError, match="travel"):
+        export_model(tiny_checkpoint, "other", tmp_path, travel="glide")
+    data = json.loads(card.read_text())
+    data["mas_sampling"]["travel"] = "glide"
+    card.write_text(json.dumps(data))
+    with pytest.raises(MasError, match="mas_sampling.travel 'glide'"):
+        load_checkpoint(card)
+
+
 def test_two_bone_ik_reaches_what_the_leg_can_and_keeps_its_bones():
     """A reachable target is reached exactly, the hip stays and both bones keep their lengths; a
     target out of reach keeps its height and the leg comes as far as it reaches, nearly straight."""
