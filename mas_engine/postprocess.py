@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter1d
+from scipy.ndimage import gaussian_filter1d, uniform_filter1d
 
 from .constraints import Constraints, posed_frames, pull_to_targets
 from .errors import MasError
@@ -282,8 +282,7 @@ def travel_from_feet_when_slow(X: np.ndarray, feet: list[int], root: int, fps: f
     in_place[..., :2] -= X64[:, root:root + 1, :2] - X64[:1, root:root + 1, :2]
     from_feet = travel_from_feet(in_place, feet)
     speed = np.linalg.norm(np.diff(X64[:, root, :2], axis=0), axis=-1) * fps          # frames - 1
-    k = min(len(speed), max(1, int(round(smoothing_s * fps))))
-    speed = np.convolve(np.pad(speed, (k // 2, k - 1 - k // 2), mode="edge"), np.ones(k) / k, mode="valid")
+    speed = uniform_filter1d(speed, min(len(speed), max(1, int(round(smoothing_s * fps)))), mode="nearest")
     feet_share = np.clip((above - speed) / (above - below), 0.0, 1.0)
     feet_step = gaussian_filter1d(np.diff(from_feet[:, root, :2], axis=0), FEET_TRAVEL_SIGMA_S * fps, axis=0,
                                   mode="nearest")
