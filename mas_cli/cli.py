@@ -76,13 +76,13 @@ _GRACEFUL = []                 # non-empty while such a command runs
 
 
 def _pace(text: str):
-    """--pace: 'data', 'any' or a class number (checked against the model before work starts)."""
-    if text in ("data", "any"):
+    """--pace: 'data', 'training', 'any' or a class number (checked against the model before work starts)."""
+    if text in ("data", "training", "any"):
         return text
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not 'data', 'any' or a class number") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'data', 'training', 'any' or a class number") from None
 
 
 def cmd_generate(a) -> None:
@@ -209,7 +209,8 @@ def cmd_evaluate(a) -> None:
     rows = ROWS_2D if a.rows == "all" else tuple(r.strip() for r in a.rows.split(","))
     out = a.out or f"docs/eval2d_{Path(a.model).stem}{'_side' if a.side else ''}{'_quick' if a.quick else ''}"
     evaluate_2d(model=a.model, capture=a.capture, names_file=a.names, num=a.num, reps=a.reps, quick=a.quick,
-                rows=rows, side=a.side, evaluator=a.evaluator, seconds=a.seconds, device=a.device, seed=a.seed, out=out)
+                rows=rows, side=a.side, evaluator=a.evaluator, seconds=a.seconds, device=a.device, seed=a.seed, out=out,
+                pace=a.pace)
 
 
 def cmd_evaluate_3d(a) -> None:
@@ -472,6 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
     e2.add_argument("--seconds", type=_positive_float, default=4.0)
     e2.add_argument("--seed", type=int, default=0)
     e2.add_argument("--device", default="auto")
+    e2.add_argument("--pace", type=_pace, default="data",
+                    help="which pace classes the generated rows draw (a model with pace classes; as mas generate's): "
+                         "'data' (the card's shares, as the product samples; the default) or 'training' (as the "
+                         "training windows have them: the 2D model's own distribution)")
     e2.add_argument("--out", default=None, help="output stem for .json and .md (default docs/eval2d_MODEL)")
     e2.set_defaults(func=cmd_evaluate)
 

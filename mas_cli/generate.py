@@ -52,7 +52,7 @@ def generate_to_files(model="human", num=1, seconds=4.0, seed=0, views=5, steps=
     NaN where free, or a mask); ``path``: the root's path on the floor, 'x,y x,y ...' or K x 2
     metres, walked at constant speed. ``floor``: the floor prior (``priors.on_floor``; None:
     the model's default). ``foot_lock``: the standing feet stay where they stand (``postprocess.lock_feet``).
-    ``pace`` (a model with pace classes, ``MasSettings.pace``): "data", "any", or a class, 0 the stillest;
+    ``pace`` (a model with pace classes, ``MasSettings.pace``): "data", "training", "any", or a class, 0 the stillest;
     ``pace_guidance``: its classifier-free guidance (1: none; None: the model's default). ``view_noise_share``: the lowest noise levels
     whose noise each view draws on its own (``MasSettings.view_noise_share``; None: the model's default);
     ``noiseless_share``: the lowest noise levels whose steps add no fresh noise (``MasSettings.noiseless_share``);

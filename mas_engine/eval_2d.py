@@ -34,7 +34,7 @@ from .errors import MasError
 from .eval_3d import PAPER, held_out_clips, layout_spec
 from .metrics import diversity, frechet_distance, precision_recall
 from .postprocess import place_on_floor
-from .sampler import MasSettings, sample_2d_batch, sample_mas
+from .sampler import MasSettings, check_request, sample_2d_batch, sample_mas
 
 
 @dataclass
@@ -248,8 +248,10 @@ MAS_ROWS = {"MAS 5 views": dict(views=5, **PAPER), "MAS 2 views": dict(views=2, 
 
 def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10, quick=False, rows=ROWS_2D,
                 side=False, evaluator=None, seconds=4.0, device="auto", seed=0, out=None, evaluator_steps=None,
-                log=print) -> dict:
-    """The paper's 2D protocol (see the module docstring); returns {row: {metric: (mean, 95% half-width)}}."""
+                pace="data", log=print) -> dict:
+    """The paper's 2D protocol (see the module docstring); returns {row: {metric: (mean, 95% half-width)}}.
+    ``pace`` (``MasSettings.pace``, a model with pace classes): which classes every generated row draws; "training"
+    measures the model as its training windows have the classes, not as its card's shares tilt them for 3D."""
     if quick:
         num, reps = min(num, 64), min(reps, 3)
     unknown = [r for r in rows if r not in ROWS_2D]
@@ -259,6 +261,7 @@ def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10,
     loaded = load_checkpoint(model, device=dev)
     layout, frames, scale = loaded.layout, int(round(seconds * loaded.fps)), loaded.scale
     el, dist = loaded.cameras["elevation_deg"], loaded.cameras["distance_m"]
+    check_request(loaded, frames, MasSettings(pace=pace))
     clips, _ = held_out_clips(capture, names_file, layout_spec(layout)["kind"], loaded.fps)
     if len(clips) < 2:
         raise MasError(f"fewer than 2 held-out clips in {capture} (the validation clips of the split)")
@@ -285,14 +288,15 @@ def evaluate_2d(model="human", capture=None, names_file=None, num=1000, reps=10,
             # stream: rows are compared on equal terms, whichever others are run with them
             r = np.random.default_rng([seed, rep, 1])
             t0 = time.perf_counter()
-            uv = real_set(r) if row == "ground truth" else row_views(row, loaded, seeds, frames, dev, lambda m: one_view(m, r))
+            uv = (real_set(r) if row == "ground truth"
+                  else row_views(row, loaded, seeds, frames, dev, lambda m: one_view(m, r), pace))
             per_rep[row].append(dict(score(real_feat, features(vae, to_evaluator_units(uv, scale)), rep),
                                      seconds=time.perf_counter() - t0))
         log(f"repetition {rep + 1}/{reps} done")
     table = {row: {m: interval([x[m] for x in per_rep[row]]) for m in ("fid", "diversity", "precision", "recall")}
              for row in rows}
     result = {"model": loaded.name, "layout": layout.name, "num": num, "reps": reps, "views": "side" if side else "all",
-              "seconds": seconds, "real_diversity": interval(real_div), "rows": table,
+              "seconds": seconds, "pace": pace, "real_diversity": interval(real_div), "rows": table,
               "date": time.strftime("%Y-%m-%d"), "evaluator": str(ev_path)}
     write_report(result, out, log)
     return result
@@ -317,23 +321,28 @@ def evaluator_for(ev_path: Path, clips, loaded: LoadedModel, frames: int, quick:
     return vae
 
 
-def row_views(row: str, loaded: LoadedModel, seeds: list[int], frames: int, dev, one_view) -> np.ndarray:
+def row_views(row: str, loaded: LoadedModel, seeds: list[int], frames: int, dev, one_view, pace="data") -> np.ndarray:
     """One row's generated 2D motions (motions x frames x joints x 2, metres): the 2D model's own
-    samples, or 3D motions (MAS or score distillation) seen through ``one_view``."""
+    samples, or 3D motions (MAS or score distillation) seen through ``one_view``; ``pace``: as ``MasSettings``'s."""
     if row == "2D model":
-        return torch.cat([sample_2d_batch(loaded, seeds[i:i + 64], frames, None, dev).cpu()
+        return torch.cat([sample_2d_batch(loaded, seeds[i:i + 64], frames, None, dev, pace=pace).cpu()
                           for i in range(0, len(seeds), 64)]).numpy() * loaded.scale
     if row == "score distillation":
         return one_view(np.concatenate([score_distillation(loaded, seeds[i:i + 64], frames, dev)
                                         for i in range(0, len(seeds), 64)]))
-    return one_view(sample_mas(loaded, seeds, frames, MasSettings(**MAS_ROWS[row]), dev).joints)
+    return one_view(sample_mas(loaded, seeds, frames, MasSettings(pace=pace, **MAS_ROWS[row]), dev).joints)
+
+
+def pace_note(pace) -> str:
+    """How the generated rows drew their pace classes, for the report's heading ("" for the default)."""
+    return "" if pace == "data" else f"; pace classes {'as in the training windows' if pace == 'training' else pace}"
 
 
 def write_report(result: dict, out=None, log=print) -> None:
     """The table as Markdown lines to ``log``, and with ``out``: OUT.json and OUT.md."""
     table, num, reps = result["rows"], result["num"], result["reps"]
     lines = [f"2D evaluation of {result['model']!r} ({num} samples x {reps} repetitions, {result['views']} views, "
-             f"{result['seconds']:g} s; real diversity {result['real_diversity'][0]:.2f}): mean +- 95% interval",
+             f"{result['seconds']:g} s{pace_note(result.get('pace', 'data'))}; real diversity {result['real_diversity'][0]:.2f}): mean +- 95% interval",
              "", "| row | FID | diversity | precision | recall |", "|---|---:|---:|---:|---:|"]
     for row, m in table.items():
         lines.append(f"| {row} | " + " | ".join(f"{m[k][0]:.3f} +- {m[k][1]:.3f}" for k in ("fid", "diversity", "precision", "recall")) + " |")

@@ -84,7 +84,8 @@ class MasSettings:
     pace: int | str = "data"            # for a model with pace classes (ModelConfig.pace_classes): how much each
                                         # motion moves. "data": the seeds take the classes in turn, each as often
                                         # as the training windows have it, or as the card's pace_shares say
-                                        # (pace_classes); 0 .. C - 1: that class for every motion (0 the
+                                        # (pace_classes); "training": as the training windows have it, whatever
+                                        # the card says; 0 .. C - 1: that class for every motion (0 the
                                         # stillest); "any": the class the model reads when it is not told
     pace_guidance: float | None = None  # classifier-free guidance on the pace class: x0 = x0_any + g (x0_class -
                                         # x0_any), at twice the model's time; 1: none. 2 halved the shipped
@@ -211,6 +212,8 @@ def steps_below(schedule: Schedule, share: float, train_steps: int) -> int:
     return int((torch.as_tensor(schedule.timesteps) < share * train_steps).sum())
 
 
+PACES = ("data", "training", "any")     # MasSettings.pace's names; otherwise a class number
+
 REVERSED_END = (20, 0.3)    # frames over which a pose to end in is made from the reversed motion; share of levels
 
 
@@ -218,13 +221,14 @@ def pace_classes(loaded: LoadedModel, seeds, pace, device) -> torch.Tensor | Non
     """Each motion's pace class (motions, long) for a model with pace classes, else None. ``pace``
     (``MasSettings.pace``): "data" gives seed s the class C - 1 - (s mod C), so that any C consecutive seeds
     hold every class once, as often as the training windows have them (the classes are their quantile bins),
-    and seed 0, the first a user sees, the liveliest; with the card's ``pace_shares``, ``seeded_classes``; a
-    number gives every motion that class; "any" the class for "not told"."""
+    and seed 0, the first a user sees, the liveliest; with the card's ``pace_shares``, ``seeded_classes``;
+    "training" the classes in turn whatever the card says (the model's own distribution, as the paper's 2D
+    protocol measures it); a number gives every motion that class; "any" the class for "not told"."""
     C = loaded.config.pace_classes
     if not C:
         return None
-    if pace == "data":
-        shares = loaded.pace_shares
+    if pace in ("data", "training"):
+        shares = loaded.pace_shares if pace == "data" else None
         classes = [C - 1 - int(s) % C for s in seeds] if shares is None else seeded_classes(seeds, shares)
     else:
         classes = [C if pace == "any" else int(pace)] * len(seeds)
@@ -330,10 +334,10 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
         if settings.batch_size is not None:
             validate.integer("batch size", settings.batch_size, 1, 4096)
         C = loaded.config.pace_classes
-        if not (settings.pace in ("data", "any") or (C and isinstance(settings.pace, int)
+        if not (settings.pace in PACES or (C and isinstance(settings.pace, int)
                                                        and not isinstance(settings.pace, bool) and 0 <= settings.pace < C)):
             raise MasError(f"pace {settings.pace!r} is not known to model {loaded.name!r}; use 'data' (as often as its "
-                           f"data)" + (f", 'any' or a class 0 (stillest) .. {C - 1}" if C else
+                           f"card or data say), 'training'" + (f", 'any' or a class 0 (stillest) .. {C - 1}" if C else
                                        ": it was trained without pace classes"))
         if settings.pace_guidance is not None:
             validate.number("pace guidance", settings.pace_guidance, 0.0, 10.0, "1 is none; 2 doubles each class's "

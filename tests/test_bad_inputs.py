@@ -267,6 +267,8 @@ CASES = [
     ("evaluate-3d capture missing", ["evaluate-3d", "{w}/nope", "--model", "{w}/tiny", "--num", "2"], "does not exist"),
     ("evaluate-3d row unknown", ["evaluate-3d", "{w}/emptyfolder", "--model", "{w}/tiny", "--rows", "bogus"], "unknown row"),
     ("evaluate capture missing", ["evaluate", "{w}/nope", "--model", "{w}/tiny", "--quick", "--out", "{w}/ev"], "does not exist"),
+    ("evaluate pace unknown to the model", ["evaluate", "{w}/emptyfolder", "--model", "{w}/tiny", "--pace", "3",
+                                           "--out", "{w}/ev"], "trained without pace classes"),
     ("evaluate row unknown", ["evaluate", "{w}/emptyfolder", "--model", "{w}/tiny", "--rows", "bogus", "--out", "{w}/ev"],
      "unknown row"),
     ("bench seconds inf", ["bench", "--model", "{w}/tiny", "--seconds", "inf"], "--seconds"),

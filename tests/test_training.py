@@ -661,6 +661,8 @@ def test_a_pace_model_starts_as_its_source_and_learns_to_follow_its_class(tmp_pa
     assert shared.pace_shares == pytest.approx([0.7, 0.3]) and m.pace_shares is None
     drawn = pace_classes(shared, range(1000, 1400), "data", "cpu")
     assert abs(int((drawn == 1).sum()) - 120) <= 2 and pace_classes(shared, [0], "data", "cpu").tolist() == [1]
+    # "training" ignores the card's shares: the classes in turn, as the training windows have them
+    assert pace_classes(shared, [0, 1, 2, 7, 10], "training", "cpu").tolist() == [1, 0, 1, 0, 1]
     for bad in ([0.5, 0.3], [1.0], [1.2, -0.2], [float("nan"), 1.0]):
         with pytest.raises(MasError, match="shares from 0 to 1 that sum to 1"):
             export_model(run / "model.json", "bad", tmp_path, pace_shares=bad)
