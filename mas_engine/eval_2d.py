@@ -342,7 +342,8 @@ def write_report(result: dict, out=None, log=print) -> None:
     """The table as Markdown lines to ``log``, and with ``out``: OUT.json and OUT.md."""
     table, num, reps = result["rows"], result["num"], result["reps"]
     lines = [f"2D evaluation of {result['model']!r} ({num} samples x {reps} repetitions, {result['views']} views, "
-             f"{result['seconds']:g} s{pace_note(result.get('pace', 'data'))}; real diversity {result['real_diversity'][0]:.2f}): mean +- 95% interval",
+             f"{result['seconds']:g} s{pace_note(result.get('pace', 'data'))}; "
+             f"real diversity {result['real_diversity'][0]:.2f}): mean +- 95% interval",
              "", "| row | FID | diversity | precision | recall |", "|---|---:|---:|---:|---:|"]
     for row, m in table.items():
         lines.append(f"| {row} | " + " | ".join(f"{m[k][0]:.3f} +- {m[k][1]:.3f}" for k in ("fid", "diversity", "precision", "recall")) + " |")
