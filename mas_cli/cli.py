@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from mas_engine.catalogue import FRAMES, OUTPUTS, PREDICTIONS, SCHEDULES, TRAVELS
+from mas_engine.catalogue import FRAMES, OUTPUTS, PACES, PREDICTIONS, SCHEDULES, TRAVELS
 from mas_engine.errors import Cancelled, MasError
 
 
@@ -77,7 +77,7 @@ _GRACEFUL = []                 # non-empty while such a command runs
 
 def _pace(text: str):
     """--pace: 'data', 'training', 'any' or a class number (checked against the model before work starts)."""
-    if text in ("data", "training", "any"):
+    if text in PACES:
         return text
     try:
         return int(text)

@@ -28,6 +28,15 @@ MODELS_DIR = Path(__file__).parent / "models"
 # the MAS views of a model whose card does not say: the paper's elevation (degrees) and a distance (metres)
 DEFAULT_CAMERAS = {"elevation_deg": 11.25, "distance_m": 6.0}
 TRAVELS = ("model", "feet", "blend")   # where a motion's horizontal travel comes from (postprocess.finish_motions)
+PACES = ("data", "training", "any")    # MasSettings.pace's names (sampler.pace_classes); otherwise a class number
+
+
+def check_travel(value, what: str = "travel", fix: str = "") -> str:
+    """``value`` if it is one of ``TRAVELS``, else a MasError naming ``what`` and the choices (and ``fix``)."""
+    if value not in TRAVELS:
+        raise MasError(f"{what} {value!r} is not known; use 'model' (the model's own travel), 'feet' (the travel "
+                       f"the feet imply) or 'blend' (the feet's where the body moves slowly){fix}")
+    return value
 
 
 @dataclass

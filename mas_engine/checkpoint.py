@@ -17,7 +17,7 @@ from rigs.keypoints import KeypointLayout
 
 from . import validate
 from .atomic import atomic_write
-from .catalogue import (DEFAULT_CAMERAS, FORMAT, MODELS_DIR, TRAVELS, VERSION, ModelConfig, check_card,
+from .catalogue import (DEFAULT_CAMERAS, FORMAT, MODELS_DIR, VERSION, ModelConfig, check_card, check_travel,
                         checkpoint_paths, read_card, resolve)
 from .errors import MasError
 from .model import MotionDenoiser
@@ -62,11 +62,8 @@ class LoadedModel:
     def travel(self) -> str:
         """Where the body's horizontal travel comes from by default (``MasSettings.travel``): the card's
         ``mas_sampling.travel``, else "model" (its own); "blend": from the feet where it moves slowly."""
-        v = self.card.get("mas_sampling", {}).get("travel", "model")
-        if v not in TRAVELS:
-            raise MasError(f"model {self.name!r}: its card's mas_sampling.travel {v!r} is not one of "
-                           f"{', '.join(TRAVELS)}; fix the card or export the model again")
-        return v
+        return check_travel(self.card.get("mas_sampling", {}).get("travel", "model"),
+                            f"model {self.name!r}: its card's mas_sampling.travel", "; fix the card or export the model again")
 
     @property
     def view_noise_share(self) -> float:
@@ -221,8 +218,6 @@ def export_model(src, name: str, dest=MODELS_DIR, note: str | None = None, overw
         shares = check_pace_shares(pace_shares, loaded.config.pace_classes)
         card["mas_sampling"] = {**card.get("mas_sampling", {}), "pace_shares": shares}
     if travel is not None:
-        if travel not in TRAVELS:
-            raise MasError(f"travel {travel!r} is not one of {', '.join(TRAVELS)}")
-        card["mas_sampling"] = {**card.get("mas_sampling", {}), "travel": travel}
+        card["mas_sampling"] = {**card.get("mas_sampling", {}), "travel": check_travel(travel)}
     save_checkpoint(Path(dest) / name, loaded.model, card, dtype=torch.float16)
     return (Path(dest) / name).with_suffix(".json")

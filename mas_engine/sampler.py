@@ -20,7 +20,7 @@ import torch
 
 from . import validate
 from .cameras import Cameras, perspective
-from .catalogue import TRAVELS
+from .catalogue import PACES, check_travel
 from .checkpoint import LoadedModel
 from .constraints import Constraints, posed_frames, pull_to_targets
 from .diffusion import Schedule, alpha_bar_schedule, posterior_step
@@ -212,8 +212,6 @@ def steps_below(schedule: Schedule, share: float, train_steps: int) -> int:
     return int((torch.as_tensor(schedule.timesteps) < share * train_steps).sum())
 
 
-PACES = ("data", "training", "any")     # MasSettings.pace's names; otherwise a class number
-
 REVERSED_END = (20, 0.3)    # frames over which a pose to end in is made from the reversed motion; share of levels
 
 
@@ -228,7 +226,7 @@ def pace_classes(loaded: LoadedModel, seeds, pace, device) -> torch.Tensor | Non
     if not C:
         return None
     if pace in ("data", "training"):
-        shares = loaded.pace_shares if pace == "data" else None
+        shares = loaded.pace_shares if pace == "data" else None     # "training": the quantile bins' equal shares
         classes = [C - 1 - int(s) % C for s in seeds] if shares is None else seeded_classes(seeds, shares)
     else:
         classes = [C if pace == "any" else int(pace)] * len(seeds)
@@ -349,9 +347,8 @@ def check_request(loaded: LoadedModel, frames: int, settings: MasSettings | None
         if settings.view_noise_share is not None:
             validate.number("view noise share (of the noise levels)", settings.view_noise_share, 0.0, 1.0,
                             "the lowest levels whose noise each view draws on its own; 0: every level's from one 3D draw")
-        if settings.travel is not None and settings.travel not in TRAVELS:
-            raise MasError(f"travel {settings.travel!r} is not known; use 'model' (the model's own travel), "
-                           f"'feet' (the travel the feet imply) or 'blend' (the feet's where the body moves slowly)")
+        if settings.travel is not None:
+            check_travel(settings.travel)
 
 
 MAX_SECONDS = 600.0      # one motion: 10 minutes (its 3D noise alone is about 35 MB a minute at 30 fps)
