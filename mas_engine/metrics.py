@@ -135,6 +135,18 @@ def step_lift(feet: np.ndarray) -> float:
     return float(np.abs(feet[:, 0, 2] - feet[:, 1, 2]).max())
 
 
+def excursion(track: np.ndarray) -> float:
+    """The diagonal (m) of the box a point moves in over a window; track: frames x 3."""
+    return float(np.linalg.norm(track.max(0) - track.min(0)))
+
+
+def gesture(window: np.ndarray, joints: list[int], centre: list[int]) -> float:
+    """The largest ``excursion`` (m) of one of ``joints`` relative to the body centre (the mean of ``centre``)
+    in a window (frames x J x 3): a hand raised by 40 cm gives about 0.4, a body that only sways near 0."""
+    rel = window[:, joints] - window[:, centre].mean(1, keepdims=True)
+    return max(excursion(rel[:, k]) for k in range(len(joints)))
+
+
 def _quantiles(values) -> dict:
     v = np.asarray(values, np.float64)
     if v.size == 0:
@@ -152,7 +164,9 @@ def motion_statistics(windows: np.ndarray, fps: float, limbs: list[int], feet: l
 
     Returns the share of nearly still windows, limb-speed quantiles (m/s), root travel quantiles (m/s),
     the floor (the lowest foot's height range per window, its quantiles and the share within 5 cm),
-    the share of travelling windows, and for bipeds the lift of one foot over the other in travelling
+    the share of travelling windows, how much the nearly still windows still move (``still_gesture``: the
+    quantiles of their largest limb ``gesture``; ``still_sway``: of the body centre's ``excursion``; NaN
+    without a still window), and for bipeds the lift of one foot over the other in travelling
     windows with the share that step; for quadrupeds leg-speed quantiles.
     """
     limb = np.array([mean_speed(w[:, limbs], fps) for w in windows])
@@ -163,6 +177,9 @@ def motion_statistics(windows: np.ndarray, fps: float, limbs: list[int], feet: l
            "floor_range": dict(_quantiles(floor), p95=float(np.percentile(floor, 95))),
            "floor_flat_share": float((floor <= FLAT_FLOOR).mean()),
            "travelling_share": float((travel > TRAVEL_SPEED).mean())}
+    still = windows[limb < STILL_SPEED]
+    out["still_gesture"] = _quantiles([gesture(w, limbs, root) for w in still])
+    out["still_sway"] = _quantiles([excursion(w[:, root].mean(1)) for w in still])
     if len(feet) == 2:
         moving = travel > TRAVEL_SPEED
         lift = np.array([step_lift(w[:, feet]) for w in windows[moving]])
