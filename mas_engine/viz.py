@@ -59,19 +59,60 @@ def write_animation(path, joints: np.ndarray, layout: KeypointLayout, fps: float
         plt.close(fig)
 
 
-def write_filmstrip(path, motions: list[np.ndarray], layout: KeypointLayout, frames: int = 6) -> Path:
-    """A PNG grid: one row per motion, ``frames`` evenly spaced poses each."""
+def _follow_axes(fig, pos, centre, r):
+    """3D axes of half-width ``r`` (m) around a point on the floor plane (x, y): a camera that follows the body."""
+    ax = fig.add_subplot(*pos, projection="3d")
+    c = centre
+    ax.set_xlim(c[0] - r, c[0] + r)
+    ax.set_ylim(c[1] - r, c[1] + r)
+    ax.set_zlim(0, 2 * r)
+    ax.set_box_aspect((1, 1, 1))
+    ax.view_init(elev=15, azim=-60)
+    ax.set_xticklabels([]), ax.set_yticklabels([]), ax.set_zticklabels([])
+    return ax
+
+
+def limb_ends(layout: KeypointLayout) -> list[int]:
+    """The joints no bone leaves from (hands, feet, head, tail...): their paths show what a body does."""
+    has_child = {p for p, _ in layout.bones}
+    return [j for _, j in layout.bones if j not in has_child]
+
+
+def describe(joints: np.ndarray, layout: KeypointLayout) -> str:
+    """A short line on what a motion (frames x joints x 3, metres, Z up) does: how far its root goes and
+    how far its limbs move relative to it (``metrics.gesture``)."""
+    from .metrics import gesture
+
+    root = joints[:, layout.root]
+    travel = float(np.linalg.norm(np.diff(root[:, :2], axis=0), axis=-1).sum())
+    return f"travels {travel:.1f} m, limbs move up to {gesture(joints, limb_ends(layout), [layout.root]):.2f} m"
+
+
+def write_filmstrip(path, motions: list[np.ndarray], layout: KeypointLayout, frames: int = 6,
+                    names: list[str] | None = None, trail_s: float = 0.5, fps: float = 30.0) -> Path:
+    """A PNG grid: one row per motion (frames x joints x 3, metres, Z up), ``frames`` evenly spaced poses
+    each, seen by a camera that follows the root at one scale per row. Grey: the root's path so far; light:
+    the limb ends' paths over the last ``trail_s`` seconds, so that a gesture shows in a still picture."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(2.2 * frames, 2.4 * len(motions)))
+    ends, k = limb_ends(layout), max(1, int(round(trail_s * fps)))
+    fig, firsts = plt.figure(figsize=(2.2 * frames, 2.5 * len(motions))), []
     for r, joints in enumerate(motions):
+        rel = joints - joints[:, layout.root:layout.root + 1]
+        half = max(np.abs(rel[..., :2]).max(), joints[..., 2].max() / 2) + 0.1
         for c, f in enumerate(np.linspace(0, joints.shape[0] - 1, frames).astype(int)):
-            ax = _axes(fig, (len(motions), frames, r * frames + c + 1), joints)
+            ax = _follow_axes(fig, (len(motions), frames, r * frames + c + 1), joints[f, layout.root, :2], half)
             _draw(ax, joints[f], layout, joints[: f + 1, layout.root])
-            ax.set_title(f"frame {f}", fontsize=8)
-    fig.tight_layout()
+            for j in ends:
+                ax.plot(*joints[max(0, f - k): f + 1, j].T, color="tab:orange", lw=1, alpha=0.7)
+            ax.set_title(f"frame {f}", fontsize=8, pad=0)
+            firsts = firsts + [ax] if c == 0 else firsts
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.3 / len(motions), hspace=0.3, wspace=0.02)
+    for r, (ax, joints) in enumerate(zip(firsts, motions)):     # a line over each row, once the rows are placed
+        label = (names[r] + ": " if names else "") + describe(joints, layout)
+        fig.text(0.02, ax.get_position().y1 + 0.08 / len(motions), label, fontsize=10)
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=70))
     finally:
@@ -89,7 +130,8 @@ def main(argv=None) -> None:
     if not files:
         raise SystemExit(f"no motions (.npz) in {folder}")
     motions = [load_motion(f) for f in files]
-    out = write_filmstrip(folder / "strip.png", [m["joints"] for m in motions], get_layout(str(motions[0]["layout"])))
+    out = write_filmstrip(folder / "strip.png", [m["joints"] for m in motions], get_layout(str(motions[0]["layout"])),
+                          names=[f.stem for f in files], fps=float(motions[0]["fps"]))
     print(f"wrote {out}")
 
 
