@@ -38,6 +38,17 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _time_scales(s: str) -> list[float]:
+    """Playback speeds, separated by commas, each from 0.25 to 4."""
+    try:
+        v = [float(x) for x in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be numbers separated by commas (1,1.5), got {s}") from None
+    if not all(0.25 <= k <= 4 for k in v) or len(set(v)) != len(v):
+        raise argparse.ArgumentTypeError(f"each speed must be from 0.25 to 4 and given once, got {s}")
+    return v
+
+
 def _numbers(s: str) -> float | list[float]:
     """One number, or several separated by commas (one a pace class)."""
     try:
@@ -133,7 +144,7 @@ def cmd_prepare(a) -> None:
 
     cfg = MonocularConfig(root_motion=not a.in_place, seed=a.seed, max_frames=a.max_frames, min_frames=a.min_frames,
                           stride_seconds=a.stride, full_share=a.full_share,
-                          smooth_frames=a.smooth)
+                          smooth_frames=a.smooth, time_scales=tuple(a.time_scales))
     if a.from_2d:
         layout, body_parts = _layout_arg(a.layout)
         prepare_2d(a.folder, a.out, a.from_2d, layout, a.fps, cfg, body_parts or None, a.size)
@@ -342,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="low-pass the detections over time by a Gaussian of this many frames, as a pose pipeline "
                         "smooths its keypoints (default 0: as detected; 1.5 keeps a standing person's windows "
                         "nearly still, which a detector's 4 mm tremor alone does not)")
+    r.add_argument("--time-scales", type=_time_scales, default=(1.0,), metavar="K,K...",
+                   help="3D capture: each clip also played K times faster, its windows added (1,1.5: every clip as "
+                        "captured and at 1.5x its pace; default 1: as captured), for a set with little fast motion")
     r.add_argument("--workers", type=_positive_int, default=None)
     r.add_argument("--from", dest="from_2d", choices=("coco", "openpose", "deeplabcut", "video"), default=None,
                    help="the folder holds 2D keypoints from a pose estimator in this format, or video files "

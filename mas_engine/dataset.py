@@ -82,6 +82,8 @@ class MonocularConfig:
     noise: DetectorNoise = field(default_factory=DetectorNoise)
     smooth_frames: float = 0.0        # the detections low-passed over time by a Gaussian of this many frames
                                       # (smooth_detections; 0: as detected, as the shipped models were trained)
+    time_scales: tuple = (1.0,)       # each clip also played this many times faster (1.5: a walk at 1.5x its
+                                      # cadence), its windows added: more of the fast motion a set holds little of
 
 
 def is_validation_clip(name: str, fraction: float) -> bool:
@@ -231,16 +233,16 @@ def build_monocular_set(clips, layout: KeypointLayout, cfg: MonocularConfig, pro
             rejected.append((name, str(e)))
             continue
         try:
-            joints = resample(joints, fps, cfg.fps)
+            played = [resample(joints, fps * k, cfg.fps) for k in cfg.time_scales]
         except MasError as e:
             rejected.append((name, str(e)))
             continue
-        wins = windows_of_clip(joints.shape[0], cfg, rng)
+        wins = [(j, w) for j in played for w in windows_of_clip(j.shape[0], cfg, rng)]
         if not wins:
             rejected.append((name, f"shorter than {cfg.min_frames} frames at {cfg.fps:g} fps"))
             continue
-        split = "val" if is_validation_clip(name, cfg.val_fraction) else "train"
-        for start, length in wins:
+        split = "val" if is_validation_clip(name, cfg.val_fraction) else "train"    # a clip's every pace on one side
+        for joints, (start, length) in wins:
             az = rng.uniform(0, 2 * math.pi)
             el = math.radians(float(np.clip(rng.normal(cams.elevation_mean, cams.elevation_std),
                                             cams.elevation_min, cams.elevation_max)))

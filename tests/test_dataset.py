@@ -159,3 +159,24 @@ def test_built_windows_are_raw_by_default_and_smoothed_on_request():
     err = lambda p, q: np.sqrt(((p[..., :2] - q[..., :2]) ** 2).mean())  # noqa: E731
     assert err(raw, clean) == pytest.approx(0.004, rel=0.1)             # the same windows, cameras and noise
     assert err(smooth, clean_smooth) < 0.5 * err(raw, clean)            # the noise, smoothed
+
+
+def test_time_scales_add_each_clip_played_faster_and_change_nothing_by_default():
+    """A hand that waves at 1 Hz waves twice as often in the windows of the clip played 2x; the default
+    (1,) builds the same set as before."""
+    from mas_engine.dataset import CameraDistribution
+
+    t = np.arange(240) / 30.0
+    clip = np.repeat(walking_figure(1), 240, axis=0)
+    clip[:, HUMAN16.index("right_wrist"), 2] += 0.2 * np.sin(2 * np.pi * t + 0.3)
+    level = CameraDistribution(elevation_mean=0.0, elevation_std=0.0, elevation_min=0.0, elevation_max=0.0)
+    cfg = dict(min_frames=60, max_frames=60, val_fraction=0.0, cameras=level)
+    once = build_monocular_set([("wave", clip, 30.0)], HUMAN16, clean_cfg(**cfg))
+    assert np.array_equal(once["train_pose"], build_monocular_set([("wave", clip, 30.0)], HUMAN16,
+                                                                 clean_cfg(time_scales=(1.0,), **cfg))["train_pose"])
+    both = build_monocular_set([("wave", clip, 30.0)], HUMAN16, clean_cfg(time_scales=(1.0, 2.0), **cfg))
+    v = both["train_pose"][:, :, HUMAN16.index("right_wrist"), 1]            # image up: the wave, whatever the azimuth
+    crossings = (np.diff(np.sign(v - v.mean(1, keepdims=True)), axis=1) != 0).sum(1)
+    n = len(once["train_pose"])
+    assert len(both["train_pose"]) > n        # 2 s: 2 waves (4 sign changes, 3 where one falls on an end), then 4
+    assert set(crossings[:n]) <= {3, 4} and set(crossings[n:]) <= {7, 8}
