@@ -45,8 +45,9 @@ def main(argv=None):
         scene.frame_set(f)
         roots = np.array([m["objects"][0].matrix_world @ m["objects"][0].pose.bones[0].head for m in made])
         c = roots.mean(0)
-        k = a.spacing / 1.6                  # frame the characters at their size
-        aim(cam, (c[0] + 1.0 * k, c[1] - 6.0 * k, 1.6 * k), (c[0], c[1], 0.9 * k))
+        k = a.spacing / 1.6                  # frame the characters at their size, farther when they run apart
+        d = max(6.0 * k, 2.5 * float(np.ptp(roots[:, :2], axis=0).max()))
+        aim(cam, (c[0] + d / 6, c[1] - d, 1.6 * k * d / (6.0 * k)), (c[0], c[1], 0.9 * k))
         images.append(render_frame(scene, Path(a.out).with_name(f".frame_{f}.png")))
     save_strip(images, a.out)
     print(f"wrote {a.out}: seeds {a.seed}..{a.seed + 2}, frames {a.frames}")
