@@ -11,17 +11,23 @@ from .atomic import atomic_write
 from .motion_io import load_motion
 
 
-def _axes(fig, pos, joints):
+def _axes(fig, pos, centre, r):
+    """3D axes of half-width ``r`` (m) around a point (x, y) of the floor plane, Z from 0 to 2 r."""
     ax = fig.add_subplot(*pos, projection="3d")
-    c = joints[..., :2].reshape(-1, 2).mean(0)
-    r = max(np.abs(joints[..., :2].reshape(-1, 2) - c).max(), joints[..., 2].max() / 2) + 0.1
-    ax.set_xlim(c[0] - r, c[0] + r)
-    ax.set_ylim(c[1] - r, c[1] + r)
+    ax.set_xlim(centre[0] - r, centre[0] + r)
+    ax.set_ylim(centre[1] - r, centre[1] + r)
     ax.set_zlim(0, 2 * r)
     ax.set_box_aspect((1, 1, 1))
     ax.view_init(elev=15, azim=-60)
     ax.set_xticklabels([]), ax.set_yticklabels([]), ax.set_zticklabels([])
     return ax
+
+
+def _fitted_axes(fig, pos, joints):
+    """Axes that hold a whole motion (frames x joints x 3)."""
+    c = joints[..., :2].reshape(-1, 2).mean(0)
+    r = max(np.abs(joints[..., :2].reshape(-1, 2) - c).max(), joints[..., 2].max() / 2) + 0.1
+    return _axes(fig, pos, c, r)
 
 
 def _draw(ax, pose, layout, trail=None):
@@ -44,7 +50,7 @@ def write_animation(path, joints: np.ndarray, layout: KeypointLayout, fps: float
     from matplotlib.animation import FuncAnimation, PillowWriter
 
     fig = plt.figure(figsize=(4, 4))
-    ax = _axes(fig, (1, 1, 1), joints)
+    ax = _fitted_axes(fig, (1, 1, 1), joints)
     frames = range(0, joints.shape[0], step)
 
     def update(f):
@@ -57,19 +63,6 @@ def write_animation(path, joints: np.ndarray, layout: KeypointLayout, fps: float
         return atomic_write(path, lambda tmp: anim.save(tmp, writer=PillowWriter(fps=fps / step)), overwrite=overwrite)
     finally:
         plt.close(fig)
-
-
-def _follow_axes(fig, pos, centre, r):
-    """3D axes of half-width ``r`` (m) around a point on the floor plane (x, y): a camera that follows the body."""
-    ax = fig.add_subplot(*pos, projection="3d")
-    c = centre
-    ax.set_xlim(c[0] - r, c[0] + r)
-    ax.set_ylim(c[1] - r, c[1] + r)
-    ax.set_zlim(0, 2 * r)
-    ax.set_box_aspect((1, 1, 1))
-    ax.view_init(elev=15, azim=-60)
-    ax.set_xticklabels([]), ax.set_yticklabels([]), ax.set_zticklabels([])
-    return ax
 
 
 def limb_ends(layout: KeypointLayout) -> list[int]:
@@ -103,7 +96,7 @@ def write_filmstrip(path, motions: list[np.ndarray], layout: KeypointLayout, fra
         rel = joints - joints[:, layout.root:layout.root + 1]
         half = max(np.abs(rel[..., :2]).max(), joints[..., 2].max() / 2) + 0.1
         for c, f in enumerate(np.linspace(0, joints.shape[0] - 1, frames).astype(int)):
-            ax = _follow_axes(fig, (len(motions), frames, r * frames + c + 1), joints[f, layout.root, :2], half)
+            ax = _axes(fig, (len(motions), frames, r * frames + c + 1), joints[f, layout.root, :2], half)  # follows
             _draw(ax, joints[f], layout, joints[: f + 1, layout.root])
             for j in ends:
                 ax.plot(*joints[max(0, f - k): f + 1, j].T, color="tab:orange", lw=1, alpha=0.7)
