@@ -146,6 +146,9 @@ def cmd_prepare(a) -> None:
                           stride_seconds=a.stride, full_share=a.full_share,
                           smooth_frames=a.smooth, time_scales=tuple(a.time_scales))
     if a.from_2d:
+        if list(a.time_scales) != [1.0]:
+            raise MasError("--time-scales plays 3D capture faster; 2D keypoints and videos are used as they are "
+                           "(leave out --time-scales)")
         layout, body_parts = _layout_arg(a.layout)
         prepare_2d(a.folder, a.out, a.from_2d, layout, a.fps, cfg, body_parts or None, a.size)
     else:

@@ -232,6 +232,7 @@ CASES = [
     ("prepare empty folder", ["prepare", "{w}/emptyfolder", "--out", "{w}/set.npz"], "no *.bvh files"),
     ("prepare time scale 0", ["prepare", "{w}/emptyfolder", "--out", "{w}/set.npz", "--time-scales", "1,0"], "--time-scales"),
     ("prepare time scale word", ["prepare", "{w}/emptyfolder", "--out", "{w}/set.npz", "--time-scales", "fast"], "--time-scales"),
+    ("prepare time scales with 2D", ["prepare", "{w}/coco", "--from", "coco", "--out", "{w}/set.npz", "--time-scales", "1,2"], "3D capture"),
     ("prepare kind unknown", ["prepare", "{w}/emptyfolder", "--out", "{w}/set.npz", "--kind", "cats"], "unknown capture kind"),
     ("prepare size 0", ["prepare", "{w}/coco", "--from", "coco", "--out", "{w}/set.npz", "--size", "0"], "--size"),
     ("prepare size negative", ["prepare", "{w}/coco", "--from", "coco", "--out", "{w}/set.npz", "--size", "-1"], "--size"),
