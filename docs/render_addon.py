@@ -47,7 +47,7 @@ def main(argv=None):
         c = roots.mean(0)
         k = a.spacing / 1.6                  # frame the characters at their size, farther when they run apart
         d = max(6.0 * k, 2.5 * float(np.ptp(roots[:, :2], axis=0).max()))
-        aim(cam, (c[0] + d / 6, c[1] - d, 1.6 * k * d / (6.0 * k)), (c[0], c[1], 0.9 * k))
+        aim(cam, (c[0] + d / 6, c[1] - d, d * 1.6 / 6), (c[0], c[1], 0.9 * k))
         images.append(render_frame(scene, Path(a.out).with_name(f".frame_{f}.png")))
     save_strip(images, a.out)
     print(f"wrote {a.out}: seeds {a.seed}..{a.seed + 2}, frames {a.frames}")

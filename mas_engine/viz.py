@@ -72,19 +72,19 @@ def limb_ends(layout: KeypointLayout) -> list[int]:
 
 
 def describe(joints: np.ndarray, layout: KeypointLayout) -> str:
-    """A short line on what a motion (frames x joints x 3, metres, Z up) does: how far its root goes and
-    how far its limbs move relative to it (``metrics.gesture``)."""
-    from .metrics import gesture
+    """A short line on what a motion (frames x joints x 3, metres, Z up) does: how far its root goes (``metrics.root_travel``,
+    so that a sway does not count) and how far its limbs move relative to it (``metrics.gesture``)."""
+    from .metrics import gesture, root_travel
 
-    root = joints[:, layout.root]
-    travel = float(np.linalg.norm(np.diff(root[:, :2], axis=0), axis=-1).sum())
+    fps = 30.0                              # any rate: the travel per second times the duration at that rate
+    travel = root_travel(joints[:, layout.root], fps) * (len(joints) - 1) / fps
     return f"travels {travel:.1f} m, limbs move up to {gesture(joints, limb_ends(layout), [layout.root]):.2f} m"
 
 
 def write_filmstrip(path, motions: list[np.ndarray], layout: KeypointLayout, frames: int = 6,
                     names: list[str] | None = None, trail_s: float = 0.5, fps: float = 30.0) -> Path:
     """A PNG grid: one row per motion (frames x joints x 3, metres, Z up), ``frames`` evenly spaced poses
-    each, seen by a camera that follows the root at one scale per row. Grey: the root's path so far; light:
+    each, seen by a camera that follows the root at one scale per row. Grey: the root's path so far; orange:
     the limb ends' paths over the last ``trail_s`` seconds, so that a gesture shows in a still picture."""
     import matplotlib
     matplotlib.use("Agg")
@@ -101,7 +101,8 @@ def write_filmstrip(path, motions: list[np.ndarray], layout: KeypointLayout, fra
             for j in ends:
                 ax.plot(*joints[max(0, f - k): f + 1, j].T, color="tab:orange", lw=1, alpha=0.7)
             ax.set_title(f"frame {f}", fontsize=8, pad=0)
-            firsts = firsts + [ax] if c == 0 else firsts
+            if c == 0:
+                firsts.append(ax)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.3 / len(motions), hspace=0.3, wspace=0.02)
     for r, (ax, joints) in enumerate(zip(firsts, motions)):     # a line over each row, once the rows are placed
         label = (names[r] + ": " if names else "") + describe(joints, layout)
