@@ -158,12 +158,18 @@ def still_moves(m: dict) -> str:
     return f"{g:.2f} / {m['still_gesture']['p90']:.2f}, {w:.2f}"
 
 
+def visible(m: dict) -> str:
+    """The share of a row's windows that visibly move, as a table cell ("-" in an older report)."""
+    return f"{100 * m['visible_share']:.0f}%" if "visible_share" in m else "-"
+
+
 def motion_table(results: dict) -> list[str]:
     """The motion statistics of each row as Markdown lines."""
     first = next(iter(results.values()))["motion"]
     biped, legs = "step_lift" in first, "leg_speed" in first
     head = ("| row | nearly still | limb speed p25 / p50 / p75 / p90 (m/s) | root travel p50 / p90 (m/s) | "
-            "lowest foot's range p50 / p90 / p95 (m) | within 5 cm | nearly still: gesture p50 / p90, sway p50 (m)")
+            "lowest foot's range p50 / p90 / p95 (m) | within 5 cm | nearly still: gesture p50 / p90, sway p50 (m) | "
+            "visibly moves")
     head += " | travelling | step lift p10 / p50 (m) | stepping" if biped else ""
     head += " | leg speed p25 / p50 / p75 / p90 (m/s)" if legs else ""
     lines = [head + " |", "|---" + "|---:" * (head.count("|") - 1) + "|"]
@@ -172,7 +178,7 @@ def motion_table(results: dict) -> list[str]:
         m = r["motion"]
         line = (f"| {name} | {100 * m['still_share']:.0f}% | {q(m['limb_speed'], ('p25', 'p50', 'p75', 'p90'))} | "
                 f"{q(m['root_travel'], ('p50', 'p90'))} | {q(m['floor_range'], ('p50', 'p90', 'p95'))} | "
-                f"{100 * m['floor_flat_share']:.0f}% | {still_moves(m)}")
+                f"{100 * m['floor_flat_share']:.0f}% | {still_moves(m)} | {visible(m)}")
         if biped:
             line += (f" | {100 * m['travelling_share']:.0f}% | {q(m['step_lift'], ('p10', 'p50'))} | "
                      f"{100 * m['stepping_share']:.0f}%")

@@ -94,6 +94,8 @@ STILL_SPEED = 0.1      # m/s: a window whose limbs move slower than this on aver
 TRAVEL_SPEED = 0.5     # m/s: a window whose root travels faster than this is travelling
 STEP_LIFT = 0.08       # m: a travelling window steps when one foot lifts this far above the other
 FLAT_FLOOR = 0.05      # m: the lowest foot's height stays within this range: on the floor
+VISIBLE_GESTURE = 0.4  # m: a window visibly moves when a limb joint moves this far relative to the body centre,
+VISIBLE_TRAVEL = 0.5   # m: or the body centre moves this far (a hand raised to the head: about 0.5 m)
 QUANTILES = (25, 50, 75, 90)
 
 
@@ -166,7 +168,8 @@ def motion_statistics(windows: np.ndarray, fps: float, limbs: list[int], feet: l
     the floor (the lowest foot's height range per window, its quantiles and the share within 5 cm),
     the share of travelling windows, how much the nearly still windows still move (``still_gesture``: the
     quantiles of their largest limb ``gesture``; ``still_sway``: of the body centre's ``excursion``; NaN
-    without a still window), and for bipeds the lift of one foot over the other in travelling
+    without a still window), the share of windows that visibly move (``visible_share``: a limb's gesture of
+    VISIBLE_GESTURE or more, or the body centre's excursion of VISIBLE_TRAVEL or more), and for bipeds the lift of one foot over the other in travelling
     windows with the share that step; for quadrupeds leg-speed quantiles.
     """
     limb = np.array([mean_speed(w[:, limbs], fps) for w in windows])
@@ -180,6 +183,8 @@ def motion_statistics(windows: np.ndarray, fps: float, limbs: list[int], feet: l
     still = windows[limb < STILL_SPEED]
     out["still_gesture"] = _quantiles([gesture(w, limbs, root) for w in still])
     out["still_sway"] = _quantiles([excursion(w[:, root].mean(1)) for w in still])
+    out["visible_share"] = float(np.mean([gesture(w, limbs, root) >= VISIBLE_GESTURE
+                                          or excursion(w[:, root].mean(1)) >= VISIBLE_TRAVEL for w in windows]))
     if len(feet) == 2:
         moving = travel > TRAVEL_SPEED
         lift = np.array([step_lift(w[:, feet]) for w in windows[moving]])

@@ -144,8 +144,9 @@ def test_evaluate_2d_protocol_runs_every_row(tiny_checkpoint, tmp_path):
 
 
 def test_motion_statistics_on_motions_with_known_answers():
-    """A still pose is 100% still with no travel; a figure walking at a speed you set travels at that
-    speed, steps, and stands on one floor; a figure that floats up has a floor range of its rise."""
+    """A still pose is 100% still with no travel and nothing visibly moving; a figure walking at a speed you
+    set travels at that speed, steps, and stands on one floor; a figure that floats up has a floor range of
+    its rise."""
     from mas_engine.metrics import motion_statistics, root_travel
     from rigs.keypoints import HUMAN16
 
@@ -158,17 +159,21 @@ def test_motion_statistics_on_motions_with_known_answers():
     s = motion_statistics(still, 30.0, limbs, feet, [0])
     assert s["still_share"] == 1.0 and s["root_travel"]["p90"] == 0.0 and s["floor_range"]["p95"] == 0.0
     assert s["travelling_share"] == 0.0 and np.isnan(s["stepping_share"])
-    assert s["still_gesture"]["p90"] == 0.0 and s["still_sway"]["p90"] == 0.0
+    assert s["still_gesture"]["p90"] == 0.0 and s["still_sway"]["p90"] == 0.0 and s["visible_share"] == 0.0
     waving = still.copy()                        # one hand moves 30 cm up and down, slowly: still, but it gestures
-    waving[:, :, j("right_wrist"), 2] += 0.15 - 0.15 * np.cos(np.linspace(0, 2 * np.pi, 120))[None]
+    wave = 0.15 - 0.15 * np.cos(np.linspace(0, 2 * np.pi, 120))
+    waving[:, :, j("right_wrist"), 2] += wave[None]
     v = motion_statistics(waving, 30.0, limbs, feet, [0])
     assert v["still_share"] == 1.0 and v["still_gesture"]["p50"] == pytest.approx(0.3, abs=1e-3)
-    assert v["still_sway"]["p50"] == 0.0
+    assert v["still_sway"]["p50"] == 0.0 and v["visible_share"] == 0.0      # 30 cm: under the 40 cm a viewer sees
+    waving[:2, :, j("right_wrist"), 2] += wave[None]                        # two windows wave 60 cm: they are seen
+    assert motion_statistics(waving, 30.0, limbs, feet, [0])["visible_share"] == 0.5
     walk = np.stack([walking_figure(120, speed=1.3, heading=h) for h in (0.0, 1.0, 2.0)])
     assert root_travel(walk[0][:, 0], 30.0) == pytest.approx(1.3, rel=1e-3)
     w = motion_statistics(walk, 30.0, limbs, feet, [0])
     assert w["still_share"] == 0.0 and w["root_travel"]["p50"] == pytest.approx(1.3, rel=1e-3)
     assert w["travelling_share"] == 1.0 and np.isnan(w["still_gesture"]["p50"])   # no still window to measure
+    assert w["visible_share"] == 1.0
     lifting = walk.copy()
     lifting[..., 2] += np.linspace(0, 0.5, 120)[None, :, None]
     assert motion_statistics(lifting, 30.0, limbs, feet, [0])["floor_range"]["p50"] == pytest.approx(0.5, abs=0.02)
