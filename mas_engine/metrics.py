@@ -94,8 +94,8 @@ STILL_SPEED = 0.1      # m/s: a window whose limbs move slower than this on aver
 TRAVEL_SPEED = 0.5     # m/s: a window whose root travels faster than this is travelling
 STEP_LIFT = 0.08       # m: a travelling window steps when one foot lifts this far above the other
 FLAT_FLOOR = 0.05      # m: the lowest foot's height stays within this range: on the floor
-VISIBLE_GESTURE = 0.4  # m: a window visibly moves when a limb joint moves this far relative to the body centre,
-VISIBLE_TRAVEL = 0.5   # m: or the body centre moves this far (a hand raised to the head: about 0.5 m)
+VISIBLE_GESTURE = 0.4  # m: a window visibly moves when a limb joint moves this far relative to the body centre
+VISIBLE_TRAVEL = 0.5   # m: ... or the body centre this far (a hand raised to the head moves about 0.5 m)
 QUANTILES = (25, 50, 75, 90)
 
 
@@ -169,8 +169,9 @@ def motion_statistics(windows: np.ndarray, fps: float, limbs: list[int], feet: l
     the share of travelling windows, how much the nearly still windows still move (``still_gesture``: the
     quantiles of their largest limb ``gesture``; ``still_sway``: of the body centre's ``excursion``; NaN
     without a still window), the share of windows that visibly move (``visible_share``: a limb's gesture of
-    VISIBLE_GESTURE or more, or the body centre's excursion of VISIBLE_TRAVEL or more), and for bipeds the lift of one foot over the other in travelling
-    windows with the share that step; for quadrupeds leg-speed quantiles.
+    VISIBLE_GESTURE or more, or the body centre's excursion of VISIBLE_TRAVEL or more), and for bipeds the
+    lift of one foot over the other in travelling windows with the share that step; for quadrupeds
+    leg-speed quantiles.
     """
     limb = np.array([mean_speed(w[:, limbs], fps) for w in windows])
     travel = np.array([root_travel(w[:, root].mean(1), fps) for w in windows])
