@@ -181,11 +181,11 @@ def motion_statistics(windows: np.ndarray, fps: float, limbs: list[int], feet: l
            "floor_range": dict(_quantiles(floor), p95=float(np.percentile(floor, 95))),
            "floor_flat_share": float((floor <= FLAT_FLOOR).mean()),
            "travelling_share": float((travel > TRAVEL_SPEED).mean())}
-    still = windows[limb < STILL_SPEED]
-    out["still_gesture"] = _quantiles([gesture(w, limbs, root) for w in still])
-    out["still_sway"] = _quantiles([excursion(w[:, root].mean(1)) for w in still])
-    out["visible_share"] = float(np.mean([gesture(w, limbs, root) >= VISIBLE_GESTURE
-                                          or excursion(w[:, root].mean(1)) >= VISIBLE_TRAVEL for w in windows]))
+    reach = np.array([gesture(w, limbs, root) for w in windows])
+    sway = np.array([excursion(w[:, root].mean(1)) for w in windows])
+    still = limb < STILL_SPEED
+    out["still_gesture"], out["still_sway"] = _quantiles(reach[still]), _quantiles(sway[still])
+    out["visible_share"] = float(((reach >= VISIBLE_GESTURE) | (sway >= VISIBLE_TRAVEL)).mean())
     if len(feet) == 2:
         moving = travel > TRAVEL_SPEED
         lift = np.array([step_lift(w[:, feet]) for w in windows[moving]])
