@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from mas_engine.catalogue import FRAMES, OUTPUTS, PACES, PREDICTIONS, SCHEDULES, TRAVELS
+from mas_engine.catalogue import FRAMES, OUTPUTS, PACE_MEASURES, PACES, PREDICTIONS, SCHEDULES, TRAVELS
 from mas_engine.errors import Cancelled, MasError
 
 
@@ -180,7 +180,7 @@ def cmd_train(a) -> None:
                                   prediction=a.prediction, frame=a.frame,
                                   standardise=a.standardise, output_norm=not a.no_output_norm,
                                   skip_radius=a.skip_radius, self_condition=a.self_condition,
-                                  pace_classes=a.pace_classes), "mas train")
+                                  pace_classes=a.pace_classes, pace_measure=a.pace_measure), "mas train")
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, save_every=a.save_every, seed=a.seed,
                      mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight,
                      noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight,
@@ -412,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the network also reads how much the motion moves, one of C classes (quantiles of the "
                         "training windows' pace); sampling gives the seeds the classes in turn (0: none; "
                         "4 tried; with --init, its input starts at zero)")
+    t.add_argument("--pace-measure", default="speed", choices=PACE_MEASURES,
+                   help="what the pace classes bin: speed (the mean speed of all joints over 0.2 s) or reach (how "
+                        "far the most moving joint goes in 1 s: one arm's long sweep is much, a tremor little)")
     t.add_argument("--no-mirror", action="store_true", help="no mirror augmentation")
     t.add_argument("--restart", action="store_true", help="start over even if the folder has a training state")
     t.add_argument("--init", default=None, help="start from this checkpoint's weights (a shipped model or a path; "

@@ -74,6 +74,9 @@ class ModelConfig:
     pace_classes: int = 0       # the network also reads how much the motion moves: one of this many pace classes
                                 # (quantiles of the training windows' ``model.window_pace``), or "any" (the
                                 # class the training drops for a tenth of the windows); 0: no pace input
+    pace_measure: str = "speed"  # what the pace classes bin: "speed", the mean speed of all joints over 0.2 s
+                                 # (``window_pace``); or "reach", how far the most moving joint goes in 1 s
+                                 # (``window_reach``: a tremor is little, one arm's long sweep much)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,6 +150,7 @@ OUTPUTS = ("frames", "upsampled")
 PREDICTIONS = ("x0", "v")
 FRAMES = ("image", "root")
 SCHEDULES = ("cosine", "cosine_tau_2")
+PACE_MEASURES = ("speed", "reach")
 
 
 def check_config(cfg: ModelConfig, where: str) -> ModelConfig:
@@ -165,6 +169,8 @@ def check_config(cfg: ModelConfig, where: str) -> ModelConfig:
         raise MasError(f"{where}: model prediction {cfg.prediction!r} is not one of {', '.join(PREDICTIONS)}")
     if cfg.frame not in FRAMES:
         raise MasError(f"{where}: model frame {cfg.frame!r} is not one of {', '.join(FRAMES)}")
+    if cfg.pace_measure not in PACE_MEASURES:
+        raise MasError(f"{where}: pace measure {cfg.pace_measure!r} is not one of {', '.join(PACE_MEASURES)}")
     if isinstance(cfg.root, bool) or not isinstance(cfg.root, int) or not 0 <= cfg.root < cfg.num_joints:
         raise MasError(f"{where}: model root {cfg.root!r} is not a joint index below {cfg.num_joints}")
     for key in ("standardise", "output_norm"):

@@ -40,7 +40,7 @@ the shipped denoiser cannot tell a standing person's centimetre sway from the in
 its samples wander where real people stand still; given its last estimate, x_t - sqrt(ab) x0_prev is nearly the
 noise alone, so what it made up once can be seen and taken back (docs/results.md, *Self-conditioning*).
 With ``pace_classes = C > 0`` the network also reads a pace class, added to every token: 0 .. C - 1, the quantile
-bin of the motion's ``window_pace`` among the training windows (``pace_edges``, part of the weights), or C, "any"
+bin of the motion's pace (``pace_measure``: ``window_pace``, or ``window_reach``) among the training windows (``pace_edges``, part of the weights), or C, "any"
 (a tenth of the training windows read it, so the model also samples without one). Why try it: every model so
 far makes every motion move, where a quarter of real 4 s windows stand nearly still; told the pace, a still
 window is no longer an outlier to be averaged away, and sampling can draw the classes as often as the data has
@@ -60,6 +60,8 @@ from .diffusion import alpha_bar_schedule
 PACE_LAG = 6    # frames over which window_pace measures displacement (0.2 s at 30 fps: the 4 mm detector noise
                 # then adds about 0.04 m/s, a quarter of what it adds frame to frame)
 PACE_ANY_SHARE = 0.1   # the share of training windows that read the "any" class
+REACH_LAG = 30  # frames over which window_reach measures how far a joint goes (1 s at 30 fps: a tremor comes back
+                # within it, a gesture does not)
 
 
 def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -80,6 +82,28 @@ def window_pace(x: torch.Tensor, length: torch.Tensor | None = None, lag: int = 
     step = (x[:, lag:] - x[:, :-lag]).norm(dim=-1).mean(-1)               # B, F - lag
     valid = (torch.arange(F - lag, device=x.device)[None] + lag < n[:, None]).to(x.dtype)
     return (step * valid).sum(1) / valid.sum(1).clamp_min(1) / lag
+
+
+def window_reach(x: torch.Tensor, length: torch.Tensor | None = None, root: int = 0,
+                 lag: int = REACH_LAG) -> torch.Tensor:
+    """How far the most moving joint goes: batch x frames x joints x 2 (any unit u, frames valid up to ``length``)
+    -> batch, the largest over joints of the mean over valid frame pairs of |r[f + lag] - r[f]| / lag, in u per
+    frame, where r is each joint relative to the root and the root itself. One arm that sweeps far is as much
+    reach as a body that travels as far; a whole body that trembles is little (window_pace counts it as much as a
+    sweep of the same speed). A motion shorter than lag + 1 frames measures over its whole length."""
+    B, F = x.shape[:2]
+    n = torch.full((B,), F, device=x.device) if length is None else length.to(x.device).long()
+    r = x - x[:, :, root:root + 1]
+    r[:, :, root] = x[:, :, root]
+    out = torch.zeros(B, dtype=x.dtype, device=x.device)
+    lags = (n - 1).clamp(1, lag).clamp_max(max(F - 1, 1))
+    for k in lags.unique().tolist():         # one lag for nearly every window; the shortest their own
+        pick = lags == k
+        step = (r[pick, k:] - r[pick, :-k]).norm(dim=-1)                  # b, F - k, joints
+        valid = (torch.arange(F - k, device=x.device)[None] + k < n[pick, None]).to(x.dtype)
+        per_joint = (step * valid[..., None]).sum(1) / valid.sum(1).clamp_min(1)[:, None] / k
+        out[pick] = per_joint.max(-1).values
+    return out
 
 
 class MotionDenoiser(nn.Module):
@@ -119,15 +143,21 @@ class MotionDenoiser(nn.Module):
 
     @torch.no_grad()
     def fit_pace(self, pose: torch.Tensor, length: torch.Tensor) -> None:
-        """Set ``pace_edges`` to the quantiles k / C (k = 1 .. C - 1) of the windows' ``window_pace``
-        (pose: N x frames x joints x 2, normalised; ``length`` N), so that each class holds as many windows."""
-        paces = torch.cat([window_pace(p, n) for p, n in zip(pose.split(4096), length.split(4096))])
+        """Set ``pace_edges`` to the quantiles k / C (k = 1 .. C - 1) of the windows' ``pace`` (pose: N x frames
+        x joints x 2, normalised; ``length`` N), so that each class holds as many windows."""
+        paces = torch.cat([self.pace(p, n) for p, n in zip(pose.split(4096), length.split(4096))])
         q = torch.arange(1, self.cfg.pace_classes, dtype=paces.dtype) / self.cfg.pace_classes
         self.pace_edges.copy_(torch.quantile(paces, q))
 
+    def pace(self, x0: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
+        """How much clean motions x0 (batch x frames x joints x 2) move, by the model's ``pace_measure``: batch."""
+        if self.cfg.pace_measure == "reach":
+            return window_reach(x0, length, self.cfg.root)
+        return window_pace(x0, length)
+
     def pace_class(self, x0: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
         """The pace class (batch, long in 0 .. C - 1) of clean motions x0 (batch x frames x joints x 2)."""
-        return torch.bucketize(window_pace(x0, length), self.pace_edges.to(x0.dtype))
+        return torch.bucketize(self.pace(x0, length), self.pace_edges.to(x0.dtype))
 
     @torch.no_grad()
     def fit_standardisation(self, pose: torch.Tensor, length: torch.Tensor) -> None:

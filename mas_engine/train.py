@@ -366,7 +366,7 @@ def warm_start(model: MotionDenoiser, init) -> bool:
     differ = [f"{k} {v} (here {getattr(model.cfg, k)})" for k, v in src.config.to_dict().items()
               if getattr(model.cfg, k) != v
               and k not in ("output", "prediction", "frame", "root", "standardise", "skip_radius", "layers",
-                            "self_condition", "pace_classes")]
+                            "self_condition", "pace_classes", "pace_measure")]
     if src.config.layers > model.cfg.layers:                  # more layers grow the model; fewer cannot
         differ.append(f"layers {src.config.layers} (here {model.cfg.layers})")
     if differ:
@@ -435,10 +435,11 @@ def guided_teacher(name_or_path, models: list[MotionDenoiser], dev, scale: float
     from .sampler import pace_guided
     src = load_checkpoint(name_or_path, dev)
     a, b = src.config, models[0].cfg
-    if not b.pace_classes or (a.num_joints, a.max_frames, a.self_condition, a.pace_classes) != (
-            b.num_joints, b.max_frames, b.self_condition, b.pace_classes):
+    if not b.pace_classes or (a.num_joints, a.max_frames, a.self_condition, a.pace_classes, a.pace_measure) != (
+            b.num_joints, b.max_frames, b.self_condition, b.pace_classes, b.pace_measure):
         raise MasError(f"teacher {name_or_path!r} does not match the model trained (it must have pace classes and "
-                       f"the same joints, frames and self-conditioning); start the run with --init {name_or_path}")
+                       f"the same joints, frames, self-conditioning and pace measure); start the run with "
+                       f"--init {name_or_path}")
     if isinstance(scale, (list, tuple)) and len(scale) != b.pace_classes:
         raise MasError(f"--teacher-guidance gives {len(scale)} numbers for a model of {b.pace_classes} pace classes; "
                        "give one number, or one a class")
@@ -493,7 +494,7 @@ def build_run(out: Path, data: MotionData2D, model_cfg: ModelConfig | None, cfg:
         fit_linear_skip(model, alpha_bar, data, dev)
     if model_cfg.pace_classes and info is None:
         model.fit_pace(data.pose, data.length)
-        log("pace classes: window_pace edges " + ", ".join(f"{float(e):.4f}" for e in model.pace_edges))
+        log(f"pace classes: {model_cfg.pace_measure} edges " + ", ".join(f"{float(e):.4f}" for e in model.pace_edges))
     ema = MotionDenoiser(model_cfg).to(dev)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False).eval()

@@ -618,6 +618,37 @@ def test_window_pace_of_known_motions_and_pace_classes_that_split_the_data_evenl
     assert m.pace_class(pose[:1]).item() == 0 and m.pace_class(pose[-1:]).item() == 3
 
 
+def test_window_reach_tells_one_long_sweep_from_a_tremor_and_bins_by_it():
+    """window_reach: still 0; one joint that sweeps 0.015 a frame (its joint-mean speed a sixteenth of that)
+    reaches 0.015, as far as a body that travels at that speed; a whole body trembling 2 cm at 4 Hz reaches
+    at most 4 cm in 30 frames, less than the sweep, though window_pace finds it faster than the sweep; padding
+    never read; a window shorter than the lag measures over its length. A model with pace_measure "reach"
+    bins by it, so the sweep is in a livelier class than the tremor."""
+    from mas_engine.catalogue import check_config
+    from mas_engine.model import window_pace, window_reach
+    from dataclasses import replace
+    assert torch.equal(window_reach(torch.ones(2, 60, 16, 2)), torch.zeros(2))
+    sweep = torch.zeros(1, 60, 16, 2)
+    sweep[0, :, 12, 0] = 0.015 * torch.arange(60.0)                  # the left wrist alone
+    travel = torch.zeros(1, 60, 16, 2)
+    travel[..., 0] = 0.015 * torch.arange(60.0)[:, None]             # everything, the root too
+    tremor = torch.zeros(1, 60, 16, 2)
+    tremor[0, :, 1:, 0] = 0.02 * torch.sin(torch.arange(60.0) * 2 * torch.pi / 8)[:, None]
+    assert torch.allclose(window_reach(sweep), torch.tensor([0.015]))
+    assert torch.allclose(window_reach(travel), torch.tensor([0.015]))
+    assert torch.allclose(window_pace(sweep), torch.tensor([0.015 / 16]))
+    assert window_reach(tremor).item() <= 0.04 / 30 < 0.015
+    assert window_pace(tremor).item() > window_pace(sweep).item()
+    padded = sweep.clone()
+    padded[:, 40:] = 99.0
+    assert torch.allclose(window_reach(padded, torch.tensor([40])), torch.tensor([0.015]))
+    assert torch.allclose(window_reach(sweep, torch.tensor([12])), torch.tensor([0.015]))   # lag 11
+    m = MotionDenoiser(replace(TINY, pace_classes=2, pace_measure="reach"))
+    m.fit_pace(torch.cat([tremor, sweep, tremor, sweep]), torch.full((4,), 60))
+    assert m.pace_class(torch.cat([tremor, sweep])).tolist() == [0, 1]
+    with pytest.raises(MasError, match="pace measure"):
+        check_config(replace(TINY, pace_measure="wobble"), "test")
+
 def test_a_pace_model_starts_as_its_source_and_learns_to_follow_its_class(tmp_path):
     """pace_classes: warm-started, its embedding is zero (any class gives the source's output); trained on
     still and walking figures, 2D samples told the stillest class move less than those told the liveliest,
