@@ -72,7 +72,7 @@ class ModelConfig:
                                   # own x0 of the same x_t for half the windows (zeros for the rest, and at the
                                   # first step)
     pace_classes: int = 0       # the network also reads how much the motion moves: one of this many pace classes
-                                # (quantiles of the training windows' ``model.window_pace``), or "any" (the
+                                # (quantiles of the training windows' pace, ``pace_measure``), or "any" (the
                                 # class the training drops for a tenth of the windows); 0: no pace input
     pace_measure: str = "speed"  # what the pace classes bin: "speed", the mean speed of all joints over 0.2 s
                                  # (``window_pace``); or "reach", how far the most moving joint goes in 1 s

@@ -40,11 +40,11 @@ the shipped denoiser cannot tell a standing person's centimetre sway from the in
 its samples wander where real people stand still; given its last estimate, x_t - sqrt(ab) x0_prev is nearly the
 noise alone, so what it made up once can be seen and taken back (docs/results.md, *Self-conditioning*).
 With ``pace_classes = C > 0`` the network also reads a pace class, added to every token: 0 .. C - 1, the quantile
-bin of the motion's pace (``pace_measure``: ``window_pace``, or ``window_reach``) among the training windows (``pace_edges``, part of the weights), or C, "any"
-(a tenth of the training windows read it, so the model also samples without one). Why try it: every model so
-far makes every motion move, where a quarter of real 4 s windows stand nearly still; told the pace, a still
-window is no longer an outlier to be averaged away, and sampling can draw the classes as often as the data has
-them (docs/results.md, *A pace class*).
+bin of the motion's pace (``pace_measure``: ``window_pace`` or ``window_reach``) among the training windows
+(``pace_edges``, part of the weights), or C, "any" (a tenth of the training windows read it, so the model also
+samples without one). Why try it: every model so far makes every motion move, where a quarter of real 4 s windows
+stand nearly still; told the pace, a still window is no longer an outlier to be averaged away, and sampling can
+draw the classes as often as the data has them (docs/results.md, *A pace class*).
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def window_reach(x: torch.Tensor, length: torch.Tensor | None = None, root: int 
     r = x - x[:, :, root:root + 1]
     r[:, :, root] = x[:, :, root]
     out = torch.zeros(B, dtype=x.dtype, device=x.device)
-    lags = (n - 1).clamp(1, lag).clamp_max(max(F - 1, 1))
+    lags = (n - 1).clamp(1, lag)
     for k in lags.unique().tolist():         # one lag for nearly every window; the shortest their own
         pick = lags == k
         step = (r[pick, k:] - r[pick, :-k]).norm(dim=-1)                  # b, F - k, joints
