@@ -649,6 +649,7 @@ def test_window_reach_tells_one_long_sweep_from_a_tremor_and_bins_by_it():
     with pytest.raises(MasError, match="pace measure"):
         check_config(replace(TINY, pace_measure="wobble"), "test")
 
+
 def test_a_pace_model_starts_as_its_source_and_learns_to_follow_its_class(tmp_path):
     """pace_classes: warm-started, its embedding is zero (any class gives the source's output); trained on
     still and walking figures, 2D samples told the stillest class move less than those told the liveliest,
