@@ -72,38 +72,38 @@ def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], -1)
 
 
-def window_pace(x: torch.Tensor, length: torch.Tensor | None = None, lag: int = PACE_LAG) -> torch.Tensor:
-    """How much each motion moves: batch x frames x joints x 2 (any unit u, frames valid up to ``length``)
-    -> batch, the mean over joints and valid frame pairs of |x[f + lag] - x[f]| / lag, in u per frame.
-    A motion shorter than lag + 1 frames measures over its whole length."""
+def joint_displacement(x: torch.Tensor, length: torch.Tensor | None, lag: int) -> torch.Tensor:
+    """batch x frames x joints x 2 (any unit u, frames valid up to ``length``) -> batch x joints, each joint's mean
+    over valid frame pairs of |x[f + lag] - x[f]| / lag, in u per frame. A motion shorter than lag + 1 frames
+    measures over its whole length."""
     B, F = x.shape[:2]
     n = torch.full((B,), F, device=x.device) if length is None else length.to(x.device).long()
-    lag = max(1, min(lag, F - 1))
-    step = (x[:, lag:] - x[:, :-lag]).norm(dim=-1).mean(-1)               # B, F - lag
-    valid = (torch.arange(F - lag, device=x.device)[None] + lag < n[:, None]).to(x.dtype)
-    return (step * valid).sum(1) / valid.sum(1).clamp_min(1) / lag
+    lags = (n - 1).clamp(1, lag)
+    out = x.new_zeros(B, x.shape[2])
+    for k in lags.unique().tolist():         # one lag for nearly every window; the shortest their own
+        pick = lags == k
+        step = (x[pick, k:] - x[pick, :-k]).norm(dim=-1)                  # b, F - k, joints
+        valid = (torch.arange(F - k, device=x.device)[None] + k < n[pick, None]).to(x.dtype)
+        out[pick] = (step * valid[..., None]).sum(1) / valid.sum(1).clamp_min(1)[:, None] / k
+    return out
+
+
+def window_pace(x: torch.Tensor, length: torch.Tensor | None = None, lag: int = PACE_LAG) -> torch.Tensor:
+    """How much each motion moves: batch x frames x joints x 2 (any unit u, frames valid up to ``length``)
+    -> batch, the mean over joints of ``joint_displacement`` over ``lag`` frames, in u per frame."""
+    return joint_displacement(x, length, lag).mean(-1)
 
 
 def window_reach(x: torch.Tensor, length: torch.Tensor | None = None, root: int = 0,
                  lag: int = REACH_LAG) -> torch.Tensor:
     """How far the most moving joint goes: batch x frames x joints x 2 (any unit u, frames valid up to ``length``)
-    -> batch, the largest over joints of the mean over valid frame pairs of |r[f + lag] - r[f]| / lag, in u per
-    frame, where r is each joint relative to the root and the root itself. One arm that sweeps far is as much
-    reach as a body that travels as far; a whole body that trembles is little (window_pace counts it as much as a
-    sweep of the same speed). A motion shorter than lag + 1 frames measures over its whole length."""
-    B, F = x.shape[:2]
-    n = torch.full((B,), F, device=x.device) if length is None else length.to(x.device).long()
+    -> batch, the largest over joints of ``joint_displacement`` over ``lag`` frames, in u per frame, each joint
+    taken relative to the root and the root itself. One arm that sweeps far is as much reach as a body that
+    travels as far; a whole body that trembles is little (window_pace counts it as much as a sweep of the same
+    speed)."""
     r = x - x[:, :, root:root + 1]
     r[:, :, root] = x[:, :, root]
-    out = torch.zeros(B, dtype=x.dtype, device=x.device)
-    lags = (n - 1).clamp(1, lag)
-    for k in lags.unique().tolist():         # one lag for nearly every window; the shortest their own
-        pick = lags == k
-        step = (r[pick, k:] - r[pick, :-k]).norm(dim=-1)                  # b, F - k, joints
-        valid = (torch.arange(F - k, device=x.device)[None] + k < n[pick, None]).to(x.dtype)
-        per_joint = (step * valid[..., None]).sum(1) / valid.sum(1).clamp_min(1)[:, None] / k
-        out[pick] = per_joint.max(-1).values
-    return out
+    return joint_displacement(r, length, lag).max(-1).values
 
 
 class MotionDenoiser(nn.Module):
