@@ -185,7 +185,8 @@ def cmd_train(a) -> None:
                      mirror=not a.no_mirror, bf16=a.bf16, still_weight=a.still_weight,
                      noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight,
                      contact_weight=a.contact_weight,
-                     motion_check=a.motion_check, teacher=a.distill_guidance, teacher_guidance=a.teacher_guidance)
+                     motion_check=a.motion_check, teacher=a.distill_guidance, teacher_guidance=a.teacher_guidance,
+                     teacher_away_from=a.teacher_away_from)
     summary = train(a.data, a.out, mc, tc, device=a.device, resume=not a.restart, init=a.init)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: {summary['steps']} steps in {summary['seconds']:.0f} s; checkpoint {Path(a.out) / 'model'}.json")
@@ -447,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher-guidance", type=_numbers, default=2.0,
                    help="the teacher's pace guidance to distil: one number (default 2), or one a pace class "
                         "separated by commas, stillest first (e.g. 1.6,2,4,1.6)")
+    t.add_argument("--teacher-away-from", type=lambda v: [x.strip() for x in v.split(",")], default=None,
+                   help="what each class's guidance pulls away from, one a pace class, stillest first: 'any' (the "
+                        "model not told a class; the default) or another class, as a negative prompt (e.g. "
+                        "any,0,1,any: the calm class away from the stillest, so that it gestures)")
     t.add_argument("--device", default="auto")
     t.set_defaults(func=cmd_train)
 

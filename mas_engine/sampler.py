@@ -251,26 +251,57 @@ def guidance_of(loaded: LoadedModel, settings: MasSettings) -> float:
     return settings.pace_guidance if settings.pace_guidance is not None else loaded.pace_guidance
 
 
-def pace_guided(model, classes: int, scale, from_t: int = 0):
-    """``model`` with classifier-free guidance on its pace class (Ho & Salimans 2022): x0_any + scale (x0_class
-    - x0_any), both in one call of twice the rows; the model itself where it is not told a class, where scale
+def pace_guided(model, classes: int, scale, from_t: int = 0, away_from=None):
+    """``model`` with classifier-free guidance on its pace class (Ho & Salimans 2022): x0_ref + scale (x0_class
+    - x0_ref), both in one call of twice the rows; the model itself where it is not told a class, where scale
     is 1, and below noise step ``from_t`` (guidance in a limited interval, Kynkaenniemi et al. 2024: how much
     a motion moves is settled at the noisier steps, and each unguided step costs half). ``scale``: one number,
-    or one a class (guidance distillation can pull each class by its own amount)."""
+    or one a class (guidance distillation can pull each class by its own amount). ``away_from``: each class's
+    reference, one a class: ``None`` or "any" for x0_any (the model not told a class; the default), or a class
+    to pull away from, as a negative prompt: a calm class guided away from the stillest gestures more, where
+    guided away from "any" it stills (docs/results.md, *Guided away from the stiller class*)."""
     scales = torch.tensor(list(scale) if isinstance(scale, (list, tuple)) else [float(scale)] * max(classes, 1),
                           dtype=torch.float64)
+    refs = torch.tensor(pace_references(classes, away_from), dtype=torch.long)
     if not classes or bool((scales == 1.0).all()):
         return model
 
     def guided(x, t, length=None, x0_prev=None, pace=None):
         if pace is None or bool((pace == classes).all()) or int(t.max()) < from_t:   # nothing to guide by, or low
             return model(x, t, length, x0_prev, pace)
+        told_as = pace.clamp(max=classes - 1)
+        ref = torch.where(pace == classes, pace, refs.to(pace.device)[told_as])       # "any" stays "any"
         two = lambda a: None if a is None else torch.cat([a, a])  # noqa: E731
-        out = model(two(x), two(t), two(length), two(x0_prev), torch.cat([pace, torch.full_like(pace, classes)]))
+        out = model(two(x), two(t), two(length), two(x0_prev), torch.cat([pace, ref]))
         told, free = out[:x.shape[0]], out[x.shape[0]:]
-        g = scales.to(told)[pace.clamp(max=classes - 1)].view(-1, *[1] * (told.dim() - 1))   # "any": told == free
+        g = scales.to(told)[told_as].view(-1, *[1] * (told.dim() - 1))   # "any": told == free
         return free + g * (told - free)
     return guided
+
+
+def pace_references(classes: int, away_from=None) -> list[int]:
+    """The class each pace class's guidance pulls away from (``pace_guided``), as model inputs: ``classes``
+    for "any" (the model not told a class). ``away_from``: None (all "any") or one entry a class, each None,
+    "any" or a class index other than its own. Raises MasError for anything else."""
+    if away_from is None:
+        return [classes] * max(classes, 1)
+    if len(away_from) != classes:
+        raise MasError(f"pace guidance away from {len(away_from)} classes for a model of {classes} pace classes; "
+                       "give one a class, stillest first ('any' or a class number)")
+    refs = []
+    for c, a in enumerate(away_from):
+        if a is None or str(a).strip().lower() == "any":
+            refs.append(classes)
+            continue
+        try:
+            r = int(a)
+        except (TypeError, ValueError):
+            r = -1
+        if not 0 <= r < classes or r == c:
+            raise MasError(f"class {c}'s guidance cannot pull away from {a!r}: give 'any' or another class, "
+                           f"0 .. {classes - 1}")
+        refs.append(r)
+    return refs
 
 
 def _denoiser(loaded: LoadedModel, frames, reversed_end: bool = False, pace: torch.Tensor | None = None,

@@ -57,6 +57,8 @@ class TrainConfig:
                                   # (scale teacher_guidance) instead of the data's, so that one call does what
                                   # guidance does with two; the model then samples unguided (its card says so)
     teacher_guidance: float | list[float] = 2.0   # or one a pace class
+    teacher_away_from: list[str] | None = None    # each class's guidance reference, "any" or a class
+                                                  # (sampler.pace_guided); None: all "any"
 
 
 def masked_x0_loss(pred: torch.Tensor, x0: torch.Tensor, conf: torch.Tensor,
@@ -428,10 +430,11 @@ def model_card(data: MotionData2D, cfg: TrainConfig, data_path, init=None, data_
             "licence": data_note or data.meta.get("licence", DATA_NOTE)}
 
 
-def guided_teacher(name_or_path, models: list[MotionDenoiser], dev, scale: float = 2.0):
+def guided_teacher(name_or_path, models: list[MotionDenoiser], dev, scale: float = 2.0, away_from=None):
     """The teacher of guidance distillation: a model with the same inputs as ``models`` (joints, frames,
-    self-conditioning, pace classes), frozen, sampled with pace guidance ``scale``. The models take its pace
-    edges, so that a class means to them what it means to the teacher."""
+    self-conditioning, pace classes), frozen, sampled with pace guidance ``scale`` away from ``away_from``
+    (``sampler.pace_guided``). The models take its pace edges, so that a class means to them what it means
+    to the teacher."""
     from .sampler import pace_guided
     src = load_checkpoint(name_or_path, dev)
     a, b = src.config, models[0].cfg
@@ -446,7 +449,7 @@ def guided_teacher(name_or_path, models: list[MotionDenoiser], dev, scale: float
     for m in models:
         m.pace_edges.copy_(src.model.pace_edges)
     src.model.eval().requires_grad_(False)
-    return pace_guided(src.model, b.pace_classes, scale)
+    return pace_guided(src.model, b.pace_classes, scale, away_from=away_from)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -525,6 +528,8 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
         for g in (cfg.teacher_guidance if isinstance(cfg.teacher_guidance, (list, tuple)) else [cfg.teacher_guidance]):
             validate.number("--teacher-guidance", g, 0.0, 10.0, "1 is the teacher unguided, 2 doubles each "
                             "class's pull; one number, or one a pace class separated by commas")
+    elif cfg.teacher_away_from is not None:
+        raise MasError("--teacher-away-from is a setting of guidance distillation: give --distill-guidance TEACHER")
     out = Path(out)
     dev, world, rank = join_processes(device)
     data = MotionData2D.load(data_path, "train")
@@ -549,7 +554,7 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
     card = model_card(data, cfg, data_path, init, data_note)
     teacher = None
     if cfg.teacher:
-        teacher = guided_teacher(cfg.teacher, [model, ema], dev, cfg.teacher_guidance)
+        teacher = guided_teacher(cfg.teacher, [model, ema], dev, cfg.teacher_guidance, cfg.teacher_away_from)
         card["mas_sampling"] = {"pace_guidance": 1.0}      # the guidance is in the weights now
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

@@ -457,6 +457,18 @@ def test_a_pace_model_gets_each_motions_class_in_every_view_and_window(tmp_path)
         told_h, free_h = m.model(x, th, pace=cls), m.model(x, th)
         assert torch.allclose(pace_guided(m.model, 3, 2.5, from_t=5)(x, th, pace=cls), free_h + 2.5 * (told_h - free_h),
                               atol=1e-5)
+        # away from another class, as a negative prompt: x0_ref + g (x0_class - x0_ref), ref each class's own
+        away = pace_guided(m.model, 3, [1.0, 3.0, 2.0], away_from=["any", "0", 1])(x, t, pace=cls)
+        assert torch.allclose(away[0], told[0], atol=1e-5)                  # class 0 at scale 1: itself
+        ref1 = m.model(x, t, pace=torch.tensor([1, 1]))
+        assert torch.allclose(away[1], ref1[1] + 2.0 * (told[1] - ref1[1]), atol=1e-5)
+        assert torch.equal(pace_guided(m.model, 3, 2.5, away_from=["any", 0, 1])(x, t), free)   # "any" stays
+        assert torch.allclose(pace_guided(m.model, 3, 2.5, away_from=[None, "ANY", "any"])(x, t, pace=cls),
+                              free + 2.5 * (told - free), atol=1e-5)
+    for bad, why in (([0, 0, 1], "class 0"), (["any", 3, "any"], "class 1"), (["any", "x", "any"], "class 1"),
+                     (["any", "any"], "2 classes")):
+        with pytest.raises(MasError, match=why):
+            pace_guided(m.model, 3, 2.0, away_from=bad)
     with pytest.raises(MasError, match="unguided share"):
         check_request(m, 48, MasSettings(pace_guidance_from=1.5))
     with pytest.raises(MasError, match="pace guidance"):

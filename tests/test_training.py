@@ -712,7 +712,8 @@ def test_a_pace_model_starts_as_its_source_and_learns_to_follow_its_class(tmp_pa
     student = tmp_path / "student"
     train(tmp_path / "mixed.npz", student, replace(TINY, pace_classes=2), TrainConfig(
         steps=300, batch_size=16, lr=3e-4, warmup_steps=20, save_every=300, ema_decay=0.99, motion_check=0,
-        teacher=str(run / "model.json"), teacher_guidance=5.0), device="cpu", log=lambda *a: None, init=run / "model.json")
+        teacher=str(run / "model.json"), teacher_guidance=5.0, teacher_away_from=["any", "0"]), device="cpu",
+        log=lambda *a: None, init=run / "model.json")     # class 0 guided away from "any", class 1 from class 0
     d = load_checkpoint(student / "model.json")
     assert m.pace_guidance == 2.0 and d.pace_guidance == 1.0
     assert torch.equal(d.model.pace_edges, m.model.pace_edges)
@@ -724,7 +725,7 @@ def test_a_pace_model_starts_as_its_source_and_learns_to_follow_its_class(tmp_pa
     x_t = q_sample(x0, alpha_bar_schedule(TINY.schedule, TINY.diffusion_steps).float()[t], torch.randn(x0.shape, generator=g))
     with torch.no_grad():
         pace = m.model.pace_class(x0, length)                              # each window's own, as training tells
-        guided = pace_guided(m.model, 2, 5.0)(x_t, t, length, None, pace)
+        guided = pace_guided(m.model, 2, 5.0, away_from=["any", "0"])(x_t, t, length, None, pace)
         apart = (m.model(x_t, t, length, pace=pace) - guided).pow(2).mean()
         learnt = (d.model(x_t, t, length, pace=pace) - guided).pow(2).mean()
     assert learnt < 0.5 * apart, (learnt, apart)
