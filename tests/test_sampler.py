@@ -514,15 +514,17 @@ def test_a_models_card_sets_its_view_noise_share(tiny_checkpoint, tmp_path):
 
 
 def test_noiseless_last_steps_let_a_still_motion_stand_still():
-    """The shipped human told its stillest pace trembles at about 0.13 m/s when every step adds its noise (the
-    denoiser leaves part of it in); with the lowest levels' steps noiseless its limbs move at under 0.1 m/s."""
+    """The shipped human told its stillest pace trembles at 0.16-0.21 m/s when every step adds its noise (the
+    denoiser leaves part of it in); with the lowest levels' steps noiseless its limbs move at under 0.6x that,
+    nearly still (under 0.1 m/s) on average. Not each motion: since human-away2 the stillest class is guided
+    half-way to "any" so that it gestures, and one of these two moves at 0.11 m/s."""
     from mas_engine.eval_3d import HUMAN_LIMBS
     m = load_checkpoint("human")
     limbs = [m.layout.index(n) for n in HUMAN_LIMBS]
     speed = lambda j: np.linalg.norm(np.diff(j[:, :, limbs], axis=1), axis=-1).mean((1, 2)) * m.fps  # noqa: E731
     noisy = speed(sample_mas(m, [0, 1], 60, MasSettings(steps=20, pace=0, noiseless_share=0.0)).joints)
     quiet = speed(sample_mas(m, [0, 1], 60, MasSettings(steps=20, pace=0, noiseless_share=0.2)).joints)
-    assert (noisy > 0.1).all() and (quiet < 0.08).all() and (quiet < 0.6 * noisy).all()
+    assert (noisy > 0.1).all() and quiet.mean() < 0.1 and (quiet < 0.6 * noisy).all()
 
 
 def test_a_models_card_sets_its_noiseless_share(tiny_checkpoint, tmp_path):
