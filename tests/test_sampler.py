@@ -516,7 +516,7 @@ def test_a_models_card_sets_its_view_noise_share(tiny_checkpoint, tmp_path):
 def test_noiseless_last_steps_let_a_still_motion_stand_still():
     """The shipped human told its stillest pace trembles at 0.16-0.21 m/s when every step adds its noise (the
     denoiser leaves part of it in); with the lowest levels' steps noiseless its limbs move at under 0.6x that,
-    nearly still (under 0.1 m/s) on average. Not each motion: since human-away2 the stillest class is guided
+    nearly still (under 0.1 m/s) on average. Not each motion: since human-away4 the stillest class is guided
     half-way to "any" so that it gestures, and one of these two moves at 0.11 m/s."""
     from mas_engine.eval_3d import HUMAN_LIMBS
     m = load_checkpoint("human")
