@@ -186,7 +186,7 @@ def cmd_train(a) -> None:
                      noise_weighting=a.noise_weighting, velocity_weight=a.velocity_weight,
                      contact_weight=a.contact_weight,
                      motion_check=a.motion_check, teacher=a.distill_guidance, teacher_guidance=a.teacher_guidance,
-                     teacher_away_from=a.teacher_away_from)
+                     teacher_away_from=a.teacher_away_from, teacher_guided_below=a.teacher_guided_below)
     summary = train(a.data, a.out, mc, tc, device=a.device, resume=not a.restart, init=a.init)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: {summary['steps']} steps in {summary['seconds']:.0f} s; checkpoint {Path(a.out) / 'model'}.json")
@@ -452,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what each class's guidance pulls away from, one a pace class, stillest first: 'any' (the "
                         "model not told a class; the default) or another class, as a negative prompt (e.g. "
                         "any,0,1,any: the calm class away from the stillest, so that it gestures)")
+    t.add_argument("--teacher-guided-below", type=_numbers, default=None,
+                   help="guide each class only at the noise steps below this one, one a pace class, stillest "
+                        "first (e.g. 100,50,100,100: the second class only at the quieter half; default: every step)")
     t.add_argument("--device", default="auto")
     t.set_defaults(func=cmd_train)
 

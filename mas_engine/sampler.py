@@ -251,7 +251,7 @@ def guidance_of(loaded: LoadedModel, settings: MasSettings) -> float:
     return settings.pace_guidance if settings.pace_guidance is not None else loaded.pace_guidance
 
 
-def pace_guided(model, classes: int, scale, from_t: int = 0, away_from=None):
+def pace_guided(model, classes: int, scale, from_t: int = 0, away_from=None, below=None):
     """``model`` with classifier-free guidance on its pace class (Ho & Salimans 2022): x0_ref + scale (x0_class
     - x0_ref), both in one call of twice the rows; the model itself where it is not told a class, where scale
     is 1, and below noise step ``from_t`` (guidance in a limited interval, Kynkaenniemi et al. 2024: how much
@@ -259,12 +259,19 @@ def pace_guided(model, classes: int, scale, from_t: int = 0, away_from=None):
     or one a class (guidance distillation can pull each class by its own amount). ``away_from``: each class's
     reference, one a class: ``None`` or "any" for x0_any (the model not told a class; the default), or a class
     to pull away from, as a negative prompt: a calm class guided away from the stillest gestures more, where
-    guided away from "any" it stills (docs/results.md, *Guided away from the stiller class*)."""
+    guided away from "any" it stills (docs/results.md, *Guided away from the stiller class*). ``below``: None, or
+    one noise step a class: that class is guided only where t < it, row by row (a class pulled hard away from the
+    stillest at the noisier steps makes gestures unlike real ones; pulled only at the quieter steps it gestures
+    and stays near real 2D motion: *Guided only at the quieter steps*)."""
     scales = torch.tensor(list(scale) if isinstance(scale, (list, tuple)) else [float(scale)] * max(classes, 1),
                           dtype=torch.float64)
     refs = torch.tensor(pace_references(classes, away_from), dtype=torch.long)
     if not classes or bool((scales == 1.0).all()):
         return model
+    if below is not None and len(below) != classes:
+        raise MasError(f"guidance below a noise step given for {len(below)} classes for a model of {classes} pace "
+                       "classes; give one a class, stillest first")
+    limits = None if below is None else torch.tensor([int(b) for b in below], dtype=torch.long)
 
     def guided(x, t, length=None, x0_prev=None, pace=None):
         if pace is None or bool((pace == classes).all()) or int(t.max()) < from_t:   # nothing to guide by, or low
@@ -274,8 +281,10 @@ def pace_guided(model, classes: int, scale, from_t: int = 0, away_from=None):
         two = lambda a: None if a is None else torch.cat([a, a])  # noqa: E731
         out = model(two(x), two(t), two(length), two(x0_prev), torch.cat([pace, ref]))
         told, free = out[:x.shape[0]], out[x.shape[0]:]
-        g = scales.to(told)[told_as].view(-1, *[1] * (told.dim() - 1))   # "any": told == free
-        return free + g * (told - free)
+        g = scales.to(told)[told_as]                                     # "any": told == free
+        if limits is not None:                                           # above its limit a class is itself
+            g = torch.where(t < limits.to(t.device)[told_as], g, torch.ones_like(g))
+        return free + g.view(-1, *[1] * (told.dim() - 1)) * (told - free)
     return guided
 
 

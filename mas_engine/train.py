@@ -59,6 +59,8 @@ class TrainConfig:
     teacher_guidance: float | list[float] = 2.0   # or one a pace class
     teacher_away_from: list[str] | None = None    # each class's guidance reference, "any" or a class
                                                   # (sampler.pace_guided); None: all "any"
+    teacher_guided_below: list[int] | None = None  # each class guided only at noise steps below this one
+                                                   # (sampler.pace_guided's below); None: at every step
 
 
 def masked_x0_loss(pred: torch.Tensor, x0: torch.Tensor, conf: torch.Tensor,
@@ -430,10 +432,11 @@ def model_card(data: MotionData2D, cfg: TrainConfig, data_path, init=None, data_
             "licence": data_note or data.meta.get("licence", DATA_NOTE)}
 
 
-def guided_teacher(name_or_path, models: list[MotionDenoiser], dev, scale: float = 2.0, away_from=None):
+def guided_teacher(name_or_path, models: list[MotionDenoiser], dev, scale: float = 2.0, away_from=None,
+                   below=None):
     """The teacher of guidance distillation: a model with the same inputs as ``models`` (joints, frames,
-    self-conditioning, pace classes), frozen, sampled with pace guidance ``scale`` away from ``away_from``
-    (``sampler.pace_guided``). The models take its pace edges, so that a class means to them what it means
+    self-conditioning, pace classes), frozen, sampled with pace guidance ``scale`` away from ``away_from``,
+    each class only at noise steps below ``below`` (``sampler.pace_guided``). The models take its pace edges, so that a class means to them what it means
     to the teacher."""
     from .sampler import pace_guided
     src = load_checkpoint(name_or_path, dev)
@@ -449,7 +452,12 @@ def guided_teacher(name_or_path, models: list[MotionDenoiser], dev, scale: float
     for m in models:
         m.pace_edges.copy_(src.model.pace_edges)
     src.model.eval().requires_grad_(False)
-    return pace_guided(src.model, b.pace_classes, scale, away_from=away_from)
+    if below is not None:
+        below = list(below) if isinstance(below, (list, tuple)) else [below] * b.pace_classes
+        for v in below:
+            validate.number("--teacher-guided-below", v, 1, b.diffusion_steps, "a noise step a class, stillest "
+                            f"first, up to the model's {b.diffusion_steps} (e.g. 100,50,100,100)")
+    return pace_guided(src.model, b.pace_classes, scale, away_from=away_from, below=below)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -528,8 +536,9 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
         for g in (cfg.teacher_guidance if isinstance(cfg.teacher_guidance, (list, tuple)) else [cfg.teacher_guidance]):
             validate.number("--teacher-guidance", g, 0.0, 10.0, "1 is the teacher unguided, 2 doubles each "
                             "class's pull; one number, or one a pace class separated by commas")
-    elif cfg.teacher_away_from is not None:
-        raise MasError("--teacher-away-from is a setting of guidance distillation: give --distill-guidance TEACHER")
+    elif cfg.teacher_away_from is not None or cfg.teacher_guided_below is not None:
+        raise MasError("--teacher-away-from and --teacher-guided-below are settings of guidance distillation: give "
+                       "--distill-guidance TEACHER")
     out = Path(out)
     dev, world, rank = join_processes(device)
     data = MotionData2D.load(data_path, "train")
@@ -554,7 +563,8 @@ def train(data_path, out, model_cfg: ModelConfig | None = None, cfg: TrainConfig
     card = model_card(data, cfg, data_path, init, data_note)
     teacher = None
     if cfg.teacher:
-        teacher = guided_teacher(cfg.teacher, [model, ema], dev, cfg.teacher_guidance, cfg.teacher_away_from)
+        teacher = guided_teacher(cfg.teacher, [model, ema], dev, cfg.teacher_guidance, cfg.teacher_away_from,
+                                 cfg.teacher_guided_below)
         card["mas_sampling"] = {"pace_guidance": 1.0}      # the guidance is in the weights now
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

@@ -255,6 +255,8 @@ CASES = [
                                     "--teacher-guidance", "nan"], "--teacher-guidance must be between 0 and 10"),
     ("train away from without a teacher", ["train", "{w}/data.npz", "--out", "{w}/run2", "--teacher-away-from",
                                            "any,0"], "give --distill-guidance"),
+    ("train guided below without a teacher", ["train", "{w}/data.npz", "--out", "{w}/run2", "--teacher-guided-below",
+                                              "100,50"], "give --distill-guidance"),
     ("train absurd max frames", ["train", "{w}/data.npz", "--out", "{w}/run2", "--max-frames", "1000000000"], "max_frames"),
     ("train heads do not divide", ["train", "{w}/data.npz", "--out", "{w}/run2", "--heads", "3"], "multiple of heads"),
     ("train init other architecture", ["train", "{w}/data.npz", "--out", "{w}/run2", "--init", "{w}/tiny",

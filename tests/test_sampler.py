@@ -465,6 +465,14 @@ def test_a_pace_model_gets_each_motions_class_in_every_view_and_window(tmp_path)
         assert torch.equal(pace_guided(m.model, 3, 2.5, away_from=["any", 0, 1])(x, t), free)   # "any" stays
         assert torch.allclose(pace_guided(m.model, 3, 2.5, away_from=[None, "ANY", "any"])(x, t, pace=cls),
                               free + 2.5 * (told - free), atol=1e-5)
+        # each class guided only below its own noise step, row by row (t = 3 and 9; classes 0 and 2)
+        low = pace_guided(m.model, 3, 2.5, below=[10, 100, 5])(x, t, pace=cls)
+        assert torch.allclose(low[0], free[0] + 2.5 * (told[0] - free[0]), atol=1e-5)   # 3 < 10: guided
+        assert torch.allclose(low[1], told[1], atol=1e-5)                               # 9 >= 5: itself
+        assert torch.allclose(pace_guided(m.model, 3, 2.5, below=[100, 100, 100])(x, t, pace=cls),
+                              free + 2.5 * (told - free), atol=1e-5)
+    with pytest.raises(MasError, match="2 classes"):
+        pace_guided(m.model, 3, 2.0, below=[50, 50])
     for bad, why in (([0, 0, 1], "class 0"), (["any", 3, "any"], "class 1"), (["any", "x", "any"], "class 1"),
                      (["any", "any"], "2 classes")):
         with pytest.raises(MasError, match=why):

@@ -729,3 +729,15 @@ def test_a_pace_model_starts_as_its_source_and_learns_to_follow_its_class(tmp_pa
         apart = (m.model(x_t, t, length, pace=pace) - guided).pow(2).mean()
         learnt = (d.model(x_t, t, length, pace=pace) - guided).pow(2).mean()
     assert learnt < 0.5 * apart, (learnt, apart)
+    # a teacher guided only at the quieter half for class 1 (--teacher-guided-below): guided rows there, itself above
+    from mas_engine.train import guided_teacher
+    half = TINY.diffusion_steps // 2
+    with torch.no_grad():
+        teacher = guided_teacher(str(run / "model.json"), [d.model], "cpu", 5.0, ["any", "0"], [TINY.diffusion_steps, half])
+        out = teacher(x_t, t, length, None, pace)
+        quiet = (pace == 1) & (t >= half)
+        assert bool(quiet.any()) and bool(((pace == 1) & (t < half)).any())
+        assert torch.allclose(out[quiet], m.model(x_t, t, length, pace=pace)[quiet], atol=1e-5)
+        assert torch.allclose(out[~quiet], guided[~quiet], atol=1e-5)
+    with pytest.raises(MasError, match="teacher-guided-below"):
+        guided_teacher(str(run / "model.json"), [d.model], "cpu", 5.0, None, [0, half])
