@@ -436,8 +436,8 @@ def guided_teacher(name_or_path, models: list[MotionDenoiser], dev, scale: float
                    below=None):
     """The teacher of guidance distillation: a model with the same inputs as ``models`` (joints, frames,
     self-conditioning, pace classes), frozen, sampled with pace guidance ``scale`` away from ``away_from``,
-    each class only at noise steps below ``below`` (``sampler.pace_guided``). The models take its pace edges, so that a class means to them what it means
-    to the teacher."""
+    each class only at noise steps below ``below`` (``sampler.pace_guided``). The models take its pace edges, so
+    that a class means to them what it means to the teacher."""
     from .sampler import pace_guided
     src = load_checkpoint(name_or_path, dev)
     a, b = src.config, models[0].cfg
