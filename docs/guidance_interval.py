@@ -6,7 +6,7 @@ evaluator); ``sampler.pace_guided`` is replaced for the run so that ``mas evalua
     python docs/guidance_interval.py CLASS SCALE REF LO HI LABEL     # e.g. 1 7 0 0 50 x7away_t50down
 """
 import sys
-import numpy as np, torch
+import numpy as np
 from mas_engine import sampler, eval_2d, metrics
 from mas_engine.eval_3d import HUMAN_LIMBS
 
@@ -14,18 +14,15 @@ C, G, REF, LO, HI, LABEL = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], in
 away = ["any"] * 4
 away[C] = REF
 
-def patched(model, classes, scale, from_t=0, away_from=None):
-    refs = torch.tensor(sampler.pace_references(classes, away), dtype=torch.long)
-    def guided(x, t, length=None, x0_prev=None, pace=None):
-        tm = int(t.max())
-        if pace is None or not (LO <= tm < HI):
-            return model(x, t, length, x0_prev, pace)
-        ref = refs.to(pace.device)[pace.clamp(max=classes - 1)]
-        two = lambda a: None if a is None else torch.cat([a, a])
-        out = model(two(x), two(t), two(length), two(x0_prev), torch.cat([pace, ref]))
-        told, free = out[:x.shape[0]], out[x.shape[0]:]
-        return free + G * (told - free)
-    return guided
+orig = sampler.pace_guided
+
+
+def patched(model, classes, scale, from_t=0, away_from=None, below=None):
+    """Class C guided G x away from REF where LO <= t < HI; the card's own guidance is ignored."""
+    return orig(model, classes, [G if c == C else 1.0 for c in range(classes)], from_t=LO, away_from=away,
+                below=[HI] * classes)
+
+
 sampler.pace_guided = patched
 
 kept = {}

@@ -277,13 +277,15 @@ def pace_guided(model, classes: int, scale, from_t: int = 0, away_from=None, bel
         if pace is None or bool((pace == classes).all()) or int(t.max()) < from_t:   # nothing to guide by, or low
             return model(x, t, length, x0_prev, pace)
         told_as = pace.clamp(max=classes - 1)
+        g = scales.to(x)[told_as]                                        # "any": told == free
+        if limits is not None:                                           # above its limit a class is itself
+            g = torch.where(t < limits.to(t.device)[told_as], g, torch.ones_like(g))
+        if bool((g == 1).all()):                                         # no row guided: one call
+            return model(x, t, length, x0_prev, pace)
         ref = torch.where(pace == classes, pace, refs.to(pace.device)[told_as])       # "any" stays "any"
         two = lambda a: None if a is None else torch.cat([a, a])  # noqa: E731
         out = model(two(x), two(t), two(length), two(x0_prev), torch.cat([pace, ref]))
         told, free = out[:x.shape[0]], out[x.shape[0]:]
-        g = scales.to(told)[told_as]                                     # "any": told == free
-        if limits is not None:                                           # above its limit a class is itself
-            g = torch.where(t < limits.to(t.device)[told_as], g, torch.ones_like(g))
         return free + g.view(-1, *[1] * (told.dim() - 1)) * (told - free)
     return guided
 
