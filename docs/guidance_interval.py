@@ -27,10 +27,15 @@ sampler.pace_guided = patched
 
 kept = {}
 orig_rv = eval_2d.row_views
+
+
 def rv(row, loaded, seeds, frames, dev, one_view, pace="data"):
+    """eval_2d.row_views, keeping the sampled 2D windows for the gesture below."""
     uv = orig_rv(row, loaded, seeds, frames, dev, one_view, pace)
     kept["uv"], kept["layout"] = uv, loaded.layout
     return uv
+
+
 eval_2d.row_views = rv
 
 res = eval_2d.evaluate_2d("/work/data/models_try/human_pace.json", "/work/data/bandai", "../shared/data/bandai_train.txt",
@@ -41,5 +46,6 @@ idx = [lay.index(n) for n in HUMAN_LIMBS]
 root = [lay.index("pelvis")]
 uv = kept["uv"]
 g = np.array([metrics.gesture(w, idx, root) for w in uv])
-fid = res["rows"]["2D model"]["fid"][0]; rec = res["rows"]["2D model"]["recall"][0]; div = res["rows"]["2D model"]["diversity"][0]
+row = res["rows"]["2D model"]
+fid, rec, div = row["fid"][0], row["recall"][0], row["diversity"][0]
 print(f"{LABEL}: FID {fid:.1f} recall {rec:.2f} diversity {div:.2f} 2D gesture p25/p50/p75 {np.percentile(g,25):.2f}/{np.percentile(g,50):.2f}/{np.percentile(g,75):.2f} over 0.3: {(g>=0.3).mean():.0%}", flush=True)
